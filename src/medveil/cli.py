@@ -1,0 +1,242 @@
+"""The `medveil` command line: parse, call one library function, print.
+
+User errors (every :class:`MedveilError`) become one line on stderr and exit
+code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medveil.errors import ConfigError, MedveilError
+
+app = typer.Typer(help="Privacy-preserving deep learning on medical images.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Inspect bundled and user data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+out = Console()
+
+Size = Annotated[int | None, typer.Option(help="Working size: resize images to SIZE x SIZE.")]
+Seed = Annotated[int, typer.Option(help="Seed for splits, initialisation and shuffling.")]
+Color = Annotated[str, typer.Option(help="gray, rgb or green (colour images).")]
+
+
+def _read_options(size: int | None, color: str, window: str = "minmax", axis: int = 2,
+                  seed: int = 0) -> dict[str, Any]:
+    return {"size": size, "color": color, "window": window, "axis": axis, "seed": seed}
+
+
+def _params(values: list[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in values or []:
+        if "=" not in item:
+            raise ConfigError(f"--param '{item}' must look like NAME=VALUE")
+        name, raw = item.split("=", 1)
+        try:
+            params[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[name] = raw
+    return params
+
+
+def _load_key(path: Path | None):
+    from medveil.keys import Key
+
+    return None if path is None else Key.load(path)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Name the data sets bundled with medveil."""
+    from medveil.data.bundled import BUNDLED
+
+    table = Table("name", "task", "what", "attribution")
+    for entry in BUNDLED.values():
+        table.add_row(entry.name, entry.task, entry.description, entry.attribution)
+    out.print(table)
+
+
+@data_app.command("show")
+def data_show(
+    source: Annotated[str, typer.Argument(help="Bundled set name, path, or protected store.")],
+    grid: Annotated[Path | None, typer.Option(help="Write a PNG grid of sample images.")] = None,
+    size: Size = None, color: Color = "gray",
+    window: Annotated[str, typer.Option(help="DICOM window: minmax or voi.")] = "minmax",
+    axis: Annotated[int, typer.Option(help="NIfTI slicing axis.")] = 2,
+    seed: Seed = 0,
+) -> None:
+    """Counts per split and class, image size, value range; optionally a sample grid."""
+    from medveil.pictures import save_dataset_grid
+    from medveil.sources import load_source
+
+    imageset = load_source(source, **_read_options(size, color, window, axis, seed))
+    info = imageset.describe()
+    out.print(f"[bold]{info['name']}[/bold]  ({info['reader']}, {info['task']})  "
+              f"source: {info['source']}")
+    c, h, w = info["image_shape"]
+    low, high = info["value_range"]
+    out.print(f"{info['n']} images, {h}x{w}, {c} channel(s), values in [{low:.3f}, {high:.3f}]")
+    table = Table("split", "images", "classes / foreground")
+    for split, entry in info["splits"].items():
+        detail = entry.get("classes") or (f"{entry['foreground_fraction']:.3%} foreground"
+                                          if "foreground_fraction" in entry else "")
+        table.add_row(split, str(entry["n"]), str(detail))
+    out.print(table)
+    if grid is not None:
+        save_dataset_grid(grid, imageset, seed=seed)
+        out.print(f"grid written to {grid}")
+
+
+@app.command()
+def keygen(
+    path: Annotated[Path, typer.Argument(help="Where to write the new key file (mode 0600).")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing key file.")] = False,
+) -> None:
+    """Write a new secret key; prints only its fingerprint."""
+    from medveil.keys import Key
+
+    key = Key.generate()
+    key.save(path, force=force)
+    out.print(f"key written to {path} (mode 0600), fingerprint {key.fingerprint}")
+
+
+@app.command()
+def schemes() -> None:
+    """List the registered protection schemes."""
+    from medveil.schemes import available_schemes, get_scheme_class
+
+    table = Table("scheme", "invertible", "keyed", "needs fit", "task runs on", "note")
+    for name in available_schemes():
+        cls = get_scheme_class(name)
+        table.add_row(name, str(cls.invertible), str(cls.keyed), str(cls.needs_fit),
+                      cls.utility_path, "weak reference (tests)" if cls.reference_only else "")
+    out.print(table)
+
+
+@app.command()
+def protect(
+    scheme: Annotated[str, typer.Option(help="Scheme name (see `medveil schemes`).")],
+    key: Annotated[Path, typer.Option(help="The owner's key file.")],
+    data: Annotated[str, typer.Option(help="Bundled set name or path.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Store folder to create.")],
+    param: Annotated[list[str] | None, typer.Option(help="Scheme parameter NAME=VALUE.")] = None,
+    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,
+) -> None:
+    """Fit a scheme on the training split and write the protected store."""
+    from medveil.data import load_dataset
+    from medveil.protect import protect_dataset
+
+    owner_key = _load_key(key)
+    imageset = load_dataset(data, **_read_options(size, color, seed=seed))
+    summary = protect_dataset(imageset, scheme=scheme, key=owner_key, out=out_dir, seed=seed,
+                              params=_params(param), force=force)
+    counts = ", ".join(f"{s} {n}" for s, n in summary["splits"].items())
+    out.print(f"protected {imageset.name} with {summary['scheme']} into {summary['store']} "
+              f"({counts}); key fingerprint {summary['key_fingerprint']}")
+
+
+@app.command()
+def verify(
+    store: Annotated[Path, typer.Argument(help="A protected store folder.")],
+    key: Annotated[Path | None, typer.Option(help="Also check the key and manifest HMAC.")] = None,
+) -> None:
+    """Re-hash every shard of a store; fail on any tampering."""
+    from medveil.store import verify_store
+
+    summary = verify_store(store, key=_load_key(key))
+    counts = ", ".join(f"{s} {v['count']}" for s, v in summary["splits"].items())
+    out.print(f"OK: {summary['path']}: scheme {summary['scheme']['name']}, {summary['shards']} "
+              f"shards, {counts}" + ("; key and HMAC checked" if summary["hmac_checked"] else ""))
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Option(help="Bundled set, path, or protected store.")],
+    model_out: Annotated[Path, typer.Option("--out", help="Model file to write.")],
+    key: Annotated[Path | None, typer.Option(help="Key to check a store against.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Classifier epochs.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Segmenter training steps.")] = None,
+    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train the standard classifier or U-Net on the train split (val selects the epoch)."""
+    from medveil.sources import load_source
+    from medveil.tasks import train_model
+
+    imageset = load_source(data, key=_load_key(key), **_read_options(size, color, seed=seed))
+    model = train_model(imageset, seed=seed, epochs=epochs, steps=steps, progress=not quiet)
+    model.save(model_out)
+    out.print(f"{model.task} model trained in {model.train_s:.1f}s, written to {model_out}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Model file from `medveil train`.")],
+    data: Annotated[str, typer.Option(help="Bundled set, path, or protected store.")],
+    split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
+    key: Annotated[Path | None, typer.Option(help="Key to check a store against.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON.")] = None,
+    size: Size = None, color: Color = "gray", seed: Seed = 0,
+) -> None:
+    """Metrics of a trained model on a split (accuracy/AUC/F1/MCC or Dice/IoU)."""
+    from medveil.atomic import atomic_write_bytes
+    from medveil.sources import load_source
+    from medveil.tasks import TrainedModel, evaluate_model
+
+    trained = TrainedModel.load(model)
+    imageset = load_source(data, key=_load_key(key), **_read_options(size, color, seed=seed))
+    metrics = evaluate_model(trained, imageset, split=split)
+    table = Table("metric", "value")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    out.print(f"{trained.task} on {imageset.name} [{split}]")
+    out.print(table)
+    if json_out is not None:
+        record = {"model": str(model), "data": imageset.name, "split": split, **metrics}
+        atomic_write_bytes(json_out, (json.dumps(record, indent=2) + "\n").encode())
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] =
+        Path("demo-output"),
+    seed: Seed = 0,
+) -> None:
+    """Owner protects the bundled data; processor trains and evaluates on the views."""
+    from medveil.demo import run_demo
+
+    results = run_demo(out_dir, seed=seed)
+    table = Table("task", "scheme", "metrics")
+    for task, rows in results.items():
+        if not isinstance(rows, dict):
+            continue
+        for scheme, metrics in rows.items():
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+            table.add_row(task, scheme, shown)
+    out.print(table)
+    out.print(f"demo outputs written to {out_dir.resolve()}")
+
+
+def main() -> None:
+    """Console entry point: user errors are one line on stderr and exit code 2."""
+    try:
+        app()
+    except MedveilError as exc:
+        message = " ".join(str(exc).split())
+        print(f"medveil: error: {message}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("medveil: interrupted; no output was left half-written", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

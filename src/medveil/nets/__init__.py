@@ -1,0 +1,1 @@
+"""The nn.Modules that tasks and schemes use."""

@@ -1,0 +1,15 @@
+"""Protection schemes behind one interface; importing this registers them all."""
+
+from __future__ import annotations
+
+from medveil.schemes import intensity_lut, plain  # noqa: F401  (registration)
+from medveil.schemes.base import (
+    SCHEMES,
+    Scheme,
+    available_schemes,
+    create,
+    get_scheme_class,
+    register,
+)
+
+__all__ = ["SCHEMES", "Scheme", "available_schemes", "create", "get_scheme_class", "register"]

@@ -1,0 +1,224 @@
+"""The one interface every protection scheme implements, and the scheme registry.
+
+A scheme is owner-side code: ``fit`` learns anything it needs from the owner's
+training images, ``protect`` turns images into the *view* that leaves the
+owner, and ``recover`` gives images back to key holders where the scheme
+allows it. The template methods here do the checks every scheme needs (input
+shape and range, the key's fingerprint, fitted-ness) so that a scheme module
+only writes the method itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from medveil.data.imageset import ImageSet
+from medveil.errors import (
+    ConfigError,
+    DataError,
+    KeyMismatchError,
+    NotFittedError,
+    NotInvertibleError,
+    UnknownNameError,
+)
+from medveil.keys import Key
+
+#: How the processor's task runs on a scheme's view (see docs/architecture.md).
+#: "view": an ordinary classifier / segmenter is trained and tested on the view itself.
+#: "key_holder": a key holder recovers images and runs the task on them.
+UTILITY_PATHS = ("view", "key_holder")
+
+
+class Scheme(ABC):
+    """Base class of every protection scheme.
+
+    Subclasses set the class facts below and implement ``_protect`` (and
+    ``_fit`` / ``_recover`` / ``_state`` where they apply). Configuration is
+    passed as keyword arguments and recorded in :attr:`params`.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    invertible: ClassVar[bool] = False
+    keyed: ClassVar[bool] = True
+    needs_fit: ClassVar[bool] = False
+    utility_path: ClassVar[str] = "view"
+    #: Weak reference schemes that exist to show that the attacks bite.
+    reference_only: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = dict(params)
+        self.key_fingerprint: str | None = None
+        self._fitted = False
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({shown})"
+
+    # -- the interface ------------------------------------------------------------
+    def fit(self, train: ImageSet, *, key: Key, seed: int = 0) -> Self:
+        """Learn owner-side parameters from the owner's training images."""
+        self._bind(key)
+        self._fit(train, key=key, seed=seed)
+        self._fitted = True
+        return self
+
+    def protect(self, images: np.ndarray, *, key: Key) -> np.ndarray:
+        """The view of ``images`` (N, C, H, W) float32 in [0, 1]: what leaves the owner."""
+        images = self._check_images(images)
+        self._require_fitted()
+        self._bind(key)
+        view = self._protect(images, key=key)
+        shape, dtype = self.view_spec(images.shape[1:])
+        if view.shape[1:] != tuple(shape) or view.dtype != np.dtype(dtype):
+            raise AssertionError(f"{self.name} made a view {view.shape} {view.dtype}, "
+                                 f"declared {shape} {dtype}")
+        return view
+
+    def recover(self, view: np.ndarray, *, key: Key) -> np.ndarray:
+        """Images back from a view, for key holders of invertible schemes."""
+        if not self.invertible:
+            raise NotInvertibleError(
+                f"scheme '{self.name}' is not invertible: nobody, key holder included, can get "
+                "the images back from its views"
+            )
+        self._require_fitted()
+        self._check_key(key)
+        return self._recover(np.asarray(view), key=key)
+
+    def view_spec(self, image_shape: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
+        """Shape (without N) and dtype of the view of images shaped ``image_shape``."""
+        return tuple(image_shape), "float32"
+
+    @property
+    def view_is_image(self) -> bool:
+        """True when views can be trained on as (N, C, H, W) images in [0, 1]."""
+        return self.utility_path == "view"
+
+    def state_dict(self) -> dict[str, Any]:
+        """Owner-side learned parameters; never key bytes or key-derived material."""
+        return {
+            "scheme": self.name,
+            "version": self.version,
+            "params": dict(self.params),
+            "key_fingerprint": self.key_fingerprint,
+            "state": self._state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> Self:
+        if state.get("scheme") != self.name:
+            raise ConfigError(f"state is for scheme '{state.get('scheme')}', not '{self.name}'")
+        self.params = dict(state.get("params", {}))
+        self.key_fingerprint = state.get("key_fingerprint")
+        self._load_state(state.get("state", {}))
+        self._fitted = True
+        return self
+
+    # -- for subclasses -----------------------------------------------------------
+    def _fit(self, train: ImageSet, *, key: Key, seed: int) -> None:  # noqa: B027
+        """Default: nothing to learn."""
+
+    @abstractmethod
+    def _protect(self, images: np.ndarray, *, key: Key) -> np.ndarray: ...
+
+    def _recover(self, view: np.ndarray, *, key: Key) -> np.ndarray:
+        raise NotInvertibleError(f"scheme '{self.name}' has no recovery")
+
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_state(self, state: dict[str, Any]) -> None:  # noqa: B027
+        """Default: nothing was learned."""
+
+    # -- checks -------------------------------------------------------------------
+    def _bind(self, key: Key) -> None:
+        if not self.keyed:
+            return
+        if not isinstance(key, Key):
+            raise ConfigError(f"scheme '{self.name}' needs a medveil Key (see `medveil keygen`)")
+        if self.key_fingerprint is None:
+            self.key_fingerprint = key.fingerprint
+        else:
+            self._check_key(key)
+
+    def _check_key(self, key: Key) -> None:
+        if not self.keyed:
+            return
+        if self.key_fingerprint is not None and key.fingerprint != self.key_fingerprint:
+            raise KeyMismatchError(
+                f"wrong key for this '{self.name}' instance: it was made with key "
+                f"{self.key_fingerprint[:12]}..., not {key.fingerprint[:12]}...; "
+                "use the key file it was fitted with"
+            )
+
+    def _require_fitted(self) -> None:
+        if self.needs_fit and not self._fitted:
+            raise NotFittedError(
+                f"scheme '{self.name}' must be fitted on the owner's training images first "
+                "(call fit, or use `medveil protect`, which fits)"
+            )
+
+    @staticmethod
+    def _check_images(images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images)
+        if images.ndim != 4:
+            raise DataError(f"images must be shaped (N, C, H, W), got {images.shape}")
+        images = images.astype(np.float32, copy=False)
+        if not np.isfinite(images).all():
+            raise DataError("images contain NaN or infinite pixels; clean them first")
+        if images.size and (images.min() < 0.0 or images.max() > 1.0):
+            raise DataError("images must be scaled to [0, 1]; read them with medveil.data")
+        return images
+
+
+# ----------------------------------------------------------------------------- registry
+SCHEMES: dict[str, type[Scheme]] = {}
+
+
+def register(cls: type[Scheme]) -> type[Scheme]:
+    """Class decorator: make a scheme available by its ``name``."""
+    name = getattr(cls, "name", None)
+    if not name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if name in SCHEMES and SCHEMES[name] is not cls:
+        raise ValueError(f"scheme name '{name}' is already registered")
+    if cls.utility_path not in UTILITY_PATHS:
+        raise ValueError(f"{cls.__name__}.utility_path must be one of {UTILITY_PATHS}")
+    SCHEMES[name] = cls
+    return cls
+
+
+def available_schemes(*, include_reference: bool = True) -> list[str]:
+    """Registered names, ``plain`` first."""
+    _import_builtin()
+    names = [n for n, c in SCHEMES.items() if include_reference or not c.reference_only]
+    return sorted(names, key=lambda n: (n != "plain", n))
+
+
+def get_scheme_class(name: str) -> type[Scheme]:
+    _import_builtin()
+    if name not in SCHEMES:
+        near = difflib.get_close_matches(name, list(SCHEMES), n=1, cutoff=0.5)
+        hint = f" Did you mean '{near[0]}'?" if near else ""
+        raise UnknownNameError(
+            f"unknown scheme '{name}'.{hint} Known schemes: {', '.join(available_schemes())}"
+        )
+    return SCHEMES[name]
+
+
+def create(name: str, **params: Any) -> Scheme:
+    """A new, unfitted instance of the scheme registered as ``name``."""
+    cls = get_scheme_class(name)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"bad parameters for scheme '{name}': {exc}") from None
+
+
+def _import_builtin() -> None:
+    # Importing the package registers every built-in scheme module.
+    import medveil.schemes  # noqa: F401

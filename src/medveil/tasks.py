@@ -348,7 +348,8 @@ def train_segmenter(train: ImageSet, *, val: ImageSet | None = None,
                     if score >= best_score:
                         best_score, best_state = score, copy.deepcopy(net.state_dict())
                     history.append(record)
-                bar.update(task, advance=1, description=f"train U-Net loss {float(loss.detach()):.3f}")
+                shown = float(loss.detach())
+                bar.update(task, advance=1, description=f"train U-Net loss {shown:.3f}")
         net.load_state_dict(best_state)
         net.eval()
     model.history = history

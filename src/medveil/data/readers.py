@@ -362,9 +362,9 @@ def _dicom_frames(path: Path, *, color: str, window: str) -> list[np.ndarray]:
     from pydicom.errors import InvalidDicomError
 
     try:
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+        from pydicom.pixels import apply_modality_lut
     except ImportError:  # pydicom < 3
-        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+        from pydicom.pixel_data_handlers.util import apply_modality_lut
 
     try:
         ds = pydicom.dcmread(path)
@@ -387,14 +387,29 @@ def _dicom_frames(path: Path, *, color: str, window: str) -> list[np.ndarray]:
         if samples == 1:
             values = apply_modality_lut(frame, ds).astype(np.float64)
             if window == "voi" and "WindowCenter" in ds and "WindowWidth" in ds:
-                values = apply_voi_lut(values, ds, index=0).astype(np.float64)
-            unit = _minmax(values)
+                unit = _voi_window(values, ds)
+            else:
+                unit = _minmax(values)
             if photometric == "MONOCHROME1":
                 unit = 1.0 - unit
             out.append(unit[None].astype(np.float32))
         else:
             out.append(_channels(_to_unit_range(np.asarray(frame)), color))
     return out
+
+
+def _first(value: Any) -> float:
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def _voi_window(values: np.ndarray, ds: Any) -> np.ndarray:
+    """The file's linear VOI window (DICOM PS3.3 C.11.2.1.2), in modality units, to [0, 1]."""
+    center, width = _first(ds.WindowCenter), max(_first(ds.WindowWidth), 1.0)
+    scaled = (values - (center - 0.5)) / max(width - 1.0, 1.0) + 0.5
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
 
 
 def _looks_like_dicom(path: Path) -> bool:

@@ -1,0 +1,116 @@
+"""The same checks for every registered scheme: add a scheme, get these tests for free."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from medveil.errors import KeyMismatchError, NotInvertibleError
+from medveil.metrics import image_similarity
+from medveil.schemes import available_schemes, create
+from tests.conftest import key_secret
+
+SCHEMES = available_schemes()
+
+
+@pytest.fixture(scope="module")
+def crops(cxr):
+    """Real chest X-ray crops: train for fitting, test for protecting."""
+    train = cxr.split("train").head(64)
+    return train, np.ascontiguousarray(cxr.split("test").images[:6])
+
+
+def fitted(name, train, key, seed=0):
+    return create(name).fit(train, key=key, seed=seed)
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_same_key_and_seed_give_the_same_view(name, crops, key):
+    train, images = crops
+    a = fitted(name, train, key).protect(images, key=key)
+    b = fitted(name, train, key).protect(images, key=key)
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_views_have_the_declared_shape_and_dtype(name, crops, key):
+    train, images = crops
+    scheme = fitted(name, train, key)
+    view = scheme.protect(images, key=key)
+    shape, dtype = scheme.view_spec(images.shape[1:])
+    assert view.shape == (len(images), *shape) and view.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_the_view_is_never_the_input(name, crops, key):
+    if name == "plain":
+        pytest.skip("plain's view is the image by definition: it is the baseline")
+    train, images = crops
+    view = fitted(name, train, key).protect(images, key=key)
+    assert view.shape != images.shape or not np.allclose(view, images, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_a_different_key_gives_a_different_view(name, crops, key, other_key):
+    train, images = crops
+    a = fitted(name, train, key).protect(images, key=key)
+    b = fitted(name, train, other_key).protect(images, key=other_key)
+    if create(name).keyed:
+        assert not np.array_equal(a, b)
+    else:
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_the_wrong_key_is_refused(name, crops, key, other_key):
+    train, images = crops
+    scheme = fitted(name, train, key)
+    if not scheme.keyed:
+        pytest.skip(f"{name} uses no key")
+    with pytest.raises(KeyMismatchError):
+        scheme.protect(images, key=other_key)
+    if scheme.invertible:
+        view = scheme.protect(images, key=key)
+        with pytest.raises(KeyMismatchError):
+            scheme.recover(view, key=other_key)
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_state_dict_holds_no_key_bytes(name, crops, key):
+    train, _ = crops
+    state = fitted(name, train, key).state_dict()
+    secret = key_secret(key)
+    blob = pickle.dumps(state)
+    buffer = io.BytesIO()
+    np.save(buffer, np.frombuffer(blob, np.uint8))
+    text = json.dumps(state, default=str)
+    for needle in (secret, secret.hex().encode(), base64.b64encode(secret)):
+        assert needle not in blob and needle.decode("latin1") not in text
+    assert state["scheme"] == name and "params" in state
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_invertible_schemes_recover_and_others_refuse(name, crops, key):
+    train, images = crops
+    scheme = fitted(name, train, key)
+    view = scheme.protect(images, key=key)
+    if scheme.invertible:
+        recovered = scheme.recover(view, key=key)
+        assert recovered.shape == images.shape
+        assert image_similarity(images, recovered)["ssim"] > 0.95
+    else:
+        with pytest.raises(NotInvertibleError):
+            scheme.recover(view, key=key)
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_state_dict_round_trip_gives_the_same_views(name, crops, key):
+    train, images = crops
+    scheme = fitted(name, train, key)
+    clone = create(name).load_state_dict(scheme.state_dict())
+    assert np.array_equal(clone.protect(images, key=key), scheme.protect(images, key=key))

@@ -32,7 +32,7 @@ MODEL_FORMAT = "medveil.model/1"
 class ClassifierConfig:
     """Budget and optimiser of the standard classifier (the same for every scheme)."""
 
-    epochs: int = 20
+    epochs: int = 15
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -45,7 +45,7 @@ class ClassifierConfig:
 class SegmenterConfig:
     """Budget and optimiser of the standard U-Net (the same for every scheme)."""
 
-    steps: int = 2000
+    steps: int = 1500
     batch_size: int = 8
     patch: int = 128
     lr: float = 2e-3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medveil.schemes import intensity_lut, plain  # noqa: F401  (registration)
+from medveil.schemes import block_scramble, intensity_lut, plain  # noqa: F401  (registration)
 from medveil.schemes.base import (
     SCHEMES,
     Scheme,

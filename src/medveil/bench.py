@@ -1,0 +1,259 @@
+"""`medveil bench`: every chosen scheme through one pipeline into one scorecard.
+
+For each scheme: the owner fits it on the training split and protects every
+split with the victim key; the processor's task runs the way the scheme
+declares (``utility_path``) with the same model and budget as ``plain``; the
+attack suite attacks the held-out test views; key holders' recovery and a
+wrong-key decode are measured for invertible schemes. A scheme that fails
+becomes a row with ``status: error`` and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medveil import __version__
+from medveil.atomic import atomic_write_bytes
+from medveil.attacks import (
+    AttackBudget,
+    known_plaintext,
+    leak_count,
+    reidentification,
+    shadow_key,
+    visual,
+)
+from medveil.attacks.suite import seeded_key
+from medveil.data import ImageSet, load_dataset
+from medveil.data.bundled import DEFAULT_CLASSIFICATION
+from medveil.errors import ConfigError, MedveilError
+from medveil.metrics import image_similarity
+from medveil.progress import progress_bar
+from medveil.schemes import available_schemes, create, get_scheme_class
+from medveil.tasks import ClassifierConfig, SegmenterConfig, evaluate_model, predict_proba, \
+    train_model
+
+SCORECARD_SCHEMA = "medveil.scorecard/1"
+GRID_IMAGES = 4
+
+
+@dataclass
+class BenchBudget:
+    """Everything that differs between ``--quick`` and a full run."""
+
+    mode: str
+    classifier: ClassifierConfig
+    segmenter: SegmenterConfig
+    attacks: AttackBudget
+    max_train: int | None
+    max_test: int | None
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> BenchBudget:
+        if quick:
+            return cls("quick", ClassifierConfig(epochs=5),
+                       SegmenterConfig(steps=150, patch=96, eval_every=50),
+                       AttackBudget.quick(), max_train=600, max_test=200)
+        return cls("full", ClassifierConfig(), SegmenterConfig(), AttackBudget(),
+                   max_train=None, max_test=None)
+
+
+def parse_schemes(text: str) -> list[str]:
+    """``all`` or a comma list; ``plain`` always first; unknown names are a clear error."""
+    names = available_schemes() if text.strip() == "all" else \
+        [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("--schemes is empty; give 'all' or a comma list such as plain,primis")
+    for name in names:
+        get_scheme_class(name)
+    return ["plain"] + [n for n in dict.fromkeys(names) if n != "plain"]
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count() or 1, "torch": torch.__version__,
+            "device": "cpu", "threads": torch.get_num_threads()}
+
+
+def _subsample(data: ImageSet, budget: BenchBudget, seed: int) -> ImageSet:
+    rng = np.random.default_rng(seed)
+    keep = []
+    for split in data.split_names:
+        idx = np.nonzero(data.splits == split)[0]
+        limit = budget.max_test if split == "test" else budget.max_train
+        if limit is not None and len(idx) > limit:
+            idx = np.sort(rng.choice(idx, limit, replace=False))
+        keep.append(idx)
+    return data.subset(np.concatenate(keep))
+
+
+def _protect_all(scheme, images: np.ndarray, key) -> np.ndarray:
+    return np.concatenate([scheme.protect(images[i:i + 256], key=key)
+                           for i in range(0, len(images), 256)])
+
+
+def _with_images(data: ImageSet, images: np.ndarray) -> ImageSet:
+    out = data.subset(np.arange(len(data)))
+    out.images = np.clip(images, 0, 1).astype(np.float32)
+    return out
+
+
+def _utility(data: ImageSet, budget: BenchBudget, seed: int) -> tuple[dict[str, float], float,
+                                                                     float]:
+    """Train the standard model on ``data`` (views or recovered images); test metrics."""
+    model = train_model(data, seed=seed, classifier=ClassifierConfig(**budget.classifier.__dict__),
+                        segmenter=SegmenterConfig(**budget.segmenter.__dict__))
+    test = data.split("test")
+    started = time.perf_counter()
+    metrics = evaluate_model(model, data)
+    if model.task == "classification":
+        predict_proba(model, test.images)  # evaluate_model already ran once: steady timing
+        started = time.perf_counter()
+        predict_proba(model, test.images)
+    infer_ms = 1000 * (time.perf_counter() - started) / max(1, len(test))
+    return metrics, model.train_s, infer_ms
+
+
+def run_scheme(name: str, data: ImageSet, budget: BenchBudget, seed: int) -> dict[str, Any]:
+    """One scorecard row, plus the images the report shows."""
+    victim_key = seeded_key("victim", seed)
+    wrong_key = seeded_key("wrong", seed)
+    scheme = create(name)
+    row: dict[str, Any] = {"scheme": name, "params": dict(scheme.params), "status": "ok",
+                           "error": None, "utility": None, "recovery": None, "wrong_key": None,
+                           "attacks": {}, "cost": {}}
+    train, test = data.split("train"), data.split("test")
+    started = time.perf_counter()
+    scheme.fit(train, key=victim_key, seed=seed)
+    fit_s = time.perf_counter() - started
+    views = {}
+    started = time.perf_counter()
+    for split in data.split_names:
+        views[split] = _protect_all(scheme, data.split(split).images, victim_key)
+    protect_ms = 1000 * (time.perf_counter() - started) / len(data)
+    row["params"] = dict(scheme.params)
+
+    # The processor's task, the way the scheme declares it.
+    if scheme.utility_path == "view":
+        task_images = np.concatenate([views[s] for s in data.split_names])
+    else:  # key_holder: recover, then the ordinary task on recovered images
+        task_images = np.concatenate([scheme.recover(views[s], key=victim_key)
+                                      for s in data.split_names])
+    order = np.concatenate([np.nonzero(data.splits == s)[0] for s in data.split_names])
+    task_data = _with_images(data.subset(order), task_images)
+    row["utility"], train_s, infer_ms = _utility(task_data, budget, seed)
+
+    pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES]}
+    vis = visual(views["test"], test.images)
+    row["attacks"]["visual"] = vis.figures
+    if vis.reconstructions is not None:
+        pictures["view"] = vis.reconstructions[:GRID_IMAGES]
+
+    if scheme.invertible:
+        recovered = scheme.recover(views["test"], key=victim_key)
+        row["recovery"] = image_similarity(test.images, recovered)
+        pictures["key-holder recovery"] = recovered[:GRID_IMAGES]
+        # An attacker who bypasses the fingerprint check and decodes with a key of its own.
+        row["wrong_key"] = image_similarity(test.images,
+                                            scheme._recover(views["test"], key=wrong_key))
+
+    attack_budget = budget.attacks
+    k = leak_count(len(train), attack_budget)
+    leak = np.sort(np.random.default_rng(seed + 11).choice(len(train), k, replace=False))
+    kp, kp_net = known_plaintext(views["train"][leak], train.images[leak], views["test"],
+                                 test.images, budget=attack_budget, seed=seed)
+    row["attacks"]["known_plaintext"] = kp.figures
+    sk = shadow_key(lambda: create(name, **row["params"]), train, views["test"], test.images,
+                    budget=attack_budget, seed=seed)
+    row["attacks"]["shadow_key"] = sk.figures
+    reid = reidentification(kp_net, views["train"][leak], train.images[leak], views["test"],
+                            test.images, budget=attack_budget, seed=seed)
+    row["attacks"]["reidentify"] = reid.figures
+    best = max((kp, sk), key=lambda r: r.figures["ssim"])
+    pictures["best attack"] = best.reconstructions[:GRID_IMAGES]
+
+    view_bytes = views["test"].nbytes / len(views["test"])
+    row["cost"] = {"fit_s": fit_s, "protect_ms_per_image": protect_ms, "train_s": train_s,
+                   "infer_ms_per_image": infer_ms, "view_bytes_per_image": view_bytes,
+                   "plain_bytes_per_image": float(np.prod(test.image_shape))}  # uint8 pixels
+    row["_pictures"] = pictures
+    return row
+
+
+def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all",
+              quick: bool = False, seed: int = 0, out: str | os.PathLike[str] = "bench-output",
+              progress: bool = True, read_options: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """Run the benchmark and write scorecard.json, report.md, report.html and pictures."""
+    from medveil.report import write_report
+
+    names = parse_schemes(schemes)
+    source = data if data is not None else DEFAULT_CLASSIFICATION
+    dataset = load_dataset(source, seed=seed, **(read_options or {}))
+    if dataset.task == "none":
+        raise ConfigError(f"{dataset.name} has neither labels nor masks: nothing to benchmark")
+    if "test" not in dataset.split_names:
+        raise ConfigError(f"{dataset.name} has no test split to measure on")
+    budget = BenchBudget.for_mode(quick)
+    dataset = _subsample(dataset, budget, seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows = []
+    with progress_bar(progress) as bar:
+        task = bar.add_task("bench", total=len(names))
+        for name in names:
+            bar.update(task, description=f"bench: {name}")
+            scheme_started = time.perf_counter()
+            try:
+                row = run_scheme(name, dataset, budget, seed)
+            except (MedveilError, Exception) as exc:  # noqa: BLE001 - a failing row, not a crash
+                row = {"scheme": name, "params": {}, "status": "error",
+                       "error": f"{type(exc).__name__}: {exc}", "utility": None,
+                       "recovery": None, "wrong_key": None, "attacks": {}, "cost": {},
+                       "_traceback": traceback.format_exc()}
+            row["wall_s"] = time.perf_counter() - scheme_started
+            rows.append(row)
+            bar.update(task, advance=1)
+    pictures = {row["scheme"]: row.pop("_pictures", None) for row in rows}
+    tracebacks = {row["scheme"]: row.pop("_traceback", None) for row in rows}
+    scorecard = {
+        "schema": SCORECARD_SCHEMA,
+        "medveil_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": budget.mode,
+        "seed": seed,
+        "machine": _machine(),
+        "dataset": {"name": dataset.name, "task": dataset.task,
+                    "image_size": list(dataset.image_shape[1:]),
+                    "n_train": int((dataset.splits == "train").sum()),
+                    "n_test": int((dataset.splits == "test").sum()),
+                    "source": dataset.meta.get("source")},
+        "wall_s": time.perf_counter() - started,
+        "results": rows,
+    }
+    atomic_write_bytes(out / "scorecard.json", (json.dumps(scorecard, indent=2) + "\n").encode())
+    write_report(out, scorecard, pictures)
+    failed = {n: tb for n, tb in tracebacks.items() if tb}
+    if failed:
+        atomic_write_bytes(out / "errors.log",
+                           "\n\n".join(f"== {n}\n{tb}" for n, tb in failed.items()).encode())
+    return scorecard

@@ -1,0 +1,185 @@
+"""The benchmark's report: Markdown and a self-contained HTML page, with pictures.
+
+A reader should be able to pick a scheme from the report alone: the table puts
+utility, the strongest attack and cost side by side, the plot shows the
+privacy-utility trade-off, and the grids show what each attack actually sees.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medveil.atomic import atomic_write_bytes
+from medveil.pictures import save_image_grid
+
+HEADLINE = {"classification": "auc", "segmentation": "dice"}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def strongest_attack(row: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    """The reconstruction attack with the highest SSIM (the privacy figure to read)."""
+    best_name, best = None, None
+    for name in ("visual", "known_plaintext", "shadow_key"):
+        figures = (row.get("attacks") or {}).get(name)
+        if figures and (best is None or figures["ssim"] > best["ssim"]):
+            best_name, best = name, figures
+    return best_name, best
+
+
+def _table_rows(scorecard: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    task = scorecard["dataset"]["task"]
+    utility_keys = ["auc", "accuracy", "f1", "mcc"] if task == "classification" else \
+        ["dice", "iou"]
+    header = ["scheme", "status", *utility_keys, "strongest attack (SSIM / PSNR)",
+              "known-plaintext SSIM", "shadow-key SSIM", "re-id top-1 (chance)",
+              "recovery SSIM", "wrong-key SSIM", "protect ms/img", "view bytes/img"]
+    body = []
+    for row in scorecard["results"]:
+        utility = row.get("utility") or {}
+        attacks = row.get("attacks") or {}
+        name, best = strongest_attack(row)
+        reid = attacks.get("reidentify")
+        body.append([
+            row["scheme"], row["status"] if row["status"] == "ok" else f"error: {row['error']}",
+            *[_fmt(utility.get(k)) for k in utility_keys],
+            f"{name}: {best['ssim']:.3f} / {best['psnr']:.1f} dB" if best else "-",
+            _fmt((attacks.get("known_plaintext") or {}).get("ssim")),
+            _fmt((attacks.get("shadow_key") or {}).get("ssim")),
+            f"{reid['top1']:.3f} ({reid['chance']:.3f})" if reid else "-",
+            _fmt((row.get("recovery") or {}).get("ssim")),
+            _fmt((row.get("wrong_key") or {}).get("ssim")),
+            _fmt((row.get("cost") or {}).get("protect_ms_per_image"), 2),
+            _fmt((row.get("cost") or {}).get("view_bytes_per_image"), 0),
+        ])
+    return header, body
+
+
+def _plot(path: Path, scorecard: dict[str, Any]) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = HEADLINE[scorecard["dataset"]["task"]]
+    points = []
+    for row in scorecard["results"]:
+        _, best = strongest_attack(row)
+        if row["status"] == "ok" and row.get("utility") and best:
+            points.append((row["scheme"], row["utility"][metric], best["ssim"]))
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, utility, ssim in points:
+        ax.scatter(ssim, utility, s=40)
+        ax.annotate(name, (ssim, utility), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("strongest reconstruction attack: SSIM (lower = more private)")
+    ax.set_ylabel(f"utility: test {metric.upper()} (higher = more useful)")
+    ax.set_xlim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"privacy vs utility on {scorecard['dataset']['name']}", fontsize=9)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _grid(path: Path, pictures: dict[str, np.ndarray]) -> Path:
+    titles = list(pictures)
+    n = len(next(iter(pictures.values())))
+    rows = [[pictures[t][i] for t in titles] for i in range(n)]
+    return save_image_grid(path, rows, col_titles=titles)
+
+
+def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> str:
+    if row["status"] != "ok":
+        return "failed in this run; see the error."
+    _, best = strongest_attack(row)
+    parts = []
+    if plain and plain.get("utility") and row.get("utility"):
+        drop = plain["utility"][metric] - row["utility"][metric]
+        parts.append(f"{metric.upper()} {row['utility'][metric]:.3f} "
+                     f"({'-' if drop >= 0 else '+'}{abs(drop):.3f} against plain)")
+    if best:
+        level = "images are largely recovered" if best["ssim"] >= 0.8 else \
+            "much of the structure is recovered" if best["ssim"] >= 0.5 else \
+            "reconstructions are poor"
+        parts.append(f"strongest attack SSIM {best['ssim']:.3f}: {level}")
+    reid = (row.get("attacks") or {}).get("reidentify")
+    if reid:
+        parts.append(f"re-identified {reid['top1']:.0%} of patients at top-1 "
+                     f"(chance {reid['chance']:.0%})")
+    return "; ".join(parts) + "."
+
+
+def write_report(out: Path, scorecard: dict[str, Any],
+                 pictures: dict[str, dict[str, np.ndarray] | None]) -> dict[str, Path]:
+    """Write report.md, report.html and the PNGs they name into ``out``."""
+    out = Path(out)
+    files: dict[str, Path] = {}
+    plot = _plot(out / "privacy_utility.png", scorecard)
+    if plot:
+        files["plot"] = plot
+    for scheme, pics in pictures.items():
+        if pics:
+            files[f"grid:{scheme}"] = _grid(out / f"grid_{scheme}.png", pics)
+    header, body = _table_rows(scorecard)
+    metric = HEADLINE[scorecard["dataset"]["task"]]
+    plain = next((r for r in scorecard["results"] if r["scheme"] == "plain"), None)
+    ds, machine = scorecard["dataset"], scorecard["machine"]
+    intro = (f"Data: {ds['name']} ({ds['task']}, {'x'.join(map(str, ds['image_size']))}, "
+             f"{ds['n_train']} train / {ds['n_test']} test). Mode: {scorecard['mode']}, "
+             f"seed {scorecard['seed']}. Machine: {machine['cpu']}, {machine['cores']} cores, "
+             f"torch {machine['torch']}. Wall time {scorecard.get('wall_s', 0):.0f} s.")
+    how_to_read = ("How to read it: utility is the standard model trained and tested on what "
+                   "the processor gets (for key-holder schemes, on recovered images). Privacy is "
+                   "the strongest reconstruction attack on held-out test images (SSIM 1 = "
+                   "perfect copy; a scheme is only as private as its best attack says) and "
+                   "re-identification top-1 against chance.")
+    md = [f"# medveil benchmark: {ds['name']}", "", intro, "", how_to_read, "",
+          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(cells) + " |" for cells in body]
+    md += ["", "![privacy vs utility](privacy_utility.png)" if plot else "", "",
+           "## Per scheme", ""]
+    for row in scorecard["results"]:
+        md += [f"### {row['scheme']}", "", _verdict(row, plain, metric), ""]
+        if f"grid:{row['scheme']}" in files:
+            md += [f"![{row['scheme']}](grid_{row['scheme']}.png)", ""]
+    atomic_write_bytes(out / "report.md", "\n".join(md).encode())
+
+    def img(path: Path) -> str:
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+    rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+                        for cells in body)
+    sections = "".join(
+        f"<h3>{html.escape(r['scheme'])}</h3><p>{html.escape(_verdict(r, plain, metric))}</p>"
+        + (img(files[f"grid:{r['scheme']}"]) if f"grid:{r['scheme']}" in files else "")
+        for r in scorecard["results"])
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>medveil benchmark: {html.escape(ds['name'])}</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:4px 6px}}
+th{{background:#f0f0f0}}img{{max-width:100%}}</style></head><body>
+<h1>medveil benchmark: {html.escape(ds['name'])}</h1>
+<p>{html.escape(intro)}</p><p>{html.escape(how_to_read)}</p>
+<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in header)}</tr>{rows_html}</table>
+{img(plot) if plot else ''}
+<h2>Per scheme</h2>{sections}
+</body></html>
+"""
+    atomic_write_bytes(out / "report.html", page.encode())
+    return files

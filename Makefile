@@ -20,7 +20,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/medveil demo --out demo-output
+	$(BIN)/medveil bench --quick --schemes all --out demo-output
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

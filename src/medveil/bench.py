@@ -39,10 +39,16 @@ from medveil.errors import ConfigError, MedveilError
 from medveil.metrics import image_similarity
 from medveil.progress import progress_bar
 from medveil.schemes import available_schemes, create, get_scheme_class
-from medveil.tasks import ClassifierConfig, SegmenterConfig, evaluate_model, predict_proba, \
-    train_model
+from medveil.tasks import (
+    ClassifierConfig,
+    SegmenterConfig,
+    evaluate_model,
+    predict_proba,
+    train_model,
+)
 
 SCORECARD_SCHEMA = "medveil.scorecard/1"
+SCHEMA_FILE = Path(__file__).parent / "scorecard.schema.json"
 GRID_IMAGES = 4
 
 
@@ -65,6 +71,13 @@ class BenchBudget:
                        AttackBudget.quick(), max_train=600, max_test=200)
         return cls("full", ClassifierConfig(), SegmenterConfig(), AttackBudget(),
                    max_train=None, max_test=None)
+
+
+def validate_scorecard(scorecard: dict[str, Any]) -> None:
+    """Raise if ``scorecard`` breaks the output contract (scorecard.schema.json)."""
+    import jsonschema
+
+    jsonschema.validate(scorecard, json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
 
 
 def parse_schemes(text: str) -> list[str]:
@@ -200,8 +213,8 @@ def run_scheme(name: str, data: ImageSet, budget: BenchBudget, seed: int) -> dic
 
 def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all",
               quick: bool = False, seed: int = 0, out: str | os.PathLike[str] = "bench-output",
-              progress: bool = True, read_options: dict[str, Any] | None = None
-              ) -> dict[str, Any]:
+              progress: bool = True, read_options: dict[str, Any] | None = None,
+              budget: BenchBudget | None = None) -> dict[str, Any]:
     """Run the benchmark and write scorecard.json, report.md, report.html and pictures."""
     from medveil.report import write_report
 
@@ -212,7 +225,7 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
         raise ConfigError(f"{dataset.name} has neither labels nor masks: nothing to benchmark")
     if "test" not in dataset.split_names:
         raise ConfigError(f"{dataset.name} has no test split to measure on")
-    budget = BenchBudget.for_mode(quick)
+    budget = budget or BenchBudget.for_mode(quick)
     dataset = _subsample(dataset, budget, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -250,6 +263,7 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
         "wall_s": time.perf_counter() - started,
         "results": rows,
     }
+    validate_scorecard(scorecard)
     atomic_write_bytes(out / "scorecard.json", (json.dumps(scorecard, indent=2) + "\n").encode())
     write_report(out, scorecard, pictures)
     failed = {n: tb for n, tb in tracebacks.items() if tb}

@@ -205,24 +205,47 @@ def evaluate(
 
 
 @app.command()
-def demo(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's outputs.")] =
-        Path("demo-output"),
-    seed: Seed = 0,
+def bench(
+    data: Annotated[str | None, typer.Option(help="Bundled set or path (default: cxr-demo).")] =
+        None,
+    scheme_list: Annotated[str, typer.Option("--schemes", help="all, or a comma list.")] = "all",
+    quick: Annotated[bool, typer.Option(help="Small subsets and budgets, for a first look.")] =
+        False,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for scorecard and report.")] =
+        Path("bench-output"),
+    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Owner protects the bundled data; processor trains and evaluates on the views."""
-    from medveil.demo import run_demo
+    """Every scheme, the same data, the same attacks: a privacy / utility / cost scorecard."""
+    from medveil.bench import run_bench
+    from medveil.report import HEADLINE, strongest_attack
 
-    results = run_demo(out_dir, seed=seed)
-    table = Table("task", "scheme", "metrics")
-    for task, rows in results.items():
-        if not isinstance(rows, dict):
-            continue
-        for scheme, metrics in rows.items():
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
-            table.add_row(task, scheme, shown)
+    options = {"size": size, "color": color}
+    scorecard = run_bench(data=data, schemes=scheme_list, quick=quick, seed=seed, out=out_dir,
+                          progress=not quiet, read_options=options)
+    metric = HEADLINE[scorecard["dataset"]["task"]]
+    table = Table("scheme", "status", metric, "strongest attack SSIM", "re-id top-1",
+                  "recovery SSIM", "time s", title=f"{scorecard['dataset']['name']} "
+                  f"({scorecard['mode']})")
+    failed = []
+    for row in scorecard["results"]:
+        name, best = strongest_attack(row)
+        reid = (row.get("attacks") or {}).get("reidentify")
+        table.add_row(row["scheme"], row["status"],
+                      f"{row['utility'][metric]:.3f}" if row.get("utility") else "-",
+                      f"{best['ssim']:.3f} ({name})" if best else "-",
+                      f"{reid['top1']:.2f}" if reid else "-",
+                      f"{row['recovery']['ssim']:.3f}" if row.get("recovery") else "-",
+                      f"{row.get('wall_s', 0):.0f}")
+        if row["status"] != "ok":
+            failed.append(f"{row['scheme']} ({row['error']})")
     out.print(table)
-    out.print(f"demo outputs written to {out_dir.resolve()}")
+    out.print(f"scorecard and report written to {out_dir.resolve()} "
+              f"(report.html, report.md, scorecard.json)")
+    if failed:
+        print(f"medveil: error: {len(failed)} scheme(s) failed: {'; '.join(failed)}; "
+              f"tracebacks in {out_dir / 'errors.log'}", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -170,7 +170,8 @@ def write_report(out: Path, scorecard: dict[str, Any],
         + (img(files[f"grid:{r['scheme']}"]) if f"grid:{r['scheme']}" in files else "")
         for r in scorecard["results"])
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>medveil benchmark: {html.escape(ds['name'])}</title>
+<html lang="en"><head><meta charset="utf-8">
+<title>medveil benchmark: {html.escape(ds['name'])}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:4px 6px}}
 th{{background:#f0f0f0}}img{{max-width:100%}}</style></head><body>

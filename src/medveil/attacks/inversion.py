@@ -5,9 +5,10 @@ learnable per-level intensity embedding (a lookup table over the quantised
 view), added to a learnable per-level base estimate that starts at the
 conditional mean of the plaintext given the view's intensity in the leaked
 pairs. Any pixel-wise intensity remapping is thereby learnt directly rather
-than approximated by ReLU pieces, and the U-Net learns what is left. For code views (anything not shaped like
-an image) it is a fully connected + transposed-convolution decoder. Trained
-with L1 + MSE, AdamW and a one-cycle schedule for a fixed budget.
+than approximated by ReLU pieces, and the U-Net learns what is left. For code
+views (anything not shaped like an image) it is a fully connected +
+transposed-convolution decoder. Trained with L1 + MSE, AdamW and a one-cycle
+schedule for a fixed budget.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def _topk(similarity: np.ndarray) -> tuple[float, float]:
     """Top-1 / top-5 hit rates; query i's true match is gallery item i."""
     order = np.argsort(-similarity, axis=1)
     truth = np.arange(len(similarity))[:, None]
-    return float((order[:, :1] == truth).any(1).mean()), float((order[:, :5] == truth).any(1).mean())
+    top1 = float((order[:, :1] == truth).any(1).mean())
+    return top1, float((order[:, :5] == truth).any(1).mean())
 
 
 def train_embedder(queries: np.ndarray, plaintexts: np.ndarray, *, budget: ReidBudget,

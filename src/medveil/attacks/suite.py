@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from medveil.attacks.correspondence import fit_correspondence
 from medveil.attacks.inversion import InversionBudget, invert, is_image_view, train_inverter
 from medveil.attacks.reidentify import ReidBudget, reidentify
 from medveil.keys import Key
@@ -73,14 +74,57 @@ def leak_count(n_train: int, budget: AttackBudget) -> int:
     return max(2, min(budget.max_pairs, int(round(budget.leak_fraction * n_train))))
 
 
+class Inverter:
+    """The attacker's best view -> image map: a U-Net or a pixel correspondence.
+
+    Both are fitted on all but a held-out tenth of the attacker's pairs; the one
+    with the higher SSIM on that held-out tenth is kept. The choice never looks
+    at the victims' plaintext.
+    """
+
+    def __init__(self, views: np.ndarray, images: np.ndarray, *, budget: AttackBudget,
+                 seed: int) -> None:
+        rng = np.random.default_rng(seed + 5)
+        order = rng.permutation(len(views))
+        n_check = max(1, len(views) // 10) if len(views) >= 10 else 0
+        check, fit = order[:n_check], order[n_check:]
+        candidates: dict[str, Any] = {
+            "unet": _UNetInverter(train_inverter(views[fit], images[fit],
+                                                 budget=budget.inversion, seed=seed)),
+        }
+        if is_image_view(views):
+            corr = fit_correspondence(views[fit], images[fit])
+            if corr is not None:
+                candidates["correspondence"] = corr
+        if n_check and len(candidates) > 1:
+            scores = {name: image_similarity(images[check], c.invert(views[check]))["ssim"]
+                      for name, c in candidates.items()}
+            self.method = max(scores, key=scores.get)
+        else:
+            self.method = "unet"
+        self._chosen = candidates[self.method]
+
+    def invert(self, views: np.ndarray) -> np.ndarray:
+        return self._chosen.invert(views)
+
+
+class _UNetInverter:
+    def __init__(self, net: Any) -> None:
+        self.net = net
+
+    def invert(self, views: np.ndarray) -> np.ndarray:
+        return invert(self.net, views)
+
+
 def known_plaintext(leaked_views: np.ndarray, leaked_images: np.ndarray,
                     victim_views: np.ndarray, victim_images: np.ndarray, *,
-                    budget: AttackBudget, seed: int) -> tuple[AttackResult, Any]:
-    """Train an inversion network on K leaked pairs, invert the held-out victims."""
-    net = train_inverter(leaked_views, leaked_images, budget=budget.inversion, seed=seed)
-    recon = invert(net, victim_views)
-    figures = {**image_similarity(victim_images, recon), "pairs": int(len(leaked_views))}
-    return AttackResult(figures, recon), net
+                    budget: AttackBudget, seed: int) -> tuple[AttackResult, Inverter]:
+    """Fit the inverter on K leaked pairs, invert the held-out victims."""
+    inverter = Inverter(leaked_views, leaked_images, budget=budget, seed=seed)
+    recon = inverter.invert(victim_views)
+    figures = {**image_similarity(victim_images, recon), "pairs": int(len(leaked_views)),
+               "method": inverter.method}
+    return AttackResult(figures, recon), inverter
 
 
 def shadow_key(scheme_factory, public_train, victim_views: np.ndarray,
@@ -97,19 +141,20 @@ def shadow_key(scheme_factory, public_train, victim_views: np.ndarray,
     scheme = scheme_factory().fit(public_train, key=attacker_key, seed=seed + 7)
     own_views = np.concatenate([scheme.protect(public_train.images[i:i + 256], key=attacker_key)
                                 for i in range(0, len(public_train), 256)])
-    net = train_inverter(own_views, public_train.images, budget=budget.inversion, seed=seed + 3)
-    recon = invert(net, victim_views)
-    return AttackResult(image_similarity(victim_images, recon), recon)
+    inverter = Inverter(own_views, public_train.images, budget=budget, seed=seed + 3)
+    recon = inverter.invert(victim_views)
+    return AttackResult({**image_similarity(victim_images, recon), "method": inverter.method},
+                        recon)
 
 
-def reidentification(known_plaintext_net, leaked_views: np.ndarray, leaked_images: np.ndarray,
+def reidentification(inverter: Inverter, leaked_views: np.ndarray, leaked_images: np.ndarray,
                      victim_views: np.ndarray, victim_images: np.ndarray, *,
                      budget: AttackBudget, seed: int) -> AttackResult:
     """Rank a gallery of N plaintexts (containing the victims) for each victim view."""
     n = min(budget.gallery, len(victim_views))
     pick = np.sort(np.random.default_rng(seed).choice(len(victim_views), n, replace=False))
-    queries = invert(known_plaintext_net, victim_views[pick])
-    leaked_inverted = invert(known_plaintext_net, leaked_views)
+    queries = inverter.invert(victim_views[pick])
+    leaked_inverted = inverter.invert(leaked_views)
     figures = reidentify(queries, victim_images[pick], leaked_inverted=leaked_inverted,
                          leaked_plain=leaked_images, budget=budget.reid, seed=seed)
     return AttackResult(figures)

@@ -1,0 +1,76 @@
+"""`medveil bench --quick` on the bundled chest X-rays: contract, calibration, report."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from medveil.bench import SCHEMA_FILE
+from tests.conftest import SHARED_DATA
+
+SCHEMES = "plain,block_scramble,intensity_lut"
+
+
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = subprocess.run([sys.executable, "-m", "medveil.cli", "bench", "--quick",
+                             "--schemes", SCHEMES, "--out", str(out), "--quiet"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def rows(out: Path) -> dict[str, dict]:
+    card = json.loads((out / "scorecard.json").read_text())
+    return {row["scheme"]: row for row in card["results"]}
+
+
+def test_scorecard_validates_against_the_schema(bench_out):
+    out, _ = bench_out
+    card = json.loads((out / "scorecard.json").read_text())
+    jsonschema.validate(card, json.loads(SCHEMA_FILE.read_text()))
+    assert card["mode"] == "quick" and card["dataset"]["task"] == "classification"
+    assert [r["scheme"] for r in card["results"]] == ["plain", "block_scramble", "intensity_lut"]
+    assert all(r["status"] == "ok" for r in card["results"])
+
+
+def test_shipped_schema_is_the_design_contract():
+    design = SHARED_DATA.parent / "design" / "scorecard.schema.json"
+    if not design.exists():
+        pytest.skip("../shared/design is not here")
+    assert json.loads(design.read_text()) == json.loads(SCHEMA_FILE.read_text())
+
+
+def test_calibration_the_attacks_break_the_weak_schemes(bench_out):
+    out, _ = bench_out
+    r = rows(out)
+    assert r["plain"]["attacks"]["known_plaintext"]["ssim"] >= 0.95
+    assert r["plain"]["attacks"]["reidentify"]["top1"] >= 0.95
+    assert r["intensity_lut"]["attacks"]["known_plaintext"]["ssim"] >= 0.8
+    # the victims' key holders recover exactly; a wrong key gives nothing like the images
+    for name in ("block_scramble", "intensity_lut"):
+        assert r[name]["recovery"]["ssim"] > 0.99
+        assert r[name]["wrong_key"]["ssim"] < 0.5
+        assert r[name]["attacks"]["visual"]["ssim"] < 0.3
+    # the shadow attacker's own key does not open the victim's views of a bijective LUT
+    assert r["intensity_lut"]["attacks"]["shadow_key"]["ssim"] < 0.5
+    assert r["plain"]["utility"]["auc"] > 0.75
+
+
+def test_report_is_self_contained_and_names_its_pictures(bench_out):
+    out, result = bench_out
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "data:image/png;base64," in html
+    assert not re.search(r'src="(?!data:)', html)  # opens from disk, no server, no files
+    md = (out / "report.md").read_text()
+    for name in re.findall(r"\]\(([^)]+\.png)\)", md):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    assert "privacy_utility.png" in md and "grid_intensity_lut.png" in md
+    assert "intensity_lut" in result.stdout and "report.html" in result.stdout

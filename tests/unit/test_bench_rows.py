@@ -1,0 +1,64 @@
+"""Bench mechanics on a tiny budget: failing rows, scheme order, bad names."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medveil.attacks import AttackBudget
+from medveil.attacks.inversion import InversionBudget
+from medveil.attacks.reidentify import ReidBudget
+from medveil.bench import BenchBudget, parse_schemes, run_bench
+from medveil.errors import UnknownNameError
+from medveil.schemes import SCHEMES, Scheme, register
+from medveil.tasks import ClassifierConfig, SegmenterConfig
+
+TINY = BenchBudget("quick", ClassifierConfig(epochs=1, width=8),
+                   SegmenterConfig(steps=2, patch=64, batch_size=2, channels=(8, 16, 32),
+                                   num_res_units=1, eval_every=2),
+                   AttackBudget(inversion=InversionBudget(steps=3, batch_size=8,
+                                                          channels=(8, 16, 32)),
+                                reid=ReidBudget(steps=3, batch_size=8), gallery=20,
+                                shadow_images=40),
+                   max_train=60, max_test=30)
+
+
+@pytest.fixture()
+def exploding():
+    class Exploding(Scheme):
+        name = "exploding_test_only"
+        reference_only = True
+
+        def _protect(self, images, *, key):
+            raise RuntimeError("boom")
+
+    register(Exploding)
+    yield "exploding_test_only"
+    SCHEMES.pop("exploding_test_only")
+
+
+def test_a_failing_scheme_is_an_error_row_and_the_others_survive(tmp_path, exploding):
+    card = run_bench(schemes=f"{exploding},plain", out=tmp_path, progress=False, budget=TINY)
+    assert [r["scheme"] for r in card["results"]] == ["plain", exploding]
+    plain, failed = card["results"]
+    assert plain["status"] == "ok" and plain["utility"]["auc"] >= 0
+    assert failed["status"] == "error" and "boom" in failed["error"]
+    assert "boom" in (tmp_path / "errors.log").read_text()
+    assert json.loads((tmp_path / "scorecard.json").read_text())["results"][1]["status"] == "error"
+
+
+def test_segmentation_bench_runs(tmp_path):
+    card = run_bench(data="chase-demo", schemes="plain", out=tmp_path, progress=False,
+                     budget=TINY, read_options={"size": 64})
+    row = card["results"][0]
+    assert card["dataset"]["task"] == "segmentation" and set(row["utility"]) == {"dice", "iou"}
+    assert np.isfinite(row["attacks"]["known_plaintext"]["ssim"])
+
+
+def test_scheme_list_parsing():
+    assert parse_schemes("intensity_lut,plain")[0] == "plain"
+    assert parse_schemes("all")[0] == "plain"
+    with pytest.raises(UnknownNameError, match="Did you mean 'plain'"):
+        parse_schemes("plainn")

@@ -80,15 +80,47 @@ def validate_scorecard(scorecard: dict[str, Any]) -> None:
     jsonschema.validate(scorecard, json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
 
 
-def parse_schemes(text: str) -> list[str]:
-    """``all`` or a comma list; ``plain`` always first; unknown names are a clear error."""
-    names = available_schemes() if text.strip() == "all" else \
+@dataclass(frozen=True)
+class SchemeSpec:
+    """One scorecard row to run: a registered scheme with parameter overrides."""
+
+    label: str
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def create(self):
+        return create(self.name, **dict(self.params))
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def parse_schemes(text: str) -> list[SchemeSpec]:
+    """``all`` or a comma list of ``name`` or ``name:param=value:param=value`` (ablations).
+
+    ``plain`` is always first; unknown names are a clear error with a suggestion.
+    """
+    items = available_schemes() if text.strip() == "all" else \
         [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
+    if not items:
         raise ConfigError("--schemes is empty; give 'all' or a comma list such as plain,primis")
-    for name in names:
+    specs: dict[str, SchemeSpec] = {}
+    for item in items:
+        name, *assignments = item.split(":")
         get_scheme_class(name)
-    return ["plain"] + [n for n in dict.fromkeys(names) if n != "plain"]
+        params = []
+        for assignment in assignments:
+            if "=" not in assignment:
+                raise ConfigError(f"'{item}': parameter '{assignment}' must look like NAME=VALUE")
+            key, raw = assignment.split("=", 1)
+            params.append((key, _parse_value(raw)))
+        specs[item] = SchemeSpec(item, name, tuple(params))
+    plain = specs.pop("plain", SchemeSpec("plain", "plain"))
+    return [plain, *specs.values()]
 
 
 def _machine() -> dict[str, Any]:
@@ -145,12 +177,13 @@ def _utility(data: ImageSet, budget: BenchBudget, seed: int) -> tuple[dict[str, 
     return metrics, model.train_s, infer_ms
 
 
-def run_scheme(name: str, data: ImageSet, budget: BenchBudget, seed: int) -> dict[str, Any]:
+def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
+               ) -> dict[str, Any]:
     """One scorecard row, plus the images the report shows."""
     victim_key = seeded_key("victim", seed)
     wrong_key = seeded_key("wrong", seed)
-    scheme = create(name)
-    row: dict[str, Any] = {"scheme": name, "params": dict(scheme.params), "status": "ok",
+    scheme = spec.create()
+    row: dict[str, Any] = {"scheme": spec.label, "params": dict(scheme.params), "status": "ok",
                            "error": None, "utility": None, "recovery": None, "wrong_key": None,
                            "attacks": {}, "cost": {}}
     train, test = data.split("train"), data.split("test")
@@ -194,7 +227,7 @@ def run_scheme(name: str, data: ImageSet, budget: BenchBudget, seed: int) -> dic
     kp, kp_net = known_plaintext(views["train"][leak], train.images[leak], views["test"],
                                  test.images, budget=attack_budget, seed=seed)
     row["attacks"]["known_plaintext"] = kp.figures
-    sk = shadow_key(lambda: create(name, **row["params"]), train, views["test"], test.images,
+    sk = shadow_key(lambda: create(spec.name, **row["params"]), train, views["test"], test.images,
                     budget=attack_budget, seed=seed)
     row["attacks"]["shadow_key"] = sk.figures
     reid = reidentification(kp_net, views["train"][leak], train.images[leak], views["test"],
@@ -218,7 +251,7 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
     """Run the benchmark and write scorecard.json, report.md, report.html and pictures."""
     from medveil.report import write_report
 
-    names = parse_schemes(schemes)
+    specs = parse_schemes(schemes)
     source = data if data is not None else DEFAULT_CLASSIFICATION
     dataset = load_dataset(source, seed=seed, **(read_options or {}))
     if dataset.task == "none":
@@ -232,14 +265,14 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
     started = time.perf_counter()
     rows = []
     with progress_bar(progress) as bar:
-        task = bar.add_task("bench", total=len(names))
-        for name in names:
-            bar.update(task, description=f"bench: {name}")
+        task = bar.add_task("bench", total=len(specs))
+        for spec in specs:
+            bar.update(task, description=f"bench: {spec.label}")
             scheme_started = time.perf_counter()
             try:
-                row = run_scheme(name, dataset, budget, seed)
+                row = run_scheme(spec, dataset, budget, seed)
             except (MedveilError, Exception) as exc:  # noqa: BLE001 - a failing row, not a crash
-                row = {"scheme": name, "params": {}, "status": "error",
+                row = {"scheme": spec.label, "params": dict(spec.params), "status": "error",
                        "error": f"{type(exc).__name__}: {exc}", "utility": None,
                        "recovery": None, "wrong_key": None, "attacks": {}, "cost": {},
                        "_traceback": traceback.format_exc()}

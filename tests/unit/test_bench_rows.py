@@ -11,7 +11,7 @@ from medveil.attacks import AttackBudget
 from medveil.attacks.inversion import InversionBudget
 from medveil.attacks.reidentify import ReidBudget
 from medveil.bench import BenchBudget, parse_schemes, run_bench
-from medveil.errors import UnknownNameError
+from medveil.errors import ConfigError, UnknownNameError
 from medveil.schemes import SCHEMES, Scheme, register
 from medveil.tasks import ClassifierConfig, SegmenterConfig
 
@@ -58,7 +58,11 @@ def test_segmentation_bench_runs(tmp_path):
 
 
 def test_scheme_list_parsing():
-    assert parse_schemes("intensity_lut,plain")[0] == "plain"
-    assert parse_schemes("all")[0] == "plain"
+    specs = parse_schemes("intensity_lut,plain,intensity_lut:levels=16")
+    assert [s.label for s in specs] == ["plain", "intensity_lut", "intensity_lut:levels=16"]
+    assert specs[2].create().params == {"levels": 16}
+    assert parse_schemes("all")[0].label == "plain"
     with pytest.raises(UnknownNameError, match="Did you mean 'plain'"):
         parse_schemes("plainn")
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        parse_schemes("intensity_lut:levels")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from medveil.schemes import block_scramble, intensity_lut, plain  # noqa: F401  (registration)
+from medveil.schemes import (  # noqa: F401  (registration)
+    block_scramble,
+    intensity_lut,
+    obfuscation,
+    plain,
+)
 from medveil.schemes.base import (
     SCHEMES,
     Scheme,

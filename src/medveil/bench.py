@@ -66,7 +66,7 @@ class BenchBudget:
     @classmethod
     def for_mode(cls, quick: bool) -> BenchBudget:
         if quick:
-            return cls("quick", ClassifierConfig(epochs=5),
+            return cls("quick", ClassifierConfig(epochs=10),
                        SegmenterConfig(steps=150, patch=96, eval_every=50),
                        AttackBudget.quick(), max_train=600, max_test=200)
         return cls("full", ClassifierConfig(), SegmenterConfig(), AttackBudget(),

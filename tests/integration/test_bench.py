@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -22,7 +23,8 @@ def bench_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     result = subprocess.run([sys.executable, "-m", "medveil.cli", "bench", "--quick",
                              "--schemes", SCHEMES, "--out", str(out), "--quiet"],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     return out, result
 

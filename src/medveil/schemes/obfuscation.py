@@ -108,13 +108,21 @@ class ObfuscationScheme(Scheme):
         return np.stack(noise).astype(np.float32)
 
     def vae_pass(self, images: np.ndarray, *, key: Key) -> np.ndarray:
-        """Encode, sample the latent with keyed noise, decode."""
+        """Encode, sample the latent with keyed noise, decode.
+
+        One image at a time: convolution kernels round differently for different
+        batch sizes, and the mapping that follows would turn those last-bit
+        differences into different levels, so a view would depend on its batch.
+        """
         import torch
 
         eps = torch.from_numpy(self._latent_noise(images, key))
+        out = np.empty_like(images)
         with torch.no_grad():
-            out, _, _ = self._vae(torch.from_numpy(images), eps)
-        return out.numpy().astype(np.float32)
+            for i in range(len(images)):
+                decoded, _, _ = self._vae(torch.from_numpy(images[i:i + 1]), eps[i:i + 1])
+                out[i] = decoded[0].numpy()
+        return out
 
     def _protect(self, images: np.ndarray, *, key: Key) -> np.ndarray:
         out = self.vae_pass(images, key=key) if self.params["use_vae"] else images

@@ -23,12 +23,12 @@ from torch import nn
 
 @dataclass
 class InversionBudget:
-    steps: int = 1500
+    steps: int = 600
     batch_size: int = 32
     lr: float = 3e-3
     levels: int = 256
     embed: int = 8
-    channels: tuple[int, ...] = (32, 64, 128, 256)
+    channels: tuple[int, ...] = (16, 32, 64, 128)
 
 
 class ImageInverter(nn.Module):

@@ -20,7 +20,7 @@ from torch import nn
 
 @dataclass
 class ReidBudget:
-    steps: int = 600
+    steps: int = 200
     batch_size: int = 64
     lr: float = 2e-3
     temperature: float = 0.1

@@ -119,9 +119,38 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
         parts.append(f"strongest attack SSIM {best['ssim']:.3f}: {level}")
     reid = (row.get("attacks") or {}).get("reidentify")
     if reid:
-        parts.append(f"re-identified {reid['top1']:.0%} of patients at top-1 "
+        parts.append(f"re-identified {reid['top1']:.0%} of held-out images at top-1 "
                      f"(chance {reid['chance']:.0%})")
     return "; ".join(parts) + "."
+
+
+def _summary(scorecard: dict[str, Any], metric: str) -> str:
+    """Plain words: which rows keep utility, which resist the attacks, which are broken."""
+    plain = next((r for r in scorecard["results"] if r["scheme"] == "plain"), None)
+    ok = [r for r in scorecard["results"]
+          if r["status"] == "ok" and r["scheme"] != "plain" and r.get("utility")]
+    if not ok or not plain or not plain.get("utility"):
+        return "Only the baseline ran; there is nothing to choose between."
+    base = plain["utility"][metric]
+
+    def ssim(row: dict[str, Any]) -> float:
+        best = strongest_attack(row)[1]
+        return best["ssim"] if best else 0.0
+
+    useful = [r for r in ok if base - r["utility"][metric] <= 0.05]
+    broken = [r["scheme"] for r in ok if ssim(r) >= 0.8]
+    lines = []
+    if useful:
+        pick = min(useful, key=ssim)
+        lines.append(f"Among schemes within 0.05 {metric.upper()} of plain ({base:.3f}), "
+                     f"'{pick['scheme']}' resists reconstruction best (strongest attack SSIM "
+                     f"{ssim(pick):.3f}).")
+    else:
+        lines.append(f"No scheme stays within 0.05 {metric.upper()} of plain ({base:.3f}).")
+    if broken:
+        lines.append("Broken in this run (an attack recovers the images, SSIM >= 0.8): "
+                     + ", ".join(broken) + ".")
+    return " ".join(lines)
 
 
 def write_report(out: Path, scorecard: dict[str, Any],
@@ -151,7 +180,9 @@ def write_report(out: Path, scorecard: dict[str, Any],
     md = [f"# medveil benchmark: {ds['name']}", "", intro, "", how_to_read, "",
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(cells) + " |" for cells in body]
-    md += ["", "![privacy vs utility](privacy_utility.png)" if plot else "", "",
+    summary = _summary(scorecard, metric)
+    md += ["", "## Which scheme", "", summary, "",
+           "![privacy vs utility](privacy_utility.png)" if plot else "", "",
            "## Per scheme", ""]
     for row in scorecard["results"]:
         md += [f"### {row['scheme']}", "", _verdict(row, plain, metric), ""]
@@ -178,6 +209,7 @@ th{{background:#f0f0f0}}img{{max-width:100%}}</style></head><body>
 <h1>medveil benchmark: {html.escape(ds['name'])}</h1>
 <p>{html.escape(intro)}</p><p>{html.escape(how_to_read)}</p>
 <table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in header)}</tr>{rows_html}</table>
+<h2>Which scheme</h2><p>{html.escape(summary)}</p>
 {img(plot) if plot else ''}
 <h2>Per scheme</h2>{sections}
 </body></html>

@@ -23,7 +23,7 @@ def bench_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     result = subprocess.run([sys.executable, "-m", "medveil.cli", "bench", "--quick",
                              "--schemes", SCHEMES, "--out", str(out), "--quiet"],
-                            capture_output=True, text=True, timeout=600,
+                            capture_output=True, text=True, timeout=1800,
                             env={**os.environ, "COLUMNS": "200"})
     assert result.returncode == 0, result.stderr
     return out, result

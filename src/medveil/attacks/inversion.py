@@ -52,6 +52,8 @@ class ImageInverter(nn.Module):
         self.pad = (2 ** (depth - 1))
         self.same_channels = view_channels == out_channels
         self.base = nn.Parameter(torch.zeros(view_channels, budget.levels))
+        # ReZero-style gate: start as exactly the base estimate; the U-Net adds what it learns.
+        self.gate = nn.Parameter(torch.zeros(1)) if self.same_channels else None
 
     def init_base(self, views: torch.Tensor, images: torch.Tensor) -> None:
         """Start the base lookup at E[plaintext | view level], estimated from the pairs."""
@@ -80,6 +82,7 @@ class ImageInverter(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         residual = self.unet(x)[..., :h, :w]
         if self.same_channels:
+            residual = self.gate * residual
             base = torch.stack([self.base[ch][level[:, ch]] for ch in range(c)], dim=1)
             return torch.sigmoid(base + residual)
         return torch.sigmoid(residual)

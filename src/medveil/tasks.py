@@ -171,8 +171,14 @@ def _check_shape(model: TrainedModel, images: np.ndarray) -> None:
 
 def train_classifier(train: ImageSet, *, val: ImageSet | None = None,
                      config: ClassifierConfig | None = None, seed: int = 0,
-                     progress: bool = False) -> TrainedModel:
-    """Train the standard classifier; keep the epoch with the best validation AUC."""
+                     progress: bool = False, build_net: Any = None) -> TrainedModel:
+    """Train the standard classifier; keep the epoch with the best validation AUC.
+
+    Args:
+        build_net: optional ``(in_channels, num_classes) -> nn.Module``; schemes that
+            need a network of their own shape (the HE-friendly CNN of ``ckks``) use the
+            same loop, budget and model selection as everyone else through it.
+    """
     import torch
     from torch import nn
 
@@ -190,8 +196,11 @@ def train_classifier(train: ImageSet, *, val: ImageSet | None = None,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = _generator(seed + 1)
-        net = SmallCNN(in_channels=train.image_shape[0], num_classes=num_classes,
-                       width=config.width)
+        if build_net is None:
+            net = SmallCNN(in_channels=train.image_shape[0], num_classes=num_classes,
+                           width=config.width)
+        else:
+            net = build_net(train.image_shape[0], num_classes)
         counts = torch.bincount(y, minlength=num_classes).float().clamp(min=1)
         weight = (counts.sum() / (num_classes * counts)) if config.class_weighted else None
         loss_fn = nn.CrossEntropyLoss(weight=weight)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from medveil.schemes import (  # noqa: F401  (registration)
     block_scramble,
+    ckks,
     intensity_lut,
     obfuscation,
     plain,

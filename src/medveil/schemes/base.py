@@ -30,7 +30,10 @@ from medveil.keys import Key
 #: How the processor's task runs on a scheme's view (see docs/architecture.md).
 #: "view": an ordinary classifier / segmenter is trained and tested on the view itself.
 #: "key_holder": a key holder recovers images and runs the task on them.
-UTILITY_PATHS = ("view", "key_holder")
+#: "encrypted_inference": the model owner trains in plaintext, the processor evaluates
+#: the model on the views (ciphertexts), the owner decrypts the outputs (ckks); the
+#: scheme provides ``encrypted_utility`` and ``not_applicable_reason``.
+UTILITY_PATHS = ("view", "key_holder", "encrypted_inference")
 
 
 class Scheme(ABC):
@@ -49,6 +52,11 @@ class Scheme(ABC):
     utility_path: ClassVar[str] = "view"
     #: Weak reference schemes that exist to show that the attacks bite.
     reference_only: ClassVar[bool] = False
+    #: Same key, same image -> same view. False for probabilistic encryption (ckks),
+    #: where equal views would leak equal images.
+    deterministic_views: ClassVar[bool] = True
+    #: Whether the image attacks (inversion, re-identification) make sense on the view.
+    image_attacks_apply: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)

@@ -1,0 +1,128 @@
+"""The model owner's side: train an HE-friendly CNN in plaintext, fold it, plan its packing.
+
+An :class:`HEModel` file holds the folded weights and the packing choice only:
+no key material (the CKKS keys come from the owner's medveil key), so it can be
+given to the processor in the plain-model mode.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medveil.atomic import atomic_write_bytes
+from medveil.data.imageset import ImageSet
+from medveil.errors import ConfigError, DataError, ModelFileError
+from medveil.he.nets import FoldedNet, arch_spec, build_he_net, fold_network
+from medveil.he.packing import PackedPlan, plan_network
+
+HE_MODEL_FORMAT = "medveil.he-model/1"
+_ARRAYS = ("first_weight", "first_bias", "hidden_weight", "hidden_bias", "final_weight",
+           "final_bias")
+
+
+def default_architecture(image_size: int) -> str:
+    """The tutorial network up to 32 px (its reference size is 28), the deep one above."""
+    return "tutorial" if image_size <= 32 else "deep"
+
+
+@dataclass
+class HEModel:
+    """A folded network plus its single-image packing."""
+
+    net: FoldedNet
+    channels_per_segment: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    _plan: PackedPlan | None = field(default=None, repr=False)
+
+    @property
+    def plan(self) -> PackedPlan:
+        if self._plan is None:
+            self._plan = plan_network(self.net, channels_per_segment=self.channels_per_segment)
+        return self._plan
+
+    @property
+    def image_size(self) -> int:
+        return self.net.image_size
+
+    def check_images(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float64)
+        if images.ndim == 4 and images.shape[1] == 1:
+            images = images[:, 0]
+        if images.ndim != 3 or images.shape[1:] != (self.image_size, self.image_size):
+            raise DataError(f"this HE model takes 1x{self.image_size}x{self.image_size} images, "
+                            f"got {images.shape}; load the data with --size {self.image_size} "
+                            "--color gray")
+        return images
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        meta = {"format": HE_MODEL_FORMAT, "image_size": self.net.image_size,
+                "stride": self.net.stride, "output_scale": self.net.output_scale,
+                "net_meta": self.net.meta, "channels_per_segment": self.channels_per_segment,
+                "info": self.info}
+        np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                 **{name: getattr(self.net, name) for name in _ARRAYS})
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, source: str = "model") -> HEModel:
+        try:
+            arrays = np.load(io.BytesIO(data), allow_pickle=False)
+            meta = json.loads(arrays["meta"].tobytes())
+            if meta.get("format") != HE_MODEL_FORMAT:
+                raise ValueError(meta.get("format"))
+            net = FoldedNet(image_size=int(meta["image_size"]), stride=int(meta["stride"]),
+                            output_scale=float(meta["output_scale"]), meta=meta["net_meta"],
+                            **{name: arrays[name] for name in _ARRAYS})
+        except Exception as exc:
+            raise ModelFileError(f"{source} is not a medveil HE model file "
+                                 f"({type(exc).__name__}); make one with `medveil ckks train`"
+                                 ) from exc
+        return cls(net, meta.get("channels_per_segment"), meta.get("info", {}))
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        return atomic_write_bytes(path, self.to_bytes())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> HEModel:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"HE model file {path} does not exist; make one with "
+                                 "`medveil ckks train`")
+        return cls.from_bytes(path.read_bytes(), source=str(path))
+
+
+def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 15,
+                   seed: int = 0, channels_per_segment: int | None = None,
+                   progress: bool = False) -> tuple[HEModel, Any]:
+    """Train (standard loop and budget), fold and plan; returns the model and the torch net."""
+    from medveil.tasks import ClassifierConfig, train_classifier
+
+    if data.task != "classification":
+        raise ConfigError("the ckks scheme runs classifiers; this dataset has no class labels")
+    c, h, w = data.image_shape
+    if h != w:
+        raise DataError(f"the HE networks take square images, got {h}x{w}; load with --size")
+    if architecture == "auto":
+        architecture = default_architecture(h)
+    spec = arch_spec(architecture, h)
+    train = data.split("train")
+    val = data.split("val") if "val" in data.split_names else None
+    started = time.perf_counter()
+    trained = train_classifier(train, val=val, config=ClassifierConfig(epochs=epochs), seed=seed,
+                               progress=progress,
+                               build_net=lambda cin, k: build_he_net(spec, cin, k))
+    folded = fold_network(trained.net, spec, calibration=train.images[:, 0])
+    model = HEModel(folded, channels_per_segment,
+                    {"architecture": architecture, "train_s": time.perf_counter() - started,
+                     "epochs": epochs, "data": data.name})
+    model.plan  # noqa: B018 - fail early if the network does not fit the slots
+    return model, trained

@@ -21,6 +21,9 @@ app = typer.Typer(help="Privacy-preserving deep learning on medical images.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Inspect bundled and user data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+ckks_app = typer.Typer(help="CKKS encrypted inference: owner and processor steps.",
+                       no_args_is_help=True)
+app.add_typer(ckks_app, name="ckks")
 out = Console()
 
 Size = Annotated[int | None, typer.Option(help="Working size: resize images to SIZE x SIZE.")]
@@ -233,7 +236,8 @@ def bench(
         reid = (row.get("attacks") or {}).get("reidentify")
         table.add_row(row["scheme"], row["status"],
                       f"{row['utility'][metric]:.3f}" if row.get("utility") else "-",
-                      f"{best['ssim']:.3f} ({name})" if best else "-",
+                      f"{best['ssim']:.3f} ({name})" if best else
+                      ("n/a (ciphertext)" if row.get("attacks", {}).get("not_applicable") else "-"),
                       f"{reid['top1']:.2f}" if reid else "-",
                       f"{row['recovery']['ssim']:.3f}" if row.get("recovery") else "-",
                       f"{row.get('wall_s', 0):.0f}")
@@ -246,6 +250,129 @@ def bench(
         print(f"medveil: error: {len(failed)} scheme(s) failed: {'; '.join(failed)}; "
               f"tracebacks in {out_dir / 'errors.log'}", file=sys.stderr)
         raise typer.Exit(1)
+
+
+
+# ----------------------------------------------------------------------------- ckks
+@ckks_app.command("train")
+def ckks_train(
+    data: Annotated[str, typer.Option(help="Bundled set or path (labelled, grey).")],
+    model_out: Annotated[Path, typer.Option("--out", help="HE model file to write.")],
+    architecture: Annotated[str, typer.Option(help="auto, tutorial (28 px) or deep (64 px).")] =
+        "auto",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15,
+    size: Size = None, seed: Seed = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Owner: train the HE-friendly CNN in plaintext, fold BN and activations, save it."""
+    from medveil.data import load_dataset
+    from medveil.he.workflow import train as train_he
+
+    imageset = load_dataset(data, **_read_options(size, "gray", seed=seed))
+    summary = train_he(imageset, model_out, architecture=architecture, epochs=epochs, seed=seed,
+                       progress=not quiet)
+    test = summary.get("plaintext_test")
+    out.print(f"{summary['architecture']} HE model trained in {summary['train_s']:.1f}s, written "
+              f"to {model_out}" + (f"; plaintext test AUC {test['auc']:.4f}" if test else ""))
+
+
+@ckks_app.command("context")
+def ckks_context(
+    key: Annotated[Path, typer.Option(help="The owner's key file.")],
+    model: Annotated[Path, typer.Option(help="HE model file.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the public context.")],
+    force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Owner: export the processor's public context (no secret key)."""
+    from medveil.he.model import HEModel
+    from medveil.he.workflow import export_context
+
+    path = export_context(_load_key(key), HEModel.load(model), out_dir, force=force)
+    out.print(f"public context (public, relinearisation and rotation keys) written to {path}")
+
+
+@ckks_app.command("encrypt")
+def ckks_encrypt(
+    key: Annotated[Path, typer.Option(help="The owner's key file.")],
+    model: Annotated[Path, typer.Option(help="HE model file.")],
+    data: Annotated[str, typer.Option(help="Bundled set or path.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the ciphertexts.")],
+    split: Annotated[str, typer.Option(help="Split to encrypt.")] = "test",
+    limit: Annotated[int | None, typer.Option(help="Encrypt only the first N images.")] = None,
+    size: Size = None, seed: Seed = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Owner: pack and encrypt the images of a split."""
+    from medveil.data import load_dataset
+    from medveil.he.model import HEModel
+    from medveil.he.workflow import encrypt_dataset
+
+    imageset = load_dataset(data, **_read_options(size, "gray", seed=seed))
+    if split not in imageset.split_names:
+        raise ConfigError(f"{imageset.name} has no split '{split}'; it has "
+                          f"{', '.join(imageset.split_names)}")
+    images = imageset.split(split).images[:limit]
+    summary = encrypt_dataset(images, _load_key(key), HEModel.load(model), out_dir, force=force,
+                              source=f"{imageset.name}:{split}")
+    out.print(f"encrypted {summary['images']} images into {out_dir} "
+              f"({summary['bytes_per_image'] / 1e3:.0f} kB and {summary['ms_per_image']:.0f} ms "
+              "per image)")
+
+
+@ckks_app.command("run")
+def ckks_run(
+    context: Annotated[Path, typer.Option(help="Public context folder from the owner.")],
+    model: Annotated[Path, typer.Option(help="HE model file.")],
+    inputs: Annotated[Path, typer.Option("--input", help="Encrypted images folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the encrypted logits.")],
+    encrypted_model: Annotated[bool, typer.Option(help="Encrypt the weights too.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Processor: evaluate the model on encrypted images (public context only)."""
+    from medveil.he.model import HEModel
+    from medveil.he.workflow import run_encrypted
+
+    summary = run_encrypted(context, HEModel.load(model), inputs, out_dir,
+                            encrypted_model=encrypted_model, force=force)
+    out.print(f"evaluated {summary['images']} encrypted images in {summary['ms_per_image']:.0f} "
+              f"ms each ({'encrypted' if encrypted_model else 'plain'} model); "
+              f"results in {out_dir}")
+
+
+@ckks_app.command("decrypt")
+def ckks_decrypt(
+    key: Annotated[Path, typer.Option(help="The owner's key file.")],
+    model: Annotated[Path, typer.Option(help="HE model file.")],
+    results: Annotated[Path, typer.Option(help="Encrypted logits folder from `ckks run`.")],
+    csv_out: Annotated[Path, typer.Option("--out", help="CSV of logits and predictions.")],
+    data: Annotated[str | None, typer.Option(help="Score against this set's labels.")] = None,
+    split: Annotated[str, typer.Option(help="The split that was encrypted.")] = "test",
+    size: Size = None, seed: Seed = 0,
+) -> None:
+    """Owner: decrypt the logits; optionally score them against the labels."""
+    from medveil.atomic import atomic_write_bytes
+    from medveil.he.model import HEModel
+    from medveil.he.workflow import decrypt_results
+
+    logits = decrypt_results(_load_key(key), HEModel.load(model), results)
+    lines = ["index," + ",".join(f"logit_{k}" for k in range(logits.shape[1])) + ",predicted"]
+    lines += [f"{i}," + ",".join(f"{v:.6f}" for v in row) + f",{int(row.argmax())}"
+              for i, row in enumerate(logits)]
+    atomic_write_bytes(csv_out, ("\n".join(lines) + "\n").encode())
+    out.print(f"decrypted {len(logits)} results into {csv_out}")
+    if data is not None:
+        import numpy as np
+
+        from medveil.data import load_dataset
+        from medveil.metrics import classification_metrics
+
+        labels = load_dataset(data, **_read_options(size, "gray", seed=seed)).split(split).labels
+        if len(labels) < len(logits):
+            raise ConfigError(f"{data} [{split}] has {len(labels)} labels for {len(logits)} "
+                              "results; pass the set and split that were encrypted")
+        z = np.exp(logits - logits.max(1, keepdims=True))
+        metrics = classification_metrics(z / z.sum(1, keepdims=True), labels[:len(logits)])
+        out.print(" ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
 def main() -> None:

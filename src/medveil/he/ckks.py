@@ -211,6 +211,14 @@ class OwnerKeys:
         self._encryptor.encrypt_symmetric(plain, ct)
         return ct
 
+    def encrypt_bytes(self, vec: np.ndarray) -> bytes:
+        """A serialised *seeded* ciphertext of ``vec``: half the size of a full one (the
+        second polynomial is replaced by its PRNG seed), which is what the client sends."""
+        seal = sealapi()
+        plain = seal.Plaintext()
+        self.encoder.encode(np.asarray(vec, dtype=np.float64).tolist(), self.public.scale, plain)
+        return _save(self._encryptor.encrypt_symmetric(plain))
+
     def decrypt(self, ct) -> np.ndarray:
         seal = sealapi()
         plain = seal.Plaintext()

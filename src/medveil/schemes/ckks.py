@@ -100,18 +100,13 @@ class CKKSScheme(Scheme):
                 for image in self.model.check_images(images)]
 
     def _protect(self, images: np.ndarray, *, key: Key) -> np.ndarray:
-        from medveil.he.ckks import _save, sealapi
-
         owner = self.owner_keys(key)
         plan = self.model.plan
         images = self.model.check_images(images)
         view = np.zeros((len(images), plan.groups * CT_SLOT_BYTES), dtype=np.uint8)
-        seal_plain = sealapi().Plaintext
         for i, image in enumerate(images):
             for g, vec in enumerate(plan.pack_image(image)):
-                plain = seal_plain()
-                owner.encoder.encode(vec.tolist(), owner.public.scale, plain)
-                blob = _save(owner._encryptor.encrypt_symmetric(plain))  # seeded: half size
+                blob = owner.encrypt_bytes(vec)
                 if len(blob) + 8 > CT_SLOT_BYTES:
                     raise AssertionError(f"ciphertext of {len(blob)} B exceeds its view slot")
                 start = g * CT_SLOT_BYTES
@@ -160,10 +155,19 @@ class CKKSScheme(Scheme):
         return image
 
     def _recover(self, view: np.ndarray, *, key: Key) -> np.ndarray:
-        owner = self.owner_keys(key)
+        return self._decrypt_views(view, self.owner_keys(key))
+
+    def _decrypt_views(self, view: np.ndarray, owner) -> np.ndarray:
         images = [self.unpack([owner.decrypt(ct) for ct in cts])
                   for cts in self.view_ciphertexts(view, owner.ctx)]
         return np.clip(np.stack(images), 0, 1)[:, None].astype(np.float32)
+
+    def decrypt_bypassing_check(self, view: np.ndarray, key: Key) -> np.ndarray:
+        """What an attacker gets decrypting with a key of its own (the ``wrong_key`` figure)."""
+        from medveil.he.ckks import OwnerKeys
+
+        return self._decrypt_views(view, OwnerKeys(key, self.he_params,
+                                                   self.model.plan.rotation_steps))
 
     # -- the processor's task -------------------------------------------------------------
     def not_applicable_reason(self) -> str:
@@ -213,8 +217,6 @@ class CKKSScheme(Scheme):
             z = z - z.max(axis=1, keepdims=True)
             return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
 
-        from medveil.he.ckks import _save
-
         return {"metrics": classification_metrics(probabilities(logits), test.labels),
                 "plaintext_metrics": classification_metrics(probabilities(reference), test.labels),
                 "argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
@@ -223,7 +225,8 @@ class CKKSScheme(Scheme):
                 "encrypt_ms_per_image": 1000 * enc_s / n, "eval_ms_per_image": 1000 * eval_s / n,
                 "decrypt_ms_per_image": 1000 * dec_s / n,
                 "latency_ms_per_image": 1000 * (enc_s + eval_s + dec_s) / n,
-                "ciphertext_bytes_per_image": float(sum(len(_save(ct)) for ct in cts)),
+                "ciphertext_bytes_per_image": float(sum(len(owner.encrypt_bytes(v))
+                                                        for v in plan.pack_image(images[0]))),
                 "rotations_per_image": backend.rotations // (n + 1),
                 "packing": plan.describe()}
 

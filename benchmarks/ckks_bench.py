@@ -1,0 +1,180 @@
+"""CKKS speed and correctness, side by side with the TenSEAL tutorial pipeline, in one run.
+
+Trains the tutorial network (28x28) and the deep network (64x64) with the
+standard loop, folds them, and measures on the real test splits:
+
+* single-image latency of medveil's packing (plain model and encrypted model),
+  argmax agreement with the plaintext model and the largest logit error;
+* the TenSEAL tutorial pipeline (``im2col_encoding``, ``conv2d_im2col``, ``mm``)
+  on the same folded network and images: its latency and its own agreement
+  (not fixed: it is the reference point);
+* batch mode (one image per slot) throughput for the 28x28 network;
+* the 64x64 deep network's latency and accuracy.
+
+Writes one JSON file (keys listed in the issue plus details). Example::
+
+    python benchmarks/ckks_bench.py --out runs/ckks.json
+    python benchmarks/ckks_bench.py --quick --out /tmp/ckks-quick.json   # demo data, minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medveil.atomic import atomic_write_bytes
+from medveil.data.readers import load_dataset
+from medveil.he.baseline import TutorialPipeline
+from medveil.he.batch import BatchEvaluator, decrypt_batch, encrypt_batch
+from medveil.keys import Key
+from medveil.metrics import classification_metrics
+from medveil.schemes import create
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _probs(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fit(data, architecture: str, epochs: int, seed: int, key: Key, encrypted_model=False):
+    scheme = create("ckks", architecture=architecture, epochs=epochs,
+                    encrypted_model=encrypted_model)
+    scheme.fit(data.split("train"), key=key, seed=seed)
+    return scheme
+
+
+def bench_tutorial(data, *, epochs: int, seed: int, key: Key, baseline_images: int,
+                   encrypted_images: int, batch_images: int) -> dict:
+    scheme = _fit(data, "tutorial", epochs, seed, key)
+    test = data.split("test")
+    single = scheme.encrypted_utility(test, key=key, encrypted_model=False)
+    enc_model = scheme.encrypted_utility(test.subset(np.arange(min(encrypted_images, len(test)))),
+                                         key=key, encrypted_model=True)
+    net = scheme.model.net
+    images = scheme.model.check_images(test.images)
+    reference = net.forward(images)
+
+    # The TenSEAL tutorial pipeline on the same folded weights and images.
+    pipeline = TutorialPipeline(net)
+    pipeline.logits(images[0])  # warm-up, as for ours
+    n_base = min(baseline_images, len(images))
+    started = time.perf_counter()
+    base = np.stack([pipeline.logits(image) for image in images[:n_base]])
+    baseline_latency = (time.perf_counter() - started) / n_base
+
+    # Batch mode: one image per slot, every slot filled (test images, repeated).
+    owner = scheme.owner_keys(key)
+    slots = owner.params.slots
+    count = min(batch_images, slots)
+    batch = images[np.arange(count) % len(images)]
+    started = time.perf_counter()
+    cts = encrypt_batch(owner, batch)
+    encrypted = time.perf_counter()
+    outputs = BatchEvaluator(owner.public, net).run(cts)
+    evaluated = time.perf_counter()
+    batch_logits = decrypt_batch(owner, outputs, count, net.output_scale)
+    batch_s = time.perf_counter() - started
+    batch_ref = reference[np.arange(count) % len(images)]
+    del cts, outputs
+
+    latency = single["latency_ms_per_image"] / 1000
+    return {
+        "data": data.name, "test_images": len(images), "architecture": "tutorial",
+        "latency_s": latency, "baseline_latency_s": baseline_latency,
+        "speedup": baseline_latency / latency,
+        "server_eval_s": single["eval_ms_per_image"] / 1000,
+        "encrypted_model_latency_s": enc_model["latency_ms_per_image"] / 1000,
+        "encrypted_model_images": enc_model["images"],
+        "encrypted_model_ratio": enc_model["latency_ms_per_image"] / single["latency_ms_per_image"],
+        "encrypted_model_argmax_agreement": enc_model["argmax_agreement"],
+        "encrypted_model_max_abs_logit_error": enc_model["max_abs_logit_error"],
+        "batch_ms_per_image": 1000 * batch_s / count, "batch_images": count,
+        "batch_encrypt_s": encrypted - started, "batch_eval_s": evaluated - encrypted,
+        "batch_argmax_agreement": float(np.mean(batch_logits.argmax(1) == batch_ref.argmax(1))),
+        "batch_max_abs_logit_error": float(np.abs(batch_logits - batch_ref).max()),
+        "argmax_agreement": single["argmax_agreement"],
+        "max_abs_logit_error": single["max_abs_logit_error"],
+        "encrypted_metrics": single["metrics"], "plaintext_metrics": single["plaintext_metrics"],
+        "baseline_images": n_base,
+        "baseline_argmax_agreement": float(np.mean(base.argmax(1) == reference[:n_base].argmax(1))),
+        "baseline_max_abs_logit_error": float(np.abs(base - reference[:n_base]).max()),
+        "ciphertext_bytes_per_image": single["ciphertext_bytes_per_image"],
+        "rotations_per_image": single["rotations_per_image"], "packing": single["packing"],
+        "compile_s": single["compile_s"],
+    }
+
+
+def bench_deep(data, *, epochs: int, seed: int, key: Key, max_images: int) -> dict:
+    scheme = _fit(data, "deep", epochs, seed, key)
+    test = data.split("test")
+    test = test.subset(np.arange(min(max_images, len(test))))
+    single = scheme.encrypted_utility(test, key=key, encrypted_model=False)
+    enc = scheme.encrypted_utility(test.subset(np.arange(min(20, len(test)))), key=key,
+                                   encrypted_model=True)
+    return {"data": data.name, "architecture": "deep", "test_images": single["images"],
+            "latency_s": single["latency_ms_per_image"] / 1000,
+            "server_eval_s": single["eval_ms_per_image"] / 1000,
+            "encrypted_model_latency_s": enc["latency_ms_per_image"] / 1000,
+            "argmax_agreement": single["argmax_agreement"],
+            "max_abs_logit_error": single["max_abs_logit_error"],
+            "encrypted_metrics": single["metrics"], "plaintext_metrics": single["plaintext_metrics"],
+            "ciphertext_bytes_per_image": single["ciphertext_bytes_per_image"],
+            "rotations_per_image": single["rotations_per_image"], "packing": single["packing"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data28", default=str(SHARED / "pneumoniamnist_28_balanced.npz"))
+    parser.add_argument("--data64", default=str(SHARED / "cxr_pneumonia_64.npz"))
+    parser.add_argument("--quick", action="store_true",
+                        help="bundled demo data resized to 28, small subsets (minutes)")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/ckks_bench.json")
+    args = parser.parse_args()
+    key = Key.generate()  # a fresh owner key: nothing here depends on its value
+    started = time.perf_counter()
+    if args.quick:
+        data28 = load_dataset("cxr-demo", size=28, seed=args.seed)
+        data64 = load_dataset("cxr-demo", seed=args.seed)
+        sizes = {"baseline_images": 3, "encrypted_images": 5, "batch_images": 256}
+        deep_images = 20
+    else:
+        data28 = load_dataset(args.data28, seed=args.seed)
+        data64 = load_dataset(args.data64, seed=args.seed)
+        sizes = {"baseline_images": 40, "encrypted_images": 100, "batch_images": 4096}
+        deep_images = 10 ** 9
+    tutorial = bench_tutorial(data28, epochs=args.epochs, seed=args.seed, key=key, **sizes)
+    deep = bench_deep(data64, epochs=args.epochs, seed=args.seed, key=key, max_images=deep_images)
+    from medveil.he.ckks import CKKSParameters
+
+    result = {key_: tutorial[key_] for key_ in (
+        "latency_s", "baseline_latency_s", "speedup", "batch_ms_per_image", "argmax_agreement",
+        "max_abs_logit_error", "ciphertext_bytes_per_image")}
+    result.update({"peak_rss_mb": _peak_rss_mb(), "tutorial": tutorial, "deep64": deep,
+                   "security": CKKSParameters().security(), "quick": args.quick,
+                   "wall_s": time.perf_counter() - started,
+                   "machine": {"cpu": platform.processor() or platform.machine(),
+                               "python": platform.python_version()}})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode())
+    print(json.dumps({k: result[k] for k in (
+        "latency_s", "baseline_latency_s", "speedup", "batch_ms_per_image", "argmax_agreement",
+        "max_abs_logit_error", "peak_rss_mb", "ciphertext_bytes_per_image")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

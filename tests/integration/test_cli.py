@@ -107,3 +107,34 @@ def test_user_errors_are_one_line(tmp_path, workspace):
                           "--out", str(workspace / "store")), "already exists")
     assert_user_error(run("evaluate", "--model", str(tmp_path / "none.pt"), "--data",
                           "cxr-demo"), "does not exist")
+
+
+def test_ckks_owner_and_processor_commands(tmp_path):
+    """Owner trains, exports a public context, encrypts; processor runs; owner decrypts."""
+    key, other = str(tmp_path / "owner.key"), str(tmp_path / "other.key")
+    model = str(tmp_path / "m.he")
+    assert run("keygen", key).returncode == 0 and run("keygen", other).returncode == 0
+    steps = [
+        ("ckks", "train", "--data", "cxr-demo", "--size", "28", "--epochs", "2", "--out", model,
+         "--quiet"),
+        ("ckks", "context", "--key", key, "--model", model, "--out", str(tmp_path / "ctx")),
+        ("ckks", "encrypt", "--key", key, "--model", model, "--data", "cxr-demo", "--size", "28",
+         "--limit", "3", "--out", str(tmp_path / "enc")),
+        ("ckks", "run", "--context", str(tmp_path / "ctx"), "--model", model, "--input",
+         str(tmp_path / "enc"), "--out", str(tmp_path / "res")),
+        ("ckks", "decrypt", "--key", key, "--model", model, "--results", str(tmp_path / "res"),
+         "--out", str(tmp_path / "pred.csv")),
+    ]
+    for step in steps:
+        result = run(*step)
+        assert result.returncode == 0, (step, result.stderr)
+    rows = (tmp_path / "pred.csv").read_text().strip().splitlines()
+    assert rows[0] == "index,logit_0,logit_1,predicted" and len(rows) == 4
+    assert not any(name.startswith("secret") for name in os.listdir(tmp_path / "ctx"))
+    assert_user_error(run("ckks", "decrypt", "--key", other, "--model", model, "--results",
+                          str(tmp_path / "res"), "--out", str(tmp_path / "x.csv")),
+                      "pass the owner's key file")
+    assert_user_error(run("ckks", "run", "--context", str(tmp_path / "nowhere"), "--model", model,
+                          "--input", str(tmp_path / "enc"), "--out", str(tmp_path / "r2")),
+                      "medveil ckks context")
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "r2").exists()

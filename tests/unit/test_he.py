@@ -1,0 +1,216 @@
+"""CKKS: folding, packing, encrypted inference, roles and files (real chest X-ray crops)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medveil.data import load_dataset
+from medveil.errors import ConfigError, IntegrityError, KeyMismatchError, ModelFileError
+from medveil.he.ckks import (
+    CKKSParameters,
+    OwnerKeys,
+    PublicContext,
+    SealBackend,
+    _save,
+    deserialize_ciphertexts,
+    serialize_ciphertexts,
+)
+from medveil.he.model import HEModel
+from medveil.he.nets import arch_spec, build_he_net, fold_network
+from medveil.he.packing import NumpyBackend, evaluate_packed, plan_network, simulate
+from medveil.keys import Key
+from tests.conftest import key_secret
+
+
+@pytest.fixture(scope="module")
+def cxr28():
+    return load_dataset("cxr-demo", size=28)
+
+
+def _briefly_trained(spec, images: np.ndarray, labels: np.ndarray):
+    """A few real optimisation steps so BN statistics and polynomials are not at their init."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_he_net(spec, 1, 2)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        x, y = torch.from_numpy(images), torch.from_numpy(labels)
+        for _ in range(5):
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def tutorial(cxr28):
+    train = cxr28.split("train").head(128)
+    spec = arch_spec("tutorial", 28)
+    net = _briefly_trained(spec, train.images, train.labels)
+    return net, fold_network(net, spec, calibration=train.images[:, 0])
+
+
+@pytest.fixture(scope="module")
+def deep(cxr):
+    train = cxr.split("train").head(128)
+    spec = arch_spec("deep", 64)
+    net = _briefly_trained(spec, train.images, train.labels)
+    return net, fold_network(net, spec, calibration=train.images[:, 0])
+
+
+@pytest.fixture(scope="module")
+def owner_key():
+    return Key.generate()
+
+
+@pytest.mark.parametrize("which", ["tutorial", "deep"])
+def test_folding_is_exact(which, tutorial, deep, cxr, cxr28):
+    net, folded = tutorial if which == "tutorial" else deep
+    images = (cxr28 if which == "tutorial" else cxr).split("test").images[:6]
+    with torch.no_grad():
+        reference = net(torch.from_numpy(images)).double().numpy()
+    assert np.abs(folded.forward(images) - reference).max() < 1e-4
+
+
+@pytest.mark.parametrize("which,cps", [("tutorial", 1), ("tutorial", 2), ("tutorial", 4),
+                                       ("deep", 2), ("deep", 4)])
+def test_packing_computes_the_network(which, cps, tutorial, deep, cxr, cxr28):
+    _, folded = tutorial if which == "tutorial" else deep
+    images = (cxr28 if which == "tutorial" else cxr).split("test").images[:3]
+    plan = plan_network(folded, channels_per_segment=cps)
+    assert np.abs(simulate(plan, images) - folded.forward(images)).max() < 1e-9
+
+
+def test_only_the_planned_rotations_are_used(tutorial, cxr28):
+    _, folded = tutorial
+    plan = plan_network(folded)
+    used = []
+
+    class Recorder(NumpyBackend):
+        def rotate(self, ct, step):
+            used.append(step % plan.slots)
+            return super().rotate(ct, step)
+
+    evaluate_packed(plan, plan.pack_image(cxr28.split("test").images[0]), Recorder())
+    assert set(used) <= set(plan.rotation_steps)
+    assert len(used) == 19  # 4 (conv) + 8 (fc 64) + 7 (fc 2): see docs/schemes.md
+
+
+def test_bad_packing_choices_are_clear_errors(tutorial):
+    _, folded = tutorial
+    with pytest.raises(ConfigError, match="channels_per_segment"):
+        plan_network(folded, channels_per_segment=3)
+
+
+@pytest.mark.parametrize("encrypted_model", [False, True])
+def test_encrypted_inference_matches_plaintext(encrypted_model, tutorial, cxr28, owner_key):
+    _, folded = tutorial
+    plan = plan_network(folded)
+    owner = OwnerKeys(owner_key, CKKSParameters(), plan.rotation_steps)
+    backend = SealBackend(owner.public, encrypted_model=encrypted_model)
+    images = cxr28.split("test").images[:4, 0]
+    reference = folded.forward(images)
+    for image, ref in zip(images, reference, strict=True):
+        out = evaluate_packed(plan, [owner.encrypt(v) for v in plan.pack_image(image)], backend)
+        logits = owner.decrypt(out)[:2] / plan.output_scale
+        assert np.abs(logits - ref).max() < 5e-3
+        assert logits.argmax() == ref.argmax()
+
+
+def test_parameters_meet_128_bit_security_and_bad_ones_are_refused():
+    sec = CKKSParameters().security()
+    assert sec["meets_128_bit"] and sec["total_modulus_bits"] == 218 <= sec["max_modulus_bits_128"]
+    with pytest.raises(ConfigError, match="128-bit"):
+        CKKSParameters(8192, (60, 40, 40, 40, 60)).check()
+    with pytest.raises(ConfigError, match="128-bit"):
+        CKKSParameters(4096, (33, 27, 27, 27, 27, 27, 50)).check()
+
+
+def test_the_processor_context_holds_no_secret_and_cannot_decrypt(tutorial, cxr28, owner_key):
+    _, folded = tutorial
+    plan = plan_network(folded)
+    owner = OwnerKeys(owner_key, CKKSParameters(), plan.rotation_steps)
+    files = owner.public.to_bytes()
+    secret = _save(owner._secret)  # noqa: SLF001 - the test proves it never leaves
+    for blob in files.values():
+        assert secret[64:4096] not in blob
+        assert key_secret(owner_key) not in blob
+    public = PublicContext.from_bytes(files)
+    assert public.can_decrypt is False and not hasattr(public, "_secret")
+    # The processor evaluates with the public context alone ...
+    image = cxr28.split("test").images[0, 0]
+    cts = deserialize_ciphertexts(public.ctx, serialize_ciphertexts(
+        [owner.encrypt(v) for v in plan.pack_image(image)]))
+    out = evaluate_packed(plan, cts, SealBackend(public))
+    # ... only the owner can read the result; a secret key of the processor's own cannot.
+    assert np.abs(owner.decrypt(out)[:2] / plan.output_scale - folded.forward(image[None])[0]).max() \
+        < 5e-3
+    intruder = OwnerKeys(Key.generate(), CKKSParameters(), [])
+    garbage = intruder.decrypt(out)[:2] / plan.output_scale
+    assert np.abs(garbage).max() > 1e3
+
+
+def test_tampered_or_truncated_ciphertexts_are_detected(owner_key):
+    owner = OwnerKeys(owner_key, CKKSParameters(), [])
+    blob = serialize_ciphertexts([owner.encrypt(np.zeros(4096))])
+    with pytest.raises(IntegrityError):
+        deserialize_ciphertexts(owner.ctx, blob[:-1000])
+
+
+def test_he_model_file_round_trip_and_bad_file(tutorial, tmp_path, cxr28):
+    _, folded = tutorial
+    model = HEModel(folded)
+    model.save(tmp_path / "m.he")
+    again = HEModel.load(tmp_path / "m.he")
+    images = cxr28.split("test").images[:2]
+    assert np.array_equal(again.net.forward(images), folded.forward(images))
+    (tmp_path / "bad.he").write_bytes(b"not a model")
+    with pytest.raises(ModelFileError, match="medveil ckks train"):
+        HEModel.load(tmp_path / "bad.he")
+    with pytest.raises(Exception, match="1x28x28"):
+        again.check_images(np.zeros((1, 1, 64, 64)))
+
+
+def test_batch_mode_matches_plaintext(tutorial, cxr28, owner_key):
+    from medveil.he.batch import BatchEvaluator, decrypt_batch, encrypt_batch
+
+    _, folded = tutorial
+    owner = OwnerKeys(owner_key, CKKSParameters(), [])
+    images = cxr28.split("test").images[:16, 0]
+    logits = decrypt_batch(owner, BatchEvaluator(owner.public, folded).run(
+        encrypt_batch(owner, images)), len(images), folded.output_scale)
+    reference = folded.forward(images)
+    assert np.abs(logits - reference).max() < 5e-3
+    assert (logits.argmax(1) == reference.argmax(1)).all()
+
+
+def test_tutorial_baseline_runs_and_is_only_compared(tutorial, cxr28):
+    from medveil.he.baseline import TutorialPipeline
+
+    _, folded = tutorial
+    image = cxr28.split("test").images[0, 0]
+    logits = TutorialPipeline(folded).logits(image)
+    assert logits.shape == (2,) and np.isfinite(logits).all()
+
+
+def test_ckks_workflow_files(tmp_path, cxr28, owner_key, tutorial):
+    from medveil.he.workflow import decrypt_results, encrypt_dataset, export_context, run_encrypted
+
+    _, folded = tutorial
+    model = HEModel(folded)
+    images = cxr28.split("test").images[:2]
+    export_context(owner_key, model, tmp_path / "ctx")
+    encrypt_dataset(images, owner_key, model, tmp_path / "enc")
+    run_encrypted(tmp_path / "ctx", model, tmp_path / "enc", tmp_path / "res")
+    logits = decrypt_results(owner_key, model, tmp_path / "res")
+    assert np.abs(logits - folded.forward(images)).max() < 5e-3
+    with pytest.raises(KeyMismatchError):
+        decrypt_results(Key.generate(), model, tmp_path / "res")
+    # a flipped byte in the ciphertexts is caught by the manifest's SHA-256
+    data = bytearray((tmp_path / "enc" / "ciphertexts.bin").read_bytes())
+    data[5000] ^= 1
+    (tmp_path / "enc" / "ciphertexts.bin").write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="SHA-256"):
+        run_encrypted(tmp_path / "ctx", model, tmp_path / "enc", tmp_path / "res2")

@@ -33,7 +33,6 @@ from medveil.data.readers import load_dataset
 from medveil.he.baseline import TutorialPipeline
 from medveil.he.batch import BatchEvaluator, decrypt_batch, encrypt_batch
 from medveil.keys import Key
-from medveil.metrics import classification_metrics
 from medveil.schemes import create
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -129,7 +128,8 @@ def bench_deep(data, *, epochs: int, seed: int, key: Key, max_images: int) -> di
             "encrypted_model_latency_s": enc["latency_ms_per_image"] / 1000,
             "argmax_agreement": single["argmax_agreement"],
             "max_abs_logit_error": single["max_abs_logit_error"],
-            "encrypted_metrics": single["metrics"], "plaintext_metrics": single["plaintext_metrics"],
+            "encrypted_metrics": single["metrics"],
+            "plaintext_metrics": single["plaintext_metrics"],
             "ciphertext_bytes_per_image": single["ciphertext_bytes_per_image"],
             "rotations_per_image": single["rotations_per_image"], "packing": single["packing"]}
 

@@ -145,8 +145,8 @@ def test_the_processor_context_holds_no_secret_and_cannot_decrypt(tutorial, cxr2
         [owner.encrypt(v) for v in plan.pack_image(image)]))
     out = evaluate_packed(plan, cts, SealBackend(public))
     # ... only the owner can read the result; a secret key of the processor's own cannot.
-    assert np.abs(owner.decrypt(out)[:2] / plan.output_scale - folded.forward(image[None])[0]).max() \
-        < 5e-3
+    logits = owner.decrypt(out)[:2] / plan.output_scale
+    assert np.abs(logits - folded.forward(image[None])[0]).max() < 5e-3
     intruder = OwnerKeys(Key.generate(), CKKSParameters(), [])
     garbage = intruder.decrypt(out)[:2] / plan.output_scale
     assert np.abs(garbage).max() > 1e3

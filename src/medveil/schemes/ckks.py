@@ -162,7 +162,7 @@ class CKKSScheme(Scheme):
                   for cts in self.view_ciphertexts(view, owner.ctx)]
         return np.clip(np.stack(images), 0, 1)[:, None].astype(np.float32)
 
-    def decrypt_bypassing_check(self, view: np.ndarray, key: Key) -> np.ndarray:
+    def recover_bypassing_check(self, view: np.ndarray, key: Key) -> np.ndarray:
         """What an attacker gets decrypting with a key of its own (the ``wrong_key`` figure)."""
         from medveil.he.ckks import OwnerKeys
 

@@ -35,7 +35,7 @@ class ObfuscationScheme(Scheme):
     needs_fit = True
 
     def __init__(self, *, latent_dim: int = 64, kl_weight: float = 0.05, epochs: int = 30,
-                 batch_size: int = 64, lr: float = 2e-3, width: int = 32, levels: int = 256,
+                 batch_size: int = 64, lr: float = 2e-3, width: int = 32, levels: int = 16,
                  collapse: float = 0.5, use_vae: bool = True, use_mapping: bool = True) -> None:
         if not 0.0 <= float(collapse) < 1.0:
             raise ConfigError(f"collapse must be in [0, 1), got {collapse}")

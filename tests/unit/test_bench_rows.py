@@ -66,3 +66,19 @@ def test_scheme_list_parsing():
         parse_schemes("plainn")
     with pytest.raises(ConfigError, match="NAME=VALUE"):
         parse_schemes("intensity_lut:levels")
+
+
+def test_ckks_row_reports_encrypted_inference_and_no_image_attacks(tmp_path):
+    card = run_bench(schemes="ckks:epochs=1", out=tmp_path, progress=False, budget=TINY,
+                     read_options={"size": 28})
+    row = card["results"][1]
+    assert row["status"] == "ok", row["error"]
+    assert "128-bit" in row["attacks"]["not_applicable"]
+    assert row["attacks"]["known_plaintext"] is None and row["attacks"]["reidentify"] is None
+    he = row["encrypted_inference"]
+    assert he["argmax_agreement"] >= 0.95 and he["max_abs_logit_error"] < 1e-2
+    assert he["security"]["meets_128_bit"]
+    assert row["recovery"]["ssim"] > 0.99 and row["wrong_key"]["ssim"] < 0.3
+    assert row["cost"]["view_bytes_per_image"] > 100_000
+    assert "ckks" in (tmp_path / "report.md").read_text()
+    assert not (tmp_path / "scorecard.partial.json").exists()

@@ -117,6 +117,15 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
             "much of the structure is recovered" if best["ssim"] >= 0.5 else \
             "reconstructions are poor"
         parts.append(f"strongest attack SSIM {best['ssim']:.3f}: {level}")
+    not_applicable = (row.get("attacks") or {}).get("not_applicable")
+    if not_applicable:
+        parts.append(f"image attacks not applicable ({not_applicable})")
+    he = row.get("encrypted_inference")
+    if he:
+        parts.append(f"decrypted predictions agree with the plaintext model on "
+                     f"{he['argmax_agreement']:.1%} of {he['images']} test images (max logit "
+                     f"error {he['max_abs_logit_error']:.1e}), {he['latency_ms_per_image']:.0f} ms "
+                     "per image end to end")
     reid = (row.get("attacks") or {}).get("reidentify")
     if reid:
         parts.append(f"re-identified {reid['top1']:.0%} of held-out images at top-1 "

@@ -36,7 +36,7 @@ from medveil.attacks.suite import seeded_key
 from medveil.data import ImageSet, load_dataset
 from medveil.data.bundled import DEFAULT_CLASSIFICATION
 from medveil.errors import ConfigError
-from medveil.metrics import image_similarity
+from medveil.metrics import image_similarity, texture_agreement
 from medveil.progress import progress_bar
 from medveil.schemes import available_schemes, create, get_scheme_class
 from medveil.tasks import (
@@ -255,6 +255,8 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
         # An attacker who bypasses the fingerprint check and decodes with a key of its own.
         row["wrong_key"] = image_similarity(
             test.images, scheme.recover_bypassing_check(views["test"], wrong_key))
+        if scheme.utility_path == "key_holder":  # does the recovery keep the texture?
+            row["texture"] = texture_agreement(test.images, recovered)
 
     attack_budget = budget.attacks
     k = leak_count(len(train), attack_budget)
@@ -268,6 +270,7 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
     reid = reidentification(kp_net, views["train"][leak], train.images[leak], views["test"],
                             test.images, budget=attack_budget, seed=seed)
     row["attacks"]["reidentify"] = reid.figures
+    row["attacks"].update(scheme.extra_attacks(views["test"], test.images))
     best = max((kp, sk), key=lambda r: r.figures["ssim"])
     pictures["best attack"] = best.reconstructions[:GRID_IMAGES]
 

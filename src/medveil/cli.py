@@ -361,17 +361,14 @@ def ckks_decrypt(
     atomic_write_bytes(csv_out, ("\n".join(lines) + "\n").encode())
     out.print(f"decrypted {len(logits)} results into {csv_out}")
     if data is not None:
-        import numpy as np
-
         from medveil.data import load_dataset
-        from medveil.metrics import classification_metrics
+        from medveil.metrics import classification_metrics, probabilities_from_logits
 
         labels = load_dataset(data, **_read_options(size, "gray", seed=seed)).split(split).labels
         if len(labels) < len(logits):
             raise ConfigError(f"{data} [{split}] has {len(labels)} labels for {len(logits)} "
                               "results; pass the set and split that were encrypted")
-        z = np.exp(logits - logits.max(1, keepdims=True))
-        metrics = classification_metrics(z / z.sum(1, keepdims=True), labels[:len(logits)])
+        metrics = classification_metrics(probabilities_from_logits(logits), labels[:len(logits)])
         out.print(" ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 

@@ -1,4 +1,4 @@
-"""Utility and image-similarity metrics, from torchmetrics and MONAI.
+"""Utility, image-similarity and texture metrics, from torchmetrics, MONAI and scikit-image.
 
 Nothing here is hand-written: the point of a benchmark is that its figures
 mean what the field means by them.
@@ -13,6 +13,12 @@ def _tensor(array):
     import torch
 
     return torch.as_tensor(np.asarray(array))
+
+
+def probabilities_from_logits(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by the row maximum so decrypted logits never overflow."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -81,3 +87,44 @@ def image_similarity(reference: np.ndarray, estimate: np.ndarray) -> dict[str, f
                                    dim=tuple(range(1, ref.ndim)))
     psnr = torch.clamp(psnr, max=100.0)  # identical images: report 100 dB, not infinity
     return {"ssim": float(ssim.mean()), "psnr": float(psnr.mean())}
+
+
+GLCM_FEATURES = ("contrast", "homogeneity", "energy", "correlation")
+
+
+def glcm_features(images: np.ndarray, *, levels: int = 32) -> dict[str, np.ndarray]:
+    """Grey-level co-occurrence features per image (scikit-image's GLCM, as PRIMIS reports).
+
+    Images in [0, 1] are quantised to ``levels`` grey levels; the matrix is symmetric
+    and normalised, at distance 1 over the four directions 0, 45, 90 and 135 degrees,
+    and each feature is averaged over the directions (the usual rotation-invariant form).
+    """
+    from skimage.feature import graycomatrix, graycoprops
+
+    flat = np.asarray(images, dtype=np.float32).reshape(-1, *np.shape(images)[-2:])
+    quantised = np.clip(np.rint(flat * (levels - 1)), 0, levels - 1).astype(np.uint8)
+    out = {name: np.zeros(len(quantised)) for name in GLCM_FEATURES}
+    angles = [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4]
+    for i, image in enumerate(quantised):
+        matrix = graycomatrix(image, [1], angles, levels=levels, symmetric=True, normed=True)
+        for name in GLCM_FEATURES:
+            out[name][i] = float(np.nanmean(graycoprops(matrix, name)))
+    return out
+
+
+def texture_agreement(reference: np.ndarray, estimate: np.ndarray, *, levels: int = 32
+                      ) -> dict[str, dict[str, float]]:
+    """How well ``estimate`` keeps ``reference``'s GLCM texture, per feature.
+
+    ``pearson``: correlation of the feature across images (does the ranking of
+    textures survive?); ``mean_abs_rel_error``: mean |f(est) - f(ref)| / |f(ref)|.
+    """
+    ref, est = glcm_features(reference, levels=levels), glcm_features(estimate, levels=levels)
+    out = {}
+    for name in GLCM_FEATURES:
+        a, b = ref[name], est[name]
+        pearson = float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() and b.std() else 1.0
+        rel = float(np.mean(np.abs(b - a) / np.maximum(np.abs(a), 1e-8)))
+        out[name] = {"pearson": pearson, "mean_abs_rel_error": rel,
+                     "reference_mean": float(a.mean()), "estimate_mean": float(b.mean())}
+    return out

@@ -148,8 +148,9 @@ def test_the_processor_context_holds_no_secret_and_cannot_decrypt(tutorial, cxr2
     logits = owner.decrypt(out)[:2] / plan.output_scale
     assert np.abs(logits - folded.forward(image[None])[0]).max() < 5e-3
     intruder = OwnerKeys(Key.generate(), CKKSParameters(), [])
-    garbage = intruder.decrypt(out)[:2] / plan.output_scale
-    assert np.abs(garbage).max() > 1e3
+    garbage = intruder.decrypt(out) / plan.output_scale
+    # Wrong-key decryption is uniform noise mod q: judged over all slots, not two.
+    assert np.median(np.abs(garbage)) > 100 * np.abs(logits).max()
 
 
 def test_tampered_or_truncated_ciphertexts_are_detected(owner_key):

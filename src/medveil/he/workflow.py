@@ -43,7 +43,7 @@ def model_digest(model: HEModel) -> str:
 def train(data, out: str | os.PathLike[str], *, architecture: str = "auto", epochs: int = 15,
           seed: int = 0, progress: bool = False) -> dict[str, Any]:
     """Owner: train the HE-friendly CNN in plaintext, fold it, save it (no key material)."""
-    from medveil.metrics import classification_metrics
+    from medveil.metrics import classification_metrics, probabilities_from_logits
 
     model, _ = train_he_model(data, architecture=architecture, epochs=epochs, seed=seed,
                               progress=progress)
@@ -52,8 +52,7 @@ def train(data, out: str | os.PathLike[str], *, architecture: str = "auto", epoc
                                "train_s": model.info["train_s"], "packing": model.plan.describe()}
     if test is not None and len(test):
         z = model.net.forward(model.check_images(test.images))
-        z = np.exp(z - z.max(1, keepdims=True))
-        summary["plaintext_test"] = classification_metrics(z / z.sum(1, keepdims=True),
+        summary["plaintext_test"] = classification_metrics(probabilities_from_logits(z),
                                                            test.labels)
     model.save(out)
     summary["model"] = str(out)

@@ -57,6 +57,11 @@ class Scheme(ABC):
     deterministic_views: ClassVar[bool] = True
     #: Whether the image attacks (inversion, re-identification) make sense on the view.
     image_attacks_apply: ClassVar[bool] = True
+    #: Invertible schemes: the SSIM a key holder's recovery must reach in the contract
+    #: tests, which fit on 64 crops. Exact schemes recover almost perfectly; a learned
+    #: lossy codec (primis) fitted on so few images reaches less, and its real figure
+    #: is the bench's recovery row.
+    contract_recovery_ssim: ClassVar[float] = 0.95
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
@@ -103,6 +108,14 @@ class Scheme(ABC):
         check (the scorecard's ``wrong_key`` figure). Schemes whose decoding checks more
         than the fingerprint override this to skip those checks too."""
         return self._recover(np.asarray(view), key=key)
+
+    def extra_attacks(self, view: np.ndarray, images: np.ndarray) -> dict[str, Any]:
+        """Attacks only this scheme's view invites (figures keyed by attack name).
+
+        The bench adds them to the row's ``attacks`` beside the shared suite; most
+        schemes have none.
+        """
+        return {}
 
     def view_spec(self, image_shape: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
         """Shape (without N) and dtype of the view of images shaped ``image_shape``."""

@@ -188,7 +188,7 @@ class CKKSScheme(Scheme):
         """
         from medveil.he.ckks import SealBackend
         from medveil.he.packing import evaluate_packed
-        from medveil.metrics import classification_metrics
+        from medveil.metrics import classification_metrics, probabilities_from_logits
 
         self._require_fitted()
         owner = self.owner_keys(key)
@@ -213,12 +213,9 @@ class CKKSScheme(Scheme):
         logits = np.stack(logits)
         n = len(images)
 
-        def probabilities(z: np.ndarray) -> np.ndarray:
-            z = z - z.max(axis=1, keepdims=True)
-            return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-
-        return {"metrics": classification_metrics(probabilities(logits), test.labels),
-                "plaintext_metrics": classification_metrics(probabilities(reference), test.labels),
+        return {"metrics": classification_metrics(probabilities_from_logits(logits), test.labels),
+                "plaintext_metrics": classification_metrics(probabilities_from_logits(reference),
+                                                            test.labels),
                 "argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
                 "max_abs_logit_error": float(np.abs(logits - reference).max()),
                 "images": n, "encrypted_model": enc_model, "compile_s": compile_s,

@@ -270,7 +270,9 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
     reid = reidentification(kp_net, views["train"][leak], train.images[leak], views["test"],
                             test.images, budget=attack_budget, seed=seed)
     row["attacks"]["reidentify"] = reid.figures
-    row["attacks"].update(scheme.extra_attacks(views["test"], test.images))
+    row["attacks"].update(scheme.extra_attacks(
+        views["test"], test.images, leaked_views=views["train"][leak],
+        leaked_images=train.images[leak], budget=attack_budget, seed=seed))
     best = max((kp, sk), key=lambda r: r.figures["ssim"])
     pictures["best attack"] = best.reconstructions[:GRID_IMAGES]
 

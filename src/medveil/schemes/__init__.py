@@ -8,6 +8,7 @@ from medveil.schemes import (  # noqa: F401  (registration)
     intensity_lut,
     obfuscation,
     plain,
+    primis,
 )
 from medveil.schemes.base import (
     SCHEMES,

@@ -109,10 +109,14 @@ class Scheme(ABC):
         than the fingerprint override this to skip those checks too."""
         return self._recover(np.asarray(view), key=key)
 
-    def extra_attacks(self, view: np.ndarray, images: np.ndarray) -> dict[str, Any]:
+    def extra_attacks(self, view: np.ndarray, images: np.ndarray, *,
+                      leaked_views: np.ndarray, leaked_images: np.ndarray, budget: Any,
+                      seed: int) -> dict[str, Any]:
         """Attacks only this scheme's view invites (figures keyed by attack name).
 
-        The bench adds them to the row's ``attacks`` beside the shared suite; most
+        ``view``/``images`` are the victims; ``leaked_*`` the same known pairs the
+        shared known-plaintext attacker gets, and ``budget`` its ``AttackBudget``. The
+        bench adds the figures to the row's ``attacks`` beside the shared suite; most
         schemes have none.
         """
         return {}

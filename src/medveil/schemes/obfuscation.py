@@ -61,31 +61,24 @@ class ObfuscationScheme(Scheme):
             return
         import torch
 
+        from medveil.nets.fitting import fit_one_cycle
+
         p = self.params
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             gen = torch.Generator().manual_seed(seed + 1)
             vae = self._build(train.image_shape)
-            x = torch.from_numpy(train.images)
-            optimiser = torch.optim.AdamW(vae.parameters(), lr=p["lr"])
-            steps = max(1, -(-len(x) // p["batch_size"])) * p["epochs"]
-            schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=p["lr"],
-                                                           total_steps=steps)
-            vae.train()
-            for _ in range(p["epochs"]):
-                order = torch.randperm(len(x), generator=gen)
-                for i in range(0, len(x), p["batch_size"]):
-                    batch = x[order[i:i + p["batch_size"]]]
-                    eps = torch.randn(len(batch), p["latent_dim"], generator=gen)
-                    recon, mu, logvar = vae(batch, eps)
-                    sse = ((recon - batch) ** 2).flatten(1).sum(1).mean()
-                    kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
-                    loss = sse + p["kl_weight"] * kl
-                    optimiser.zero_grad()
-                    loss.backward()
-                    optimiser.step()
-                    schedule.step()
-            vae.eval()
+
+            def loss_of_batch(batch: torch.Tensor) -> torch.Tensor:
+                eps = torch.randn(len(batch), p["latent_dim"], generator=gen)
+                recon, mu, logvar = vae(batch, eps)
+                sse = ((recon - batch) ** 2).flatten(1).sum(1).mean()
+                kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
+                return sse + p["kl_weight"] * kl
+
+            fit_one_cycle(vae, torch.from_numpy(train.images), loss_of_batch,
+                          epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
+                          generator=gen, optimiser="adamw")
         self._vae = vae
 
     def _table(self, key: Key) -> np.ndarray:

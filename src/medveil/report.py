@@ -135,6 +135,13 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
     if reid:
         parts.append(f"re-identified {reid['top1']:.0%} of held-out images at top-1 "
                      f"(chance {reid['chance']:.0%})")
+    recovery, texture = row.get("recovery"), row.get("texture")
+    if recovery and texture:
+        parts.append(f"key holder recovers SSIM {recovery['ssim']:.3f} / {recovery['psnr']:.1f} "
+                     "dB; GLCM texture of recovered vs original (Pearson r / mean relative "
+                     "error): " + ", ".join(f"{name} {t['pearson']:.3f} / "
+                                           f"{t['mean_abs_rel_error']:.1%}"
+                                           for name, t in texture.items()))
     return "; ".join(parts) + "."
 
 

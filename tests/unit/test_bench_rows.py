@@ -82,3 +82,18 @@ def test_ckks_row_reports_encrypted_inference_and_no_image_attacks(tmp_path):
     assert row["cost"]["view_bytes_per_image"] > 100_000
     assert "ckks" in (tmp_path / "report.md").read_text()
     assert not (tmp_path / "scorecard.partial.json").exists()
+
+
+def test_primis_row_on_segmentation_has_recovery_texture_and_code_attacks(tmp_path):
+    from medveil.bench import validate_scorecard
+
+    card = run_bench(data="chase-demo", schemes="primis:epochs=1:max_tiles=2048", out=tmp_path,
+                     progress=False, budget=TINY, read_options={"size": 64})
+    validate_scorecard(card)
+    row = card["results"][1]
+    assert row["status"] == "ok", row.get("error")
+    assert set(row["utility"]) == {"dice", "iou"}  # the U-Net ran on recovered images
+    assert row["recovery"]["ssim"] > row["wrong_key"]["ssim"]
+    assert set(row["texture"]) == {"contrast", "homogeneity", "energy", "correlation"}
+    assert {"magnitude_support", "known_plaintext_tiles"} <= set(row["attacks"])
+    assert "GLCM texture" in (tmp_path / "report.md").read_text()

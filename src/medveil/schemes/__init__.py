@@ -5,6 +5,7 @@ from __future__ import annotations
 from medveil.schemes import (  # noqa: F401  (registration)
     block_scramble,
     ckks,
+    fesf,
     intensity_lut,
     obfuscation,
     plain,

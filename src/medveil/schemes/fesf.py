@@ -1,0 +1,205 @@
+"""`fesf`: frequency-domain exchange style fusion into host images (FESF).
+
+Sun, Yang, Ran, Wang, Yu, Zhang, "Plaintext-Free Deep Learning for
+Privacy-Preserving Medical Image Analysis via Frequency Information Embedding",
+arXiv 2403.16473. The plaintext never leaves: its low-frequency amplitude is
+blended into a *host* image's amplitude and the surrogate keeps the host's
+phase (Image Hidden Module, IHM); an adversarial generator then pulls the
+surrogate toward the host domain and a second hiding pass re-embeds the
+plaintext's amplitude (Image Quality Enhancement Module, IQEM). Diagnostic
+models are trained and tested on surrogates only.
+
+Choices where the paper is silent (docs/schemes.md): the low-frequency mask is
+a centred square of half-width ``round(alpha * min(H, W))`` (FDA's
+convention); inside it the amplitude is ``(1 - beta) * A_host + beta *
+A_plain``; the host pool is a seeded, disjoint part of the owner's training
+split (or a named data set); the host of each image is drawn from the key's
+stream under a purpose bound to the image's hash; the IQEM is a residual
+generator against a PatchGAN critic (least-squares GAN loss plus an L1 term
+that keeps the generator close to its input), and the second pass uses the
+generator's output as the host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from medveil.data.imageset import ImageSet
+from medveil.errors import ConfigError, DataError
+from medveil.keys import Key
+from medveil.schemes.base import Scheme, register
+
+
+def low_frequency_mask(shape: tuple[int, int], alpha: float) -> np.ndarray:
+    """A centred square of half-width ``round(alpha * min(H, W))`` (at least 1 bin)."""
+    h, w = shape
+    half = max(1, int(round(alpha * min(h, w))))
+    mask = np.zeros((h, w), dtype=np.float32)
+    ch, cw = h // 2, w // 2
+    mask[max(0, ch - half):ch + half + 1, max(0, cw - half):cw + half + 1] = 1.0
+    return mask
+
+
+def hide(images: np.ndarray, hosts: np.ndarray, *, alpha: float, beta: float) -> np.ndarray:
+    """IHM: the plaintexts' low-frequency amplitude blended into the hosts', hosts' phase.
+
+    Both arrays are ``(N, C, H, W)`` in [0, 1]; the result is clipped to [0, 1].
+    """
+    mask = np.fft.ifftshift(low_frequency_mask(images.shape[-2:], alpha))  # unshifted layout
+    plain = np.fft.fft2(images.astype(np.float64))
+    host = np.fft.fft2(hosts.astype(np.float64))
+    amplitude = np.abs(host) * (1 - beta * mask) + np.abs(plain) * (beta * mask)
+    mixed = np.fft.ifft2(amplitude * np.exp(1j * np.angle(host))).real
+    return np.clip(mixed, 0.0, 1.0).astype(np.float32)
+
+
+@register
+class FesfScheme(Scheme):
+    name = "fesf"
+    invertible = False
+    needs_fit = True
+
+    def __init__(self, *, alpha: float = 0.1, beta: float = 0.9, hosts: str = "split",
+                 host_fraction: float = 0.2, max_hosts: int = 256, use_iqem: bool = True,
+                 epochs: int = 10, batch_size: int = 32, lr: float = 2e-4, width: int = 32,
+                 content_weight: float = 10.0) -> None:
+        if not 0.0 < float(alpha) <= 0.5:
+            raise ConfigError(f"alpha must be in (0, 0.5], got {alpha}")
+        if not 0.0 <= float(beta) <= 1.0:
+            raise ConfigError(f"beta must be in [0, 1], got {beta}")
+        if not 0.0 < float(host_fraction) < 1.0:
+            raise ConfigError(f"host_fraction must be in (0, 1), got {host_fraction}")
+        super().__init__(alpha=float(alpha), beta=float(beta), hosts=str(hosts),
+                         host_fraction=float(host_fraction), max_hosts=int(max_hosts),
+                         use_iqem=bool(use_iqem), epochs=int(epochs),
+                         batch_size=int(batch_size), lr=float(lr), width=int(width),
+                         content_weight=float(content_weight))
+        self._hosts: np.ndarray | None = None
+        self._generator = None
+
+    # -- hosts ------------------------------------------------------------------------
+    def _host_pool(self, train: ImageSet, seed: int) -> np.ndarray:
+        p = self.params
+        rng = np.random.default_rng(seed + 5)
+        if p["hosts"] == "split":
+            n = max(1, min(p["max_hosts"], int(round(p["host_fraction"] * len(train)))))
+            pool = train.images[np.sort(rng.choice(len(train), n, replace=False))]
+        else:
+            from medveil.data import load_dataset
+
+            c, h, w = train.image_shape
+            source = load_dataset(p["hosts"], size=(h, w), color="rgb" if c == 3 else "gray")
+            if tuple(source.image_shape) != tuple(train.image_shape):
+                raise DataError(f"host set {p['hosts']} reads as {source.image_shape}, the "
+                                f"images are {train.image_shape}; pick a host set of the "
+                                "same channels")
+            n = min(p["max_hosts"], len(source))
+            pool = source.images[np.sort(rng.choice(len(source), n, replace=False))]
+        return np.ascontiguousarray(pool, dtype=np.float32)
+
+    def hosts_for(self, images: np.ndarray, key: Key) -> np.ndarray:
+        """The host of each image, drawn from the key's stream; never the image itself."""
+        pool = self._hosts
+        chosen = np.empty_like(images)
+        for i, image in enumerate(images):
+            digest = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:32]
+            index = int(key.stream(f"fesf/host/{digest}").integers(len(pool)))
+            if len(pool) > 1 and np.array_equal(pool[index], image):
+                index = (index + 1) % len(pool)  # an image is never its own host
+            chosen[i] = pool[index]
+        return chosen
+
+    # -- owner side -------------------------------------------------------------------
+    def _fit(self, train: ImageSet, *, key: Key, seed: int) -> None:
+        self._hosts = self._host_pool(train, seed)
+        if not self.params["use_iqem"]:
+            return
+        import torch
+
+        from medveil.nets.iqem import PatchCritic, SurrogateGenerator
+
+        p = self.params
+        images = train.images
+        first = hide(images, self.hosts_for(images, key), alpha=p["alpha"], beta=p["beta"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed + 1)
+            generator = SurrogateGenerator(train.image_shape[0], width=p["width"])
+            critic = PatchCritic(train.image_shape[0], width=p["width"])
+            opt_g = torch.optim.Adam(generator.parameters(), lr=p["lr"], betas=(0.5, 0.999))
+            opt_d = torch.optim.Adam(critic.parameters(), lr=p["lr"], betas=(0.5, 0.999))
+            x, real = torch.from_numpy(first), torch.from_numpy(self._hosts)
+            for _ in range(p["epochs"]):
+                order = torch.randperm(len(x), generator=gen)
+                for i in range(0, len(x), p["batch_size"]):
+                    batch = x[order[i:i + p["batch_size"]]]
+                    hosts = real[torch.randint(len(real), (len(batch),), generator=gen)]
+                    fake = generator(batch)
+                    # critic: hosts are real, enhanced surrogates are fake (least squares)
+                    loss_d = 0.5 * (torch.mean((critic(hosts) - 1) ** 2)
+                                    + torch.mean(critic(fake.detach()) ** 2))
+                    opt_d.zero_grad()
+                    loss_d.backward()
+                    opt_d.step()
+                    # generator: look like a host, stay close to its input
+                    loss_g = 0.5 * torch.mean((critic(fake) - 1) ** 2) + p["content_weight"] * \
+                        torch.mean(torch.abs(fake - batch))
+                    opt_g.zero_grad()
+                    loss_g.backward()
+                    opt_g.step()
+            generator.eval()
+        self._generator = generator
+
+    def _enhance(self, surrogates: np.ndarray) -> np.ndarray:
+        """The generator, one image at a time so a view never depends on its batch."""
+        import torch
+
+        out = np.empty_like(surrogates)
+        with torch.no_grad():
+            for i in range(len(surrogates)):
+                out[i] = self._generator(torch.from_numpy(surrogates[i:i + 1]))[0].numpy()
+        return out
+
+    def _protect(self, images: np.ndarray, *, key: Key) -> np.ndarray:
+        if self._hosts is None:
+            raise ConfigError("fesf has no host pool: call fit first")
+        if tuple(images.shape[1:]) != tuple(self._hosts.shape[1:]):
+            raise DataError(f"this fesf instance was fitted on {self._hosts.shape[1:]} images, "
+                            f"got {images.shape[1:]}; load the data with the same --size")
+        p = self.params
+        images = np.asarray(images, dtype=np.float32)
+        surrogates = hide(images, self.hosts_for(images, key), alpha=p["alpha"], beta=p["beta"])
+        if p["use_iqem"]:  # enhance toward the host domain, then hide the plaintext again
+            surrogates = hide(images, self._enhance(surrogates), alpha=p["alpha"],
+                              beta=p["beta"])
+        return np.ascontiguousarray(surrogates, dtype=np.float32)
+
+    # -- state ------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        if self._hosts is None:
+            return {}
+        state: dict[str, Any] = {"hosts": self._hosts}
+        if self._generator is not None:
+            state["generator_config"] = self._generator.config
+            state["generator"] = {k: v.detach().cpu().numpy()
+                                  for k, v in self._generator.state_dict().items()}
+        return state
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self._hosts = np.asarray(state["hosts"], dtype=np.float32)
+        if "generator" in state:
+            import torch
+
+            from medveil.nets.iqem import SurrogateGenerator
+
+            config = state["generator_config"]
+            self._generator = SurrogateGenerator(config["channels"], width=config["width"],
+                                                 blocks=config["blocks"])
+            self._generator.load_state_dict({k: torch.as_tensor(v)
+                                             for k, v in state["generator"].items()})
+            self._generator.eval()

@@ -11,6 +11,7 @@ only writes the method itself.
 from __future__ import annotations
 
 import difflib
+import hashlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Self
 
@@ -34,6 +35,15 @@ from medveil.keys import Key
 #: the model on the views (ciphertexts), the owner decrypts the outputs (ckks); the
 #: scheme provides ``encrypted_utility`` and ``not_applicable_reason``.
 UTILITY_PATHS = ("view", "key_holder", "encrypted_inference")
+
+
+def image_digest(image: np.ndarray) -> str:
+    """A short SHA-256 of an image's bytes, for keyed-stream purposes bound to the image.
+
+    Binding a stream to the image (not to its position in a batch) gives the same
+    view of the same image in any batch, and a different draw for every image.
+    """
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:32]
 
 
 class Scheme(ABC):

@@ -22,7 +22,6 @@ generator's output as the host.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ import numpy as np
 from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError, DataError
 from medveil.keys import Key
-from medveil.schemes.base import Scheme, register
+from medveil.schemes.base import Scheme, image_digest, register
 
 
 def low_frequency_mask(shape: tuple[int, int], alpha: float) -> np.ndarray:
@@ -105,7 +104,7 @@ class FesfScheme(Scheme):
         pool = self._hosts
         chosen = np.empty_like(images)
         for i, image in enumerate(images):
-            digest = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:32]
+            digest = image_digest(image)
             index = int(key.stream(f"fesf/host/{digest}").integers(len(pool)))
             if len(pool) > 1 and np.array_equal(pool[index], image):
                 index = (index + 1) % len(pool)  # an image is never its own host

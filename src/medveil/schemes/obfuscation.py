@@ -17,7 +17,6 @@ output levels drawn from the key (every output level is hit, the rest collide).
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy as np
 from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError
 from medveil.keys import Key
-from medveil.schemes.base import Scheme, register
+from medveil.schemes.base import Scheme, image_digest, register
 
 
 @register
@@ -95,7 +94,7 @@ class ObfuscationScheme(Scheme):
         """Per-image latent noise from the key's stream, bound to the image's content."""
         noise = []
         for image in images:
-            digest = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:32]
+            digest = image_digest(image)
             noise.append(key.stream(f"obfuscation/latent/{digest}")
                          .normal(self.params["latent_dim"]))
         return np.stack(noise).astype(np.float32)

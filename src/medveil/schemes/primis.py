@@ -32,7 +32,7 @@ import numpy as np
 from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError, DataError, IntegrityError
 from medveil.keys import Key
-from medveil.schemes.base import Scheme, register
+from medveil.schemes.base import Scheme, image_digest, register
 
 NONCE_BYTES = 16
 TAG_BYTES = 16
@@ -205,7 +205,7 @@ class PrimisScheme(Scheme):
         view = np.zeros((len(images), *shape), dtype=np.float32)
         for i, image in enumerate(images):
             raw = np.ascontiguousarray(image).tobytes()
-            digest = hashlib.sha256(raw).hexdigest()[:32]
+            digest = image_digest(image)
             public = self._ambiguise(codes[i], masks[i], key, digest).astype(np.float32)
             nonce = hmac.new(nonce_key, raw, hashlib.sha256).digest()[:NONCE_BYTES]
             sealed = _chacha(cipher_key, nonce, np.packbits(masks[i].reshape(-1)).tobytes())

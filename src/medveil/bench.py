@@ -15,7 +15,7 @@ import os
 import platform
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -284,11 +284,47 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
     return row
 
 
+def _run_header(dataset: ImageSet, budget: BenchBudget, seed: int) -> dict[str, Any]:
+    """What must match for a finished row to be reused by ``--resume``."""
+    header = {"dataset": {"name": dataset.name, "image_size": list(dataset.image_shape[1:]),
+                          "n_train": int((dataset.splits == "train").sum()),
+                          "n_test": int((dataset.splits == "test").sum())},
+              "seed": seed, "mode": budget.mode, "budget": asdict(budget),
+              "medveil_version": __version__}
+    return json.loads(json.dumps(header, default=str))  # as it reads back from disk
+
+
+def _resumable_rows(path: Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``ok`` rows of an interrupted run, by scheme label; refuses a different run."""
+    if not path.exists():
+        return {}
+    try:
+        partial = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path} to resume ({exc}); delete it or drop "
+                          "--resume") from exc
+    if not isinstance(partial, dict) or "results" not in partial:
+        raise ConfigError(f"{path} is not a partial scorecard this version wrote; delete it "
+                          "or drop --resume")
+    for field, expected in header.items():
+        if partial.get(field) != expected:
+            raise ConfigError(f"{path} is from a different run ({field}: "
+                              f"{partial.get(field)!r} here {expected!r}); use another --out "
+                              "or drop --resume")
+    return {row["scheme"]: row for row in partial["results"] if row.get("status") == "ok"}
+
+
 def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all",
               quick: bool = False, seed: int = 0, out: str | os.PathLike[str] = "bench-output",
               progress: bool = True, read_options: dict[str, Any] | None = None,
-              budget: BenchBudget | None = None) -> dict[str, Any]:
-    """Run the benchmark and write scorecard.json, report.md, report.html and pictures."""
+              budget: BenchBudget | None = None, resume: bool = False) -> dict[str, Any]:
+    """Run the benchmark and write scorecard.json, report.md, report.html and pictures.
+
+    With ``resume``, rows that finished ``ok`` in an interrupted run into the same
+    ``out`` (its ``scorecard.partial.json``) are kept instead of run again, provided
+    the data set, seed and budget match; they are marked ``resumed`` and have no
+    pictures in the report.
+    """
     from medveil.report import write_report
 
     specs = parse_schemes(schemes)
@@ -302,6 +338,8 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
     dataset = _subsample(dataset, budget, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    header = _run_header(dataset, budget, seed)
+    finished = _resumable_rows(out / "scorecard.partial.json", header) if resume else {}
     started = time.perf_counter()
     rows = []
     with progress_bar(progress) as bar:
@@ -309,17 +347,22 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
         for spec in specs:
             bar.update(task, description=f"bench: {spec.label}")
             scheme_started = time.perf_counter()
-            try:
-                row = run_scheme(spec, dataset, budget, seed)
-            except Exception as exc:  # noqa: BLE001 - a failing row, not a crash
-                row = {"scheme": spec.label, "params": dict(spec.params), "status": "error",
-                       "error": f"{type(exc).__name__}: {exc}", "utility": None,
-                       "recovery": None, "wrong_key": None, "attacks": {}, "cost": {},
-                       "_traceback": traceback.format_exc()}
-            row["wall_s"] = time.perf_counter() - scheme_started
+            if spec.label in finished:
+                row = {**finished[spec.label], "resumed": True}
+            else:
+                try:
+                    row = run_scheme(spec, dataset, budget, seed)
+                except Exception as exc:  # noqa: BLE001 - a failing row, not a crash
+                    row = {"scheme": spec.label, "params": dict(spec.params),
+                           "status": "error", "error": f"{type(exc).__name__}: {exc}",
+                           "utility": None, "recovery": None, "wrong_key": None,
+                           "attacks": {}, "cost": {}, "_traceback": traceback.format_exc()}
+                row["wall_s"] = time.perf_counter() - scheme_started
             rows.append(row)
-            # Rows so far, for long runs (a full bench takes more than an hour here).
-            partial = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+            # Rows so far, for long runs (a full bench takes more than an hour here):
+            # `--resume` picks them up after a crash or a stop.
+            partial = {**header, "results": [{k: v for k, v in r.items()
+                                              if not k.startswith("_")} for r in rows]}
             atomic_write_bytes(out / "scorecard.partial.json",
                                (json.dumps(partial, indent=2, default=float) + "\n").encode())
             bar.update(task, advance=1)

@@ -218,6 +218,8 @@ def bench(
         Path("bench-output"),
     size: Size = None, color: Color = "gray", seed: Seed = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Keep the finished rows of an interrupted run into the same --out.")] = False,
 ) -> None:
     """Every scheme, the same data, the same attacks: a privacy / utility / cost scorecard."""
     from medveil.bench import run_bench
@@ -225,7 +227,7 @@ def bench(
 
     options = {"size": size, "color": color}
     scorecard = run_bench(data=data, schemes=scheme_list, quick=quick, seed=seed, out=out_dir,
-                          progress=not quiet, read_options=options)
+                          progress=not quiet, read_options=options, resume=resume)
     metric = HEADLINE[scorecard["dataset"]["task"]]
     table = Table("scheme", "status", metric, "strongest attack SSIM", "re-id top-1",
                   "recovery SSIM", "time s", title=f"{scorecard['dataset']['name']} "

@@ -193,6 +193,10 @@ def write_report(out: Path, scorecard: dict[str, Any],
              f"{ds['n_train']} train / {ds['n_test']} test). Mode: {scorecard['mode']}, "
              f"seed {scorecard['seed']}. Machine: {machine['cpu']}, {machine['cores']} cores, "
              f"torch {machine['torch']}. Wall time {scorecard.get('wall_s', 0):.0f} s.")
+    resumed = [r["scheme"] for r in scorecard["results"] if r.get("resumed")]
+    if resumed:
+        intro += (f" Rows kept from an interrupted run of the same data, seed and budget "
+                  f"(`--resume`; no pictures): {', '.join(resumed)}.")
     how_to_read = ("How to read it: utility is the standard model trained and tested on what "
                    "the processor gets (for key-holder schemes, on recovered images). Privacy is "
                    "the strongest reconstruction attack on held-out test images (SSIM 1 = "

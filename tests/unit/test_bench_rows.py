@@ -97,3 +97,26 @@ def test_primis_row_on_segmentation_has_recovery_texture_and_code_attacks(tmp_pa
     assert set(row["texture"]) == {"contrast", "homogeneity", "energy", "correlation"}
     assert {"magnitude_support", "known_plaintext_tiles"} <= set(row["attacks"])
     assert "GLCM texture" in (tmp_path / "report.md").read_text()
+
+
+def test_resume_keeps_finished_rows_and_refuses_another_run(tmp_path, exploding):
+    first = run_bench(schemes=f"plain,{exploding}", out=tmp_path, progress=False, budget=TINY)
+    # an interrupted run leaves its rows behind; simulate one that stopped after plain
+    partial = json.loads((tmp_path / "scorecard.json").read_text())
+    from medveil.bench import _run_header, _subsample
+    from medveil.data import load_dataset
+
+    header = _run_header(_subsample(load_dataset("cxr-demo", seed=0), TINY, 0), TINY, 0)
+    (tmp_path / "scorecard.partial.json").write_text(
+        json.dumps({**header, "results": [partial["results"][0]]}))
+    again = run_bench(schemes=f"plain,{exploding}", out=tmp_path, progress=False, budget=TINY,
+                      resume=True)
+    plain = again["results"][0]
+    assert plain["resumed"] and plain["utility"] == first["results"][0]["utility"]
+    assert again["results"][1]["status"] == "error"  # not finished before: run again
+    assert "--resume" in (tmp_path / "report.md").read_text()
+    # a partial file from another seed is refused, not mixed in
+    (tmp_path / "scorecard.partial.json").write_text(
+        json.dumps({**header, "seed": 7, "results": [partial["results"][0]]}))
+    with pytest.raises(ConfigError, match="different run"):
+        run_bench(schemes="plain", out=tmp_path, progress=False, budget=TINY, resume=True)

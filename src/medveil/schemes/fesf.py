@@ -63,18 +63,21 @@ class FesfScheme(Scheme):
 
     def __init__(self, *, alpha: float = 0.1, beta: float = 0.9, hosts: str = "split",
                  host_fraction: float = 0.2, max_hosts: int = 256, use_iqem: bool = True,
-                 epochs: int = 10, batch_size: int = 32, lr: float = 2e-4, width: int = 32,
-                 content_weight: float = 10.0) -> None:
+                 epochs: int = 10, max_fit_images: int = 1000, batch_size: int = 32,
+                 lr: float = 2e-4, width: int = 16, content_weight: float = 10.0) -> None:
         if not 0.0 < float(alpha) <= 0.5:
             raise ConfigError(f"alpha must be in (0, 0.5], got {alpha}")
         if not 0.0 <= float(beta) <= 1.0:
             raise ConfigError(f"beta must be in [0, 1], got {beta}")
         if not 0.0 < float(host_fraction) < 1.0:
             raise ConfigError(f"host_fraction must be in (0, 1), got {host_fraction}")
+        if int(max_fit_images) < 1:
+            raise ConfigError(f"max_fit_images must be at least 1, got {max_fit_images}")
         super().__init__(alpha=float(alpha), beta=float(beta), hosts=str(hosts),
                          host_fraction=float(host_fraction), max_hosts=int(max_hosts),
                          use_iqem=bool(use_iqem), epochs=int(epochs),
-                         batch_size=int(batch_size), lr=float(lr), width=int(width),
+                         max_fit_images=int(max_fit_images), batch_size=int(batch_size),
+                         lr=float(lr), width=int(width),
                          content_weight=float(content_weight))
         self._hosts: np.ndarray | None = None
         self._generator = None
@@ -122,6 +125,10 @@ class FesfScheme(Scheme):
 
         p = self.params
         images = train.images
+        if len(images) > p["max_fit_images"]:  # the GAN's cost on two cores, not its need
+            pick = np.random.default_rng(seed + 7).choice(len(images), p["max_fit_images"],
+                                                          replace=False)
+            images = np.ascontiguousarray(images[np.sort(pick)])
         first = hide(images, self.hosts_for(images, key), alpha=p["alpha"], beta=p["beta"])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -87,9 +87,24 @@ def _plot(path: Path, scorecard: dict[str, Any]) -> Path | None:
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, utility, ssim in points:
-        ax.scatter(ssim, utility, s=40)
-        ax.annotate(name, (ssim, utility), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    families: dict[str, list[tuple[str, float, float]]] = {}
+    for point in points:  # variants of one scheme (a sweep, an ablation) share a colour
+        families.setdefault(point[0].split(":")[0], []).append(point)
+    for index, (family, members) in enumerate(families.items()):
+        colour = f"C{index % 10}"
+        members.sort(key=lambda point: point[2])
+        if len(members) > 1:  # the trade-off curve of a sweep, in order of attack SSIM
+            ax.plot([m[2] for m in members], [m[1] for m in members], color=colour,
+                    alpha=0.35, linewidth=1)
+        for name, utility, ssim in members:
+            ax.scatter(ssim, utility, s=40, color=colour)
+            label = name if name == family else name[len(family) + 1:]
+            ax.annotate(label, (ssim, utility), textcoords="offset points", xytext=(5, 4),
+                        fontsize=7)
+    if any(len(m) > 1 for m in families.values()):
+        ax.legend(handles=[plt.Line2D([], [], marker="o", linestyle="", color=f"C{i % 10}",
+                                      label=f) for i, f in enumerate(families)],
+                  fontsize=7, loc="lower left")
     ax.set_xlabel("strongest reconstruction attack: SSIM (lower = more private)")
     ax.set_ylabel(f"utility: test {metric.upper()} (higher = more useful)")
     ax.set_xlim(-0.05, 1.05)

@@ -66,3 +66,18 @@ def test_bad_parameters_and_shapes_are_refused(cxr):
     scheme = create("fesf", use_iqem=False).fit(cxr.split("train").head(20), key=key)
     with pytest.raises(DataError, match="--size"):
         scheme.protect(cxr.split("test").images[:1, :, :32, :32], key=key)
+
+
+def test_low_frequency_amplitude_attack_reads_the_band_and_reports_chance(cxr):
+    train = cxr.split("train")
+    victims = np.ascontiguousarray(cxr.split("test").images[:12])
+    key = Key.generate()
+    scheme = create("fesf", use_iqem=False, beta=1.0).fit(train.head(80), key=key, seed=0)
+    figures = scheme.extra_attacks(scheme.protect(victims, key=key), victims,
+                                   leaked_views=victims[:0], leaked_images=train.images[:200],
+                                   budget=None, seed=0)["low_frequency_amplitude"]
+    assert {"ssim", "psnr", "chance_ssim", "chance_psnr"} <= set(figures)
+    # with beta = 1 the band holds the plaintext's own amplitude: closer than the mean image
+    assert figures["psnr"] > figures["chance_psnr"]
+    assert scheme.extra_attacks(victims, victims, leaked_views=victims[:0],
+                                leaked_images=victims[:0], budget=None, seed=0) == {}

@@ -183,6 +183,43 @@ class FesfScheme(Scheme):
                               beta=p["beta"])
         return np.ascontiguousarray(surrogates, dtype=np.float32)
 
+    # -- attacks ----------------------------------------------------------------------
+    def extra_attacks(self, view: np.ndarray, images: np.ndarray, *,
+                      leaked_views: np.ndarray, leaked_images: np.ndarray, budget: Any,
+                      seed: int) -> dict[str, Any]:
+        """``low_frequency_amplitude``: read the plaintext's amplitude back out of the view.
+
+        The IHM puts ``beta * A_plain + (1 - beta) * A_host`` in the low band by
+        design. The attacker knows the public parameters (alpha, beta) and holds
+        plaintexts of the same domain (the leaked set, used here only as a prior, not
+        as pairs): it subtracts the domain's mean amplitude as the expected host
+        share, borrows the phase of the domain's mean image for the low band (the
+        anatomy of aligned scans is similar), and fills the rest of the spectrum with
+        the mean image. ``chance_ssim`` is the mean image alone: what the attacker
+        knows without the view. No training: it measures what the low band itself
+        gives away.
+        """
+        from medveil.metrics import image_similarity
+
+        if not len(leaked_images):
+            return {}
+        prior = np.fft.fft2(np.asarray(leaked_images, dtype=np.float64))
+        mean_spectrum = prior.mean(axis=0)
+        mean_amplitude = np.abs(prior).mean(axis=0)
+        beta = max(self.params["beta"], 1e-3)
+        band = np.fft.ifftshift(low_frequency_mask(view.shape[-2:], self.params["alpha"])) > 0
+        amplitude = np.abs(np.fft.fft2(np.asarray(view, dtype=np.float64)))
+        estimate = np.clip((amplitude - (1 - beta) * mean_amplitude) / beta, 0.0, None)
+        spectrum = np.where(band, estimate * np.exp(1j * np.angle(mean_spectrum)),
+                            mean_spectrum)
+        guess = np.clip(np.fft.ifft2(spectrum).real, 0.0, 1.0).astype(np.float32)
+        mean_image = np.broadcast_to(np.clip(np.fft.ifft2(mean_spectrum).real, 0, 1),
+                                     images.shape).astype(np.float32)
+        chance = image_similarity(images, mean_image)
+        return {"low_frequency_amplitude": {
+            **image_similarity(images, guess), "chance_ssim": chance["ssim"],
+            "chance_psnr": chance["psnr"], "prior_images": len(leaked_images)}}
+
     # -- state ------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
         if self._hosts is None:

@@ -32,13 +32,15 @@ from medveil.attacks import (
     shadow_key,
     visual,
 )
+from medveil.attacks.inversion import is_image_view
 from medveil.attacks.suite import seeded_key
 from medveil.data import ImageSet, load_dataset
 from medveil.data.bundled import DEFAULT_CLASSIFICATION
 from medveil.errors import ConfigError
-from medveil.metrics import image_similarity, texture_agreement
+from medveil.metrics import image_similarity, segmentation_metrics, texture_agreement
 from medveil.progress import progress_bar
 from medveil.schemes import available_schemes, create, get_scheme_class
+from medveil.schemes.base import EncodedPairs
 from medveil.tasks import (
     ClassifierConfig,
     SegmenterConfig,
@@ -122,6 +124,21 @@ def parse_schemes(text: str) -> list[SchemeSpec]:
         specs[item] = SchemeSpec(item, name, tuple(params))
     plain = specs.pop("plain", SchemeSpec("plain", "plain"))
     return [plain, *specs.values()]
+
+
+def _for_task(specs: list[SchemeSpec], task: str, data_name: str, *, explicit: bool
+              ) -> list[SchemeSpec]:
+    """The specs whose scheme serves ``task``: `all` skips the others, a named one is refused."""
+    kept = []
+    for spec in specs:
+        tasks = get_scheme_class(spec.name).tasks
+        if task in tasks:
+            kept.append(spec)
+        elif explicit:
+            raise ConfigError(f"scheme '{spec.name}' serves {', '.join(tasks)}, and "
+                              f"{data_name} is a {task} set; bench it on a "
+                              f"{' or '.join(tasks)} set (e.g. chase-demo)")
+    return kept
 
 
 def _machine() -> dict[str, Any]:
@@ -210,6 +227,44 @@ def _encrypted_inference_row(scheme, row: dict[str, Any], test: ImageSet, victim
     return row
 
 
+def _encoded_segmentation_row(spec: SchemeSpec, scheme, row: dict[str, Any], data: ImageSet,
+                              budget: BenchBudget, seed: int, victim_key, wrong_key,
+                              fit_s: float) -> dict[str, Any]:
+    """A row for schemes whose server segments encoded images into encoded masks.
+
+    The client encodes every split's images and the training masks; the server fits
+    its mapping network on the encoded training pairs only; the client decodes the
+    server's predictions on the encoded test images. The image attacks then run on
+    the encoded images as on any view. ``wrong_key`` is a client who decodes the
+    server's predictions with a key of its own (bypassing the fingerprint check).
+    """
+    train, test = data.split("train"), data.split("test")
+    started = time.perf_counter()
+    views = {s: _protect_all(scheme, data.split(s).images, victim_key) for s in ("train", "test")}
+    protect_ms = 1000 * (time.perf_counter() - started) / (len(train) + len(test))
+    encoded_masks = scheme.protect_masks(train.masks, key=victim_key)
+    started = time.perf_counter()
+    mapping = scheme.train_mapping([EncodedPairs(views["train"], encoded_masks)], seed=seed)
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    predicted = scheme.map_tokens(mapping, views["test"])
+    infer_ms = 1000 * (time.perf_counter() - started) / len(test)
+    masks = scheme.decode_masks(predicted, key=victim_key)
+    row["params"] = dict(scheme.params)
+    row["utility"] = segmentation_metrics(masks, test.masks)
+    row["wrong_key_masks"] = segmentation_metrics(
+        scheme.decode_masks_bypassing_check(predicted, wrong_key), test.masks)
+    pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES],
+                                       "decoded mask": masks[:GRID_IMAGES].astype(np.float32)}
+    _image_attacks(spec, scheme, row, pictures, train, test, views, budget, seed)
+    row["cost"] = {"fit_s": fit_s, "protect_ms_per_image": protect_ms, "train_s": train_s,
+                   "infer_ms_per_image": infer_ms,
+                   "view_bytes_per_image": views["test"].nbytes / len(test),
+                   "plain_bytes_per_image": float(np.prod(test.image_shape))}
+    row["_pictures"] = pictures
+    return row
+
+
 def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
                ) -> dict[str, Any]:
     """One scorecard row, plus the images the report shows."""
@@ -225,6 +280,9 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
     fit_s = time.perf_counter() - started
     if scheme.utility_path == "encrypted_inference":
         return _encrypted_inference_row(scheme, row, test, victim_key, wrong_key, fit_s)
+    if scheme.utility_path == "encoded_segmentation":
+        return _encoded_segmentation_row(spec, scheme, row, data, budget, seed, victim_key,
+                                         wrong_key, fit_s)
     views = {}
     started = time.perf_counter()
     for split in data.split_names:
@@ -243,11 +301,6 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
     row["utility"], train_s, infer_ms = _utility(task_data, budget, seed)
 
     pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES]}
-    vis = visual(views["test"], test.images)
-    row["attacks"]["visual"] = vis.figures
-    if vis.reconstructions is not None:
-        pictures["view"] = vis.reconstructions[:GRID_IMAGES]
-
     if scheme.invertible:
         recovered = scheme.recover(views["test"], key=victim_key)
         row["recovery"] = image_similarity(test.images, recovered)
@@ -258,6 +311,25 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
         if scheme.utility_path == "key_holder":  # does the recovery keep the texture?
             row["texture"] = texture_agreement(test.images, recovered)
 
+    _image_attacks(spec, scheme, row, pictures, train, test, views, budget, seed)
+    view_bytes = views["test"].nbytes / len(views["test"])
+    row["cost"] = {"fit_s": fit_s, "protect_ms_per_image": protect_ms, "train_s": train_s,
+                   "infer_ms_per_image": infer_ms, "view_bytes_per_image": view_bytes,
+                   "plain_bytes_per_image": float(np.prod(test.image_shape))}  # uint8 pixels
+    row["_pictures"] = pictures
+    return row
+
+
+def _image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
+                   pictures: dict[str, np.ndarray], train: ImageSet, test: ImageSet,
+                   views: dict[str, np.ndarray], budget: BenchBudget, seed: int) -> None:
+    """The shared suite (and the scheme's own attacks) on the views, into ``row``."""
+    shown = views["test"] if is_image_view(views["test"]) else \
+        scheme.view_as_image(views["test"])
+    vis = visual(views["test"] if shown is None else shown, test.images)
+    row["attacks"]["visual"] = vis.figures
+    if vis.reconstructions is not None:
+        pictures["view"] = vis.reconstructions[:GRID_IMAGES]
     attack_budget = budget.attacks
     k = leak_count(len(train), attack_budget)
     leak = np.sort(np.random.default_rng(seed + 11).choice(len(train), k, replace=False))
@@ -275,13 +347,6 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
         leaked_images=train.images[leak], budget=attack_budget, seed=seed))
     best = max((kp, sk), key=lambda r: r.figures["ssim"])
     pictures["best attack"] = best.reconstructions[:GRID_IMAGES]
-
-    view_bytes = views["test"].nbytes / len(views["test"])
-    row["cost"] = {"fit_s": fit_s, "protect_ms_per_image": protect_ms, "train_s": train_s,
-                   "infer_ms_per_image": infer_ms, "view_bytes_per_image": view_bytes,
-                   "plain_bytes_per_image": float(np.prod(test.image_shape))}  # uint8 pixels
-    row["_pictures"] = pictures
-    return row
 
 
 def _run_header(dataset: ImageSet, budget: BenchBudget, seed: int) -> dict[str, Any]:
@@ -332,6 +397,7 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
     dataset = load_dataset(source, seed=seed, **(read_options or {}))
     if dataset.task == "none":
         raise ConfigError(f"{dataset.name} has neither labels nor masks: nothing to benchmark")
+    specs = _for_task(specs, dataset.task, dataset.name, explicit=schemes.strip() != "all")
     if "test" not in dataset.split_names:
         raise ConfigError(f"{dataset.name} has no test split to measure on")
     budget = budget or BenchBudget.for_mode(quick)

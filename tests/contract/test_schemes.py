@@ -10,20 +10,37 @@ import pickle
 import numpy as np
 import pytest
 
+from medveil.data import load_dataset
 from medveil.errors import KeyMismatchError, NotInvertibleError
 from medveil.keys import Key
 from medveil.metrics import image_similarity
-from medveil.schemes import available_schemes, create
+from medveil.schemes import available_schemes, create, get_scheme_class
 from tests.conftest import key_secret
 
 SCHEMES = available_schemes()
 
 
 @pytest.fixture(scope="module")
-def crops(cxr):
+def cxr_crops_pair(cxr):
     """Real chest X-ray crops: train for fitting, test for protecting."""
     train = cxr.split("train").head(64)
     return train, np.ascontiguousarray(cxr.split("test").images[:6])
+
+
+@pytest.fixture(scope="module")
+def fundus_crops_pair():
+    """Real CHASE_DB1 images and vessel masks at 64x64, for segmentation-only schemes."""
+    data = load_dataset("chase-demo", size=64)
+    test = data.split("test").images
+    return data.split("train"), np.ascontiguousarray(np.concatenate([test, test[:, :, ::-1]]))
+
+
+@pytest.fixture()
+def crops(request, cxr_crops_pair, fundus_crops_pair):
+    """The real images each scheme serves: chest X-rays, or fundus images with masks."""
+    name = request.node.callspec.params["name"]
+    return cxr_crops_pair if "classification" in get_scheme_class(name).tasks else \
+        fundus_crops_pair
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +58,12 @@ _FITTED: dict[tuple[str, str], object] = {}
 
 def fitted(name, train, key, seed=0, *, fresh=False):
     """A fitted instance; cached per (scheme, key) unless ``fresh`` (fitting can be slow)."""
+    params = get_scheme_class(name).contract_params
     if fresh:
-        return create(name).fit(train, key=key, seed=seed)
+        return create(name, **params).fit(train, key=key, seed=seed)
     cache_key = (name, key.fingerprint)
     if cache_key not in _FITTED:
-        _FITTED[cache_key] = create(name).fit(train, key=key, seed=seed)
+        _FITTED[cache_key] = create(name, **params).fit(train, key=key, seed=seed)
     return _FITTED[cache_key]
 
 
@@ -142,7 +160,8 @@ def test_invertible_schemes_recover_and_others_refuse(name, crops, key):
 def test_state_dict_round_trip_gives_the_same_views(name, crops, key):
     train, images = crops
     scheme = fitted(name, train, key)
-    clone = create(name).load_state_dict(scheme.state_dict())
+    clone = create(name, **get_scheme_class(name).contract_params).load_state_dict(
+        scheme.state_dict())
     if not scheme.deterministic_views:  # the clone decrypts the original's views
         view = scheme.protect(images[:2], key=key)
         assert np.allclose(clone.recover(view, key=key), images[:2], atol=1e-3)

@@ -10,6 +10,7 @@ from medveil.schemes import (  # noqa: F401  (registration)
     obfuscation,
     plain,
     primis,
+    privacy_sf,
 )
 from medveil.schemes.base import (
     SCHEMES,

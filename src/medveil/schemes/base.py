@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -34,7 +35,11 @@ from medveil.keys import Key
 #: "encrypted_inference": the model owner trains in plaintext, the processor evaluates
 #: the model on the views (ciphertexts), the owner decrypts the outputs (ckks); the
 #: scheme provides ``encrypted_utility`` and ``not_applicable_reason``.
-UTILITY_PATHS = ("view", "key_holder", "encrypted_inference")
+#: "encoded_segmentation": the client also encodes the masks, a server mapping network
+#: learns encoded image -> encoded mask, the client decodes predicted masks (privacy_sf);
+#: the scheme provides ``protect_masks``, ``train_mapping``, ``map_tokens``,
+#: ``decode_masks``.
+UTILITY_PATHS = ("view", "key_holder", "encrypted_inference", "encoded_segmentation")
 
 
 def image_digest(image: np.ndarray) -> str:
@@ -44,6 +49,14 @@ def image_digest(image: np.ndarray) -> str:
     view of the same image in any batch, and a different draw for every image.
     """
     return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:32]
+
+
+@dataclass
+class EncodedPairs:
+    """One centre's training material on an ``encoded_segmentation`` server."""
+
+    images: np.ndarray  #: encoded images, as ``protect`` makes them
+    masks: np.ndarray  #: encoded masks, as ``protect_masks`` makes them
 
 
 class Scheme(ABC):
@@ -72,6 +85,11 @@ class Scheme(ABC):
     #: lossy codec (primis) fitted on so few images reaches less, and its real figure
     #: is the bench's recovery row.
     contract_recovery_ssim: ClassVar[float] = 0.95
+    #: Parameters the shared contract tests use: a smaller training budget where the
+    #: defaults would take minutes per fit (the contract checks behaviour, not quality).
+    contract_params: ClassVar[dict[str, Any]] = {}
+    #: The tasks a scheme serves; `--schemes all` skips the others for a data set.
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "segmentation")
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
@@ -130,6 +148,11 @@ class Scheme(ABC):
         schemes have none.
         """
         return {}
+
+    def view_as_image(self, view: np.ndarray) -> np.ndarray | None:
+        """How a reader would display a view that is not image-shaped, (N, C, h, w) in
+        [0, 1], for the ``visual`` attack; None where there is no such picture."""
+        return None
 
     def view_spec(self, image_shape: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
         """Shape (without N) and dtype of the view of images shaped ``image_shape``."""

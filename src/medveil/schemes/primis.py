@@ -297,45 +297,17 @@ class PrimisScheme(Scheme):
 
     def _tile_inversion(self, leaked_views: np.ndarray, leaked_images: np.ndarray,
                         victims: np.ndarray, *, budget: Any, seed: int) -> np.ndarray:
-        import torch
-        from torch import nn
+        from medveil.attacks.tiles import invert_tiles
 
         codes, p = self.params["codes"], self.params["patch"]
         leaked, _ = self._split_view(np.asarray(leaked_views, dtype=np.float32))
 
         def per_tile(public: np.ndarray) -> np.ndarray:
-            x = public.reshape(len(public), -1, codes * self.code_dim)
-            return x.reshape(-1, codes * self.code_dim)
+            return public.reshape(-1, codes * self.code_dim)
 
-        x = per_tile(leaked)
-        y = self._to_patches(np.asarray(leaked_images, dtype=np.float32)).reshape(len(x), -1)
-        scale = float(np.abs(x).mean()) or 1.0
-        steps = 5 * budget.inversion.steps
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 23)
-            gen = torch.Generator().manual_seed(seed + 29)
-            net = nn.Sequential(nn.Linear(2 * x.shape[1], 512), nn.GELU(), nn.Linear(512, 512),
-                                nn.GELU(), nn.Linear(512, p * p))
-            xt = torch.from_numpy(x / scale)
-            yt = torch.from_numpy(y)
-
-            def features(v: torch.Tensor) -> torch.Tensor:
-                return torch.cat([v, v.abs()], dim=1)
-
-            optimiser = torch.optim.AdamW(net.parameters(), lr=budget.inversion.lr)
-            schedule = torch.optim.lr_scheduler.OneCycleLR(
-                optimiser, max_lr=budget.inversion.lr, total_steps=steps)
-            for _ in range(steps):
-                batch = torch.randint(len(xt), (512,), generator=gen)
-                guess = net(features(xt[batch]))
-                loss = torch.mean((guess - yt[batch]) ** 2) + 0.1 * torch.mean(
-                    (guess - yt[batch]).abs())
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-            with torch.no_grad():
-                tiles = net(features(torch.from_numpy(per_tile(victims) / scale))).numpy()
+        pixels = self._to_patches(np.asarray(leaked_images, dtype=np.float32))
+        tiles = invert_tiles(per_tile(leaked), pixels.reshape(len(pixels), -1),
+                             per_tile(victims), budget=budget, seed=seed)
         images = self._from_patches(tiles.reshape(-1, 1, p, p), self._image_shape)
         return np.clip(images, 0, 1).astype(np.float32)
 

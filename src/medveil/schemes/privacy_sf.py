@@ -1,0 +1,361 @@
+"""`privacy_sf`: segmentation on encoded images and masks (Chen et al. 2024).
+
+Chen, Song, Feng, Zeru, Chai, Zhu, "Privacy-SF: An encoding-based
+privacy-preserving segmentation framework for medical images", Image and Vision
+Computing 151:105246, 2024; the keyed latent transform follows the 2026
+follow-up (arXiv 2603.05541).
+
+Client (the owner, with the key): an image encoder and a mask encoder turn every
+``patch x patch`` patch into a token; a mask decoder turns mask tokens back into
+a mask. Both token sequences then pass through the client's secret orthogonal
+transform and bias, drawn from the key's stream. The view (what leaves) is the
+image token sequence; for training, the encoded masks leave too.
+
+Server (no key): a mapping network learns encoded image -> encoded mask on the
+pairs alone, with augmentation that acts on the token sequence (drop tokens, mix
+runs of tokens between two images), never on pixels. Inference: the client
+encodes, the server maps, the client decodes the predicted mask.
+
+What the client trains (medveil's choice, docs/schemes.md): the mask
+auto-encoder; the image encoder together with a per-token *linear* probe onto
+the mask tokens (so the image tokens keep what segmentation needs, and the
+non-linear work is left to the server); and an adversarial image decoder behind
+a gradient-reversal layer, so the encoder is pushed to make its tokens hard to
+invert.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from medveil.data.imageset import ImageSet
+from medveil.errors import ConfigError, DataError
+from medveil.keys import Key
+from medveil.schemes.base import EncodedPairs, Scheme, register
+
+AUGMENTS = ("sequence", "none")
+
+
+def keyed_orthogonal(key: Key, purpose: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A random orthogonal matrix and a bias from the key's stream (Haar via QR)."""
+    stream = key.stream(purpose)
+    q, r = np.linalg.qr(stream.normal((dim, dim)))
+    q = q * np.sign(np.diag(r))  # the sign fix that makes QR's Q Haar-distributed
+    return q.astype(np.float32), stream.normal(dim).astype(np.float32)
+
+
+@register
+class PrivacySfScheme(Scheme):
+    name = "privacy_sf"
+    invertible = False
+    needs_fit = True
+    utility_path = "encoded_segmentation"
+    tasks = ("segmentation",)
+    contract_params = {"steps": 10, "map_steps": 10, "crop": 32}
+
+    def __init__(self, *, patch: int = 8, image_dim: int = 32, mask_dim: int = 16,
+                 width: int = 32, steps: int = 1500, crop: int = 96, batch_size: int = 8,
+                 lr: float = 2e-3, privacy_weight: float = 0.1, map_width: int = 64,
+                 map_blocks: int = 4, map_steps: int = 1500, augment: str = "sequence",
+                 token_drop: float = 0.1, token_mix: float = 0.5) -> None:
+        if int(patch) < 2:
+            raise ConfigError(f"patch must be at least 2, got {patch}")
+        if int(crop) % int(patch):
+            raise ConfigError(f"crop ({crop}) must be a multiple of patch ({patch})")
+        if augment not in AUGMENTS:
+            raise ConfigError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+        if not 0.0 <= float(token_drop) < 1.0 or not 0.0 <= float(token_mix) <= 1.0:
+            raise ConfigError("token_drop must be in [0, 1) and token_mix in [0, 1]")
+        super().__init__(patch=int(patch), image_dim=int(image_dim), mask_dim=int(mask_dim),
+                         width=int(width), steps=int(steps), crop=int(crop),
+                         batch_size=int(batch_size), lr=float(lr),
+                         privacy_weight=float(privacy_weight), map_width=int(map_width),
+                         map_blocks=int(map_blocks), map_steps=int(map_steps),
+                         augment=str(augment), token_drop=float(token_drop),
+                         token_mix=float(token_mix))
+        self._nets: dict[str, Any] | None = None
+        self._image_shape: tuple[int, int, int] | None = None
+
+    # -- shapes -----------------------------------------------------------------------
+    def grid(self, image_shape: tuple[int, ...]) -> tuple[int, int]:
+        """The token grid of an image: one token per patch, raster order."""
+        _, h, w = image_shape
+        p = self.params["patch"]
+        if h % p or w % p:
+            raise DataError(f"privacy_sf needs image sides divisible by patch {p}, got "
+                            f"{h}x{w}; read the data with --size a multiple of {p}")
+        return h // p, w // p
+
+    def view_spec(self, image_shape: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
+        gh, gw = self.grid(image_shape)
+        return (gh * gw, self.params["image_dim"]), "float32"
+
+    # -- client: fit ------------------------------------------------------------------
+    def _build(self, channels: int) -> dict[str, Any]:
+        from torch import nn
+
+        from medveil.nets.encoded_seg import MaskTokenDecoder, PatchTokenEncoder
+
+        p = self.params
+        return {
+            "image_encoder": PatchTokenEncoder(channels, p["image_dim"], patch=p["patch"],
+                                               width=p["width"]),
+            "mask_encoder": PatchTokenEncoder(1, p["mask_dim"], patch=p["patch"],
+                                              width=p["width"]),
+            "mask_decoder": MaskTokenDecoder(p["mask_dim"], patch=p["patch"], width=p["width"]),
+            "probe": nn.Linear(p["image_dim"], p["mask_dim"]),
+        }
+
+    def _fit(self, train: ImageSet, *, key: Key, seed: int) -> None:
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+
+        from medveil.nets.encoded_seg import MaskTokenDecoder, reverse_gradient
+        from medveil.tasks import _sample_patches
+
+        if train.masks is None:
+            raise DataError("privacy_sf segments: it needs images with masks (a segmentation "
+                            "set such as chase-demo), not a classification set")
+        p = self.params
+        self._image_shape = tuple(int(v) for v in train.image_shape)
+        self.grid(self._image_shape)
+        crop = min(p["crop"], self._image_shape[1] // p["patch"] * p["patch"],
+                   self._image_shape[2] // p["patch"] * p["patch"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed + 1)
+            nets = self._build(self._image_shape[0])
+            adversary = MaskTokenDecoder(p["image_dim"], patch=p["patch"], width=p["width"])
+            adversary.net[-1] = torch.nn.Conv2d(p["width"], self._image_shape[0], 3, padding=1)
+            params = [q for net in nets.values() for q in net.parameters()]
+            opt = torch.optim.AdamW(params + list(adversary.parameters()), lr=p["lr"])
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"],
+                                                        total_steps=p["steps"])
+            images = torch.from_numpy(train.images)
+            masks = torch.from_numpy(train.masks.astype(np.float32))
+            grid = (crop // p["patch"], crop // p["patch"])
+            for _ in range(p["steps"]):
+                x, m = _sample_patches(images, masks, crop, p["batch_size"], gen)
+                z_mask = nets["mask_encoder"](m)
+                z_image = nets["image_encoder"](x)
+                loss = _mask_loss(nets["mask_decoder"](z_mask, grid), m)  # mask auto-encoder
+                probe = nets["probe"](z_image)  # image tokens must carry the mask
+                loss = loss + _mask_loss(nets["mask_decoder"](probe, grid), m) + \
+                    F.mse_loss(probe, z_mask.detach())
+                # adversary learns to invert; the encoder gets the reversed gradient
+                hidden = reverse_gradient(z_image, p["privacy_weight"])
+                inverted = torch.sigmoid(adversary(hidden, grid))
+                loss = loss + F.mse_loss(inverted, x)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+        for net in nets.values():
+            net.eval()
+        self._nets = nets
+
+    # -- client: encode / decode ------------------------------------------------------
+    def _encode(self, net_name: str, arrays: np.ndarray, key: Key, purpose: str,
+                dim: int) -> np.ndarray:
+        import torch
+
+        q, b = keyed_orthogonal(key, purpose, dim)
+        net = self._nets[net_name]
+        out = []
+        with torch.no_grad():  # one image at a time: a view never depends on its batch
+            for i in range(len(arrays)):
+                tokens = net(torch.from_numpy(np.ascontiguousarray(arrays[i:i + 1]))).numpy()
+                out.append(tokens[0] @ q + b)
+        return np.ascontiguousarray(np.stack(out), dtype=np.float32)
+
+    def _protect(self, images: np.ndarray, *, key: Key) -> np.ndarray:
+        self._check_shape(images.shape[1:])
+        return self._encode("image_encoder", images, key, "privacy_sf/image-transform",
+                            self.params["image_dim"])
+
+    def protect_masks(self, masks: np.ndarray, *, key: Key) -> np.ndarray:
+        """The encoded masks the client sends with its images for the server's training."""
+        self._require_fitted()
+        self._bind(key)
+        masks = np.asarray(masks, dtype=np.float32)
+        if masks.ndim != 4 or masks.shape[1] != 1:
+            raise DataError(f"masks must be shaped (N, 1, H, W), got {masks.shape}")
+        self._check_shape((self._image_shape[0], *masks.shape[2:]))
+        return self._encode("mask_encoder", masks, key, "privacy_sf/mask-transform",
+                            self.params["mask_dim"])
+
+    def decode_masks(self, tokens: np.ndarray, *, key: Key) -> np.ndarray:
+        """Client side: the server's predicted mask tokens -> binary masks (N, 1, H, W)."""
+        import torch
+
+        self._require_fitted()
+        self._check_key(key)
+        q, b = keyed_orthogonal(key, "privacy_sf/mask-transform", self.params["mask_dim"])
+        plain = (np.asarray(tokens, dtype=np.float32) - b) @ q.T
+        grid = self.grid(self._image_shape)
+        with torch.no_grad():
+            logits = self._nets["mask_decoder"](torch.from_numpy(plain), grid).numpy()
+        return (logits > 0).astype(np.uint8)
+
+    def decode_masks_bypassing_check(self, tokens: np.ndarray, key: Key) -> np.ndarray:
+        """A client decoding with a key of its own, past the fingerprint check."""
+        saved, self.key_fingerprint = self.key_fingerprint, key.fingerprint
+        try:
+            return self.decode_masks(tokens, key=key)
+        finally:
+            self.key_fingerprint = saved
+
+    def view_as_image(self, view: np.ndarray) -> np.ndarray:
+        """Each token's distance from the image's mean token, on the token grid.
+
+        Distances survive the secret orthogonal transform, so this is what any reader
+        sees whatever the key: if the encoder let the anatomy through, it shows here.
+        """
+        view = np.asarray(view, dtype=np.float32)
+        energy = np.linalg.norm(view - view.mean(axis=1, keepdims=True), axis=-1)
+        low = energy.min(axis=1, keepdims=True)
+        span = np.maximum(energy.max(axis=1, keepdims=True) - low, 1e-6)
+        gh, gw = self.grid(self._image_shape)
+        return ((energy - low) / span).reshape(-1, 1, gh, gw).astype(np.float32)
+
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        if self._image_shape is not None and tuple(shape) != self._image_shape:
+            raise DataError(f"this privacy_sf instance was fitted on {self._image_shape} "
+                            f"images, got {tuple(shape)}; load the data with the same --size")
+
+    # -- server -----------------------------------------------------------------------
+    def train_mapping(self, centres: list[EncodedPairs], *, seed: int = 0,
+                      augment: str | None = None):
+        """Server side, no key: one mapping network on the pooled centres' pairs.
+
+        Each step draws a batch from one centre (centres in turn), so every batch is
+        under one secret transform, and applies the sequence augmentation to it.
+        """
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+
+        from medveil.nets.encoded_seg import MappingNetwork
+
+        p = self.params
+        augment = p["augment"] if augment is None else augment
+        if augment not in AUGMENTS:
+            raise ConfigError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+        grid = self.grid(self._image_shape)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 31)
+            gen = torch.Generator().manual_seed(seed + 37)
+            net = MappingNetwork(p["image_dim"], p["mask_dim"], centres=len(centres),
+                                 width=p["map_width"], blocks=p["map_blocks"])
+            opt = torch.optim.AdamW(net.parameters(), lr=p["lr"], weight_decay=1e-4)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"],
+                                                        total_steps=p["map_steps"])
+            data = [(torch.from_numpy(c.images), torch.from_numpy(c.masks)) for c in centres]
+            for step in range(p["map_steps"]):
+                centre = step % len(data)
+                x_all, y_all = data[centre]
+                pick = torch.randint(len(x_all), (min(p["batch_size"], len(x_all)),),
+                                     generator=gen)
+                x, y = x_all[pick], y_all[pick]
+                if augment == "sequence":
+                    x, y = sequence_augment(x, y, gen, drop=p["token_drop"], mix=p["token_mix"])
+                loss = F.mse_loss(net(x, grid, centre), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+            net.eval()
+        return net
+
+    def map_tokens(self, net, tokens: np.ndarray, *, centre: int = 0) -> np.ndarray:
+        """Server side: encoded images -> predicted encoded masks."""
+        import torch
+
+        grid = self.grid(self._image_shape)
+        with torch.no_grad():
+            out = [net(torch.from_numpy(tokens[i:i + 8]), grid, centre).numpy()
+                   for i in range(0, len(tokens), 8)]
+        return np.concatenate(out).astype(np.float32)
+
+    # -- attacks ----------------------------------------------------------------------
+    def extra_attacks(self, view: np.ndarray, images: np.ndarray, *,
+                      leaked_views: np.ndarray, leaked_images: np.ndarray, budget: Any,
+                      seed: int) -> dict[str, Any]:
+        """``known_plaintext_tokens``: the token layout is public (token i is patch i),
+        so the leaked pairs become (token, patch) pairs, thousands per image, and an
+        MLP learns to invert one token into its patch."""
+        from medveil.attacks.tiles import invert_tiles, patches_to_images, to_patches
+        from medveil.metrics import image_similarity
+
+        if not len(leaked_views):
+            return {}
+        p = self.params["patch"]
+        c = images.shape[1]
+        patches = to_patches(np.asarray(leaked_images, dtype=np.float32), p)
+        tiles = invert_tiles(leaked_views.reshape(-1, leaked_views.shape[-1]),
+                             patches.reshape(len(patches), -1),
+                             view.reshape(-1, view.shape[-1]), budget=budget, seed=seed)
+        guess = patches_to_images(tiles.reshape(-1, c, p, p), images.shape[1:])
+        return {"known_plaintext_tokens": {**image_similarity(images, guess),
+                                           "pairs": len(leaked_views)}}
+
+    # -- state ------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        if self._nets is None:
+            return {}
+        return {"image_shape": list(self._image_shape),
+                "nets": {name: {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
+                         for name, net in self._nets.items()}}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        import torch
+
+        self._image_shape = tuple(int(v) for v in state["image_shape"])
+        self._nets = self._build(self._image_shape[0])
+        for name, net in self._nets.items():
+            net.load_state_dict({k: torch.as_tensor(v) for k, v in state["nets"][name].items()})
+            net.eval()
+
+
+def _mask_loss(logits, masks):
+    """Binary cross-entropy plus soft Dice: vessels are a few percent of the pixels."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    bce = F.binary_cross_entropy_with_logits(logits, masks)
+    prob = torch.sigmoid(logits)
+    inter = (prob * masks).sum(dim=(1, 2, 3))
+    dice = (2 * inter + 1) / (prob.sum(dim=(1, 2, 3)) + masks.sum(dim=(1, 2, 3)) + 1)
+    return bce + (1 - dice).mean()
+
+
+def sequence_augment(images, masks, gen, *, drop: float, mix: float):
+    """Augment encoded pairs as token sequences, never as pixels.
+
+    ``drop``: each image token is zeroed with this probability (the mask tokens stay:
+    the mapping learns to fill in from the neighbours). ``mix``: with this
+    probability an image swaps a random run of its sequence (up to half its length)
+    with another image of the batch, in both the image and the mask sequences, so
+    the pair stays consistent.
+    """
+    import torch
+
+    images, masks = images.clone(), masks.clone()
+    n, length, _ = images.shape
+    if drop > 0:
+        keep = (torch.rand((n, length, 1), generator=gen) >= drop).to(images.dtype)
+        images = images * keep
+    if mix > 0 and n > 1:
+        partner = torch.randperm(n, generator=gen)
+        source_images, source_masks = images.clone(), masks.clone()
+        for i in range(n):
+            if float(torch.rand((), generator=gen)) >= mix:
+                continue
+            run = int(torch.randint(1, max(2, length // 2 + 1), (), generator=gen))
+            start = int(torch.randint(0, length - run + 1, (), generator=gen))
+            images[i, start:start + run] = source_images[partner[i], start:start + run]
+            masks[i, start:start + run] = source_masks[partner[i], start:start + run]
+    return images, masks

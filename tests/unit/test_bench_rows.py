@@ -120,3 +120,20 @@ def test_resume_keeps_finished_rows_and_refuses_another_run(tmp_path, exploding)
         json.dumps({**header, "seed": 7, "results": [partial["results"][0]]}))
     with pytest.raises(ConfigError, match="different run"):
         run_bench(schemes="plain", out=tmp_path, progress=False, budget=TINY, resume=True)
+
+
+def test_privacy_sf_row_segments_encoded_data_and_is_attacked(tmp_path):
+    from medveil.bench import validate_scorecard
+
+    card = run_bench(data="chase-demo", schemes="privacy_sf:steps=5:map_steps=5:crop=32",
+                     out=tmp_path, progress=False, budget=TINY, read_options={"size": 64})
+    validate_scorecard(card)
+    row = card["results"][1]
+    assert row["status"] == "ok", row.get("error")
+    assert set(row["utility"]) == {"dice", "iou"} and set(row["wrong_key_masks"]) == {"dice",
+                                                                                         "iou"}
+    attacks = row["attacks"]
+    assert attacks["visual"] is not None  # the token grid as a reader would show it
+    assert {"known_plaintext", "shadow_key", "reidentify", "known_plaintext_tokens"} <= set(
+        attacks)
+    assert row["cost"]["view_bytes_per_image"] == 64 * 32 * 4

@@ -1,0 +1,98 @@
+"""privacy_sf: keyed transforms, sequence augmentation, the client/server split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medveil.data import load_dataset
+from medveil.errors import ConfigError, DataError, KeyMismatchError
+from medveil.keys import Key
+from medveil.schemes import create
+from medveil.schemes.base import EncodedPairs
+from medveil.schemes.privacy_sf import keyed_orthogonal, sequence_augment
+
+SMALL = {"steps": 30, "map_steps": 30, "crop": 32}
+
+
+@pytest.fixture(scope="module")
+def fundus():
+    return load_dataset("chase-demo", size=64)
+
+
+@pytest.fixture(scope="module")
+def owner(fundus):
+    key = Key.generate()
+    return create("privacy_sf", **SMALL).fit(fundus.split("train"), key=key, seed=0), key
+
+
+def test_keyed_transform_is_orthogonal_deterministic_and_per_key():
+    key = Key.generate()
+    q, b = keyed_orthogonal(key, "t", 16)
+    assert np.allclose(q @ q.T, np.eye(16), atol=1e-5) and b.shape == (16,)
+    assert np.array_equal(q, keyed_orthogonal(key, "t", 16)[0])
+    assert not np.allclose(q, keyed_orthogonal(Key.generate(), "t", 16)[0])
+
+
+def test_sequence_augmentation_acts_on_tokens_and_keeps_pairs_consistent():
+    gen = torch.Generator().manual_seed(0)
+    images = torch.arange(4 * 10 * 3, dtype=torch.float32).reshape(4, 10, 3) + 1
+    masks = images[..., :2] * 10
+    dropped, same = sequence_augment(images, masks, gen, drop=0.5, mix=0.0)
+    zero = (dropped == 0).all(-1)
+    assert zero.any() and torch.equal(same, masks)  # tokens dropped, masks untouched
+    assert torch.equal(dropped[~zero], images[~zero])
+    mixed_images, mixed_masks = sequence_augment(images, masks, gen, drop=0.0, mix=1.0)
+    assert not torch.equal(mixed_images, images)
+    # wherever a token came from another image, its mask token came from the same one
+    assert torch.equal(mixed_images[..., :2] * 10, mixed_masks)
+    # positions never move: a token at position t is some image's token t
+    for i in range(4):
+        for t in range(10):
+            assert any(torch.equal(mixed_images[i, t], images[j, t]) for j in range(4))
+
+
+def test_client_encodes_server_maps_client_decodes(owner, fundus):
+    scheme, key = owner
+    train, test = fundus.split("train"), fundus.split("test")
+    views = scheme.protect(train.images, key=key)
+    masks = scheme.protect_masks(train.masks, key=key)
+    assert views.shape == (len(train), 64, scheme.params["image_dim"])
+    assert masks.shape == (len(train), 64, scheme.params["mask_dim"])
+    net = scheme.train_mapping([EncodedPairs(views, masks)], seed=0)
+    predicted = scheme.map_tokens(net, scheme.protect(test.images, key=key))
+    decoded = scheme.decode_masks(predicted, key=key)
+    assert decoded.shape == test.masks.shape and set(np.unique(decoded)) <= {0, 1}
+    with pytest.raises(KeyMismatchError):
+        scheme.decode_masks(predicted, key=Key.generate())
+    # two centres under different keys share one server network
+    other = create("privacy_sf", **SMALL).fit(train, key=(k2 := Key.generate()), seed=1)
+    pooled = scheme.train_mapping([EncodedPairs(views, masks), EncodedPairs(
+        other.protect(train.images, key=k2), other.protect_masks(train.masks, key=k2))], seed=0)
+    assert scheme.map_tokens(pooled, views[:2], centre=1).shape == masks[:2].shape
+
+
+def test_the_reader_view_is_a_picture_on_the_token_grid(owner, fundus):
+    scheme, key = owner
+    picture = scheme.view_as_image(scheme.protect(fundus.split("test").images, key=key))
+    assert picture.shape[1:] == (1, 8, 8) and picture.min() >= 0 and picture.max() <= 1
+
+
+def test_bad_input_is_refused(fundus, cxr):
+    with pytest.raises(DataError, match="masks"):
+        create("privacy_sf", **SMALL).fit(cxr.split("train").head(8), key=Key.generate())
+    with pytest.raises(ConfigError, match="multiple of patch"):
+        create("privacy_sf", crop=30)
+    with pytest.raises(ConfigError, match="augment"):
+        create("privacy_sf", augment="pixels")
+    odd = load_dataset("chase-demo", size=60)
+    with pytest.raises(DataError, match="divisible by patch"):
+        create("privacy_sf", **SMALL).fit(odd.split("train"), key=Key.generate())
+
+
+def test_bench_refuses_a_segmentation_scheme_on_classification_data(tmp_path):
+    from medveil.bench import run_bench
+
+    with pytest.raises(ConfigError, match="segmentation"):
+        run_bench(schemes="privacy_sf", out=tmp_path, progress=False)

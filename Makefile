@@ -21,6 +21,8 @@ test: install
 
 demo: install
 	$(BIN)/medveil bench --quick --schemes all --out demo-output
+	$(BIN)/medveil bench --quick --data chase-demo --schemes plain,primis,privacy_sf \
+		--out demo-output/segmentation
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

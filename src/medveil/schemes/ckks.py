@@ -38,6 +38,7 @@ class CKKSScheme(Scheme):
     invertible = True
     needs_fit = True
     utility_path = "encrypted_inference"
+    tasks = ("classification",)  # an encrypted CNN classifier
     deterministic_views = False
     image_attacks_apply = False
 

@@ -21,7 +21,8 @@ def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.
     """Fit ``scheme`` on the train split, protect every split, write the store.
 
     Labels and masks travel beside each split's view; image ids do not (file
-    names can identify patients).
+    names can identify patients). Schemes that encode masks too (privacy_sf) send
+    the training and validation masks' encodings instead, and no test masks.
 
     Returns:
         A summary: the store path, counts per split, timings.
@@ -39,7 +40,12 @@ def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.
         arrays[split] = {"view": np.concatenate(views)}
         if part.labels is not None:
             arrays[split]["labels"] = part.labels
-        if part.masks is not None:
+        if part.masks is not None and instance.utility_path == "encoded_segmentation":
+            # the masks are private too: only their encodings leave, and only for the
+            # splits the server trains and validates on
+            if split != "test":
+                arrays[split]["encoded_masks"] = instance.protect_masks(part.masks, key=key)
+        elif part.masks is not None:
             arrays[split]["masks"] = part.masks
     protect_s = time.perf_counter() - started
     dataset = {"name": imageset.name, "task": imageset.task,

@@ -29,7 +29,7 @@ from medveil.keys import Key
 
 STORE_FORMAT = "medveil.store/1"
 MANIFEST = "manifest.json"
-SHARD_KINDS = ("view", "labels", "masks")
+SHARD_KINDS = ("view", "labels", "masks", "encoded_masks")
 
 
 def _sha256(data: bytes) -> str:

@@ -110,3 +110,17 @@ def test_centres_partition_the_data_and_each_gets_pooled_and_alone_figures(fundu
     assert [r["centre"] for r in record["rows"]] == [0, 1]
     for row in record["rows"]:
         assert 0 <= row["pooled"]["dice"] <= 1 and 0 <= row["alone"]["dice"] <= 1
+
+
+def test_a_store_carries_encoded_masks_never_plaintext_masks(tmp_path, fundus):
+    from medveil.protect import protect_dataset
+
+    key = Key.generate()
+    protect_dataset(fundus, scheme="privacy_sf", key=key, out=tmp_path / "store", params=SMALL)
+    names = sorted(p.name for p in (tmp_path / "store").glob("*.npy"))
+    assert not any(n.endswith(".masks.npy") for n in names)
+    assert "train.encoded_masks.npy" in names and "test.encoded_masks.npy" not in names
+    from medveil.store import open_store
+
+    store = open_store(tmp_path / "store", key=key)
+    assert store.arrays["train"]["encoded_masks"].shape[-1] == SMALL.get("mask_dim", 16)

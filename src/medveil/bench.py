@@ -373,9 +373,8 @@ def _resumable_rows(path: Path, header: dict[str, Any]) -> dict[str, dict[str, A
                           "or drop --resume")
     for field, expected in header.items():
         if partial.get(field) != expected:
-            raise ConfigError(f"{path} is from a different run ({field}: "
-                              f"{partial.get(field)!r} here {expected!r}); use another --out "
-                              "or drop --resume")
+            raise ConfigError(f"{path} is from a different run (its {field} differs from "
+                              "this one's); use another --out or drop --resume")
     return {row["scheme"]: row for row in partial["results"] if row.get("status") == "ok"}
 
 

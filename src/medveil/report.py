@@ -146,6 +146,11 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
                      f"{he['argmax_agreement']:.1%} of {he['images']} test images (max logit "
                      f"error {he['max_abs_logit_error']:.1e}), {he['latency_ms_per_image']:.0f} ms "
                      "per image end to end")
+    wrong_masks = row.get("wrong_key_masks")
+    if wrong_masks and row.get("utility"):
+        parts.append(f"masks decoded by the client with its key reach Dice "
+                     f"{row['utility']['dice']:.3f}; with another key, "
+                     f"{wrong_masks['dice']:.3f}")
     reid = (row.get("attacks") or {}).get("reidentify")
     if reid:
         parts.append(f"re-identified {reid['top1']:.0%} of held-out images at top-1 "

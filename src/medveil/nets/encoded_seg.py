@@ -17,7 +17,11 @@ from torch import nn
 
 
 class PatchTokenEncoder(nn.Module):
-    """(N, C, H, W) -> (N, L, dim): one token per ``patch x patch`` patch."""
+    """(N, C, H, W) -> (N, L, dim) in (-1, 1): one token per ``patch x patch`` patch.
+
+    The tanh bounds the token space: unbounded tokens drift to a scale of tens, and
+    regressing them (the server's whole job) becomes ill-conditioned.
+    """
 
     def __init__(self, channels: int, dim: int, *, patch: int, width: int = 32) -> None:
         super().__init__()
@@ -29,7 +33,7 @@ class PatchTokenEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).flatten(2).transpose(1, 2)
+        return torch.tanh(self.net(x)).flatten(2).transpose(1, 2)
 
 
 class MaskTokenDecoder(nn.Module):

@@ -59,7 +59,8 @@ class PrivacySfScheme(Scheme):
                  width: int = 32, steps: int = 1500, crop: int = 96, batch_size: int = 8,
                  lr: float = 2e-3, privacy_weight: float = 0.1, map_width: int = 64,
                  map_blocks: int = 4, map_steps: int = 1500, augment: str = "sequence",
-                 token_drop: float = 0.1, token_mix: float = 0.5) -> None:
+                 token_drop: float = 0.1, token_mix: float = 0.5,
+                 token_noise: float = 0.2) -> None:
         if int(patch) < 2:
             raise ConfigError(f"patch must be at least 2, got {patch}")
         if int(crop) % int(patch):
@@ -74,7 +75,7 @@ class PrivacySfScheme(Scheme):
                          privacy_weight=float(privacy_weight), map_width=int(map_width),
                          map_blocks=int(map_blocks), map_steps=int(map_steps),
                          augment=str(augment), token_drop=float(token_drop),
-                         token_mix=float(token_mix))
+                         token_mix=float(token_mix), token_noise=float(token_noise))
         self._nets: dict[str, Any] | None = None
         self._image_shape: tuple[int, int, int] | None = None
 
@@ -140,7 +141,11 @@ class PrivacySfScheme(Scheme):
                 x, m = _sample_patches(images, masks, crop, p["batch_size"], gen)
                 z_mask = nets["mask_encoder"](m)
                 z_image = nets["image_encoder"](x)
-                loss = _mask_loss(nets["mask_decoder"](z_mask, grid), m)  # mask auto-encoder
+                # mask auto-encoder through a noisy channel: the decoder must read masks
+                # from inexact tokens (the server's predictions), so the encoder keeps
+                # vessel and background tokens apart by more than the noise
+                noisy = z_mask + p["token_noise"] * torch.randn(z_mask.shape, generator=gen)
+                loss = _mask_loss(nets["mask_decoder"](noisy, grid), m)
                 probe = nets["probe"](z_image)  # image tokens must carry the mask
                 loss = loss + _mask_loss(nets["mask_decoder"](probe, grid), m) + \
                     F.mse_loss(probe, z_mask.detach())

@@ -124,3 +124,17 @@ def test_a_store_carries_encoded_masks_never_plaintext_masks(tmp_path, fundus):
 
     store = open_store(tmp_path / "store", key=key)
     assert store.arrays["train"]["encoded_masks"].shape[-1] == SMALL.get("mask_dim", 16)
+
+
+def test_token_windows_cut_the_same_window_from_image_and_mask_grids():
+    from medveil.schemes.privacy_sf import token_windows
+
+    gen = torch.Generator().manual_seed(0)
+    grid = torch.arange(2 * 6 * 6, dtype=torch.float32).reshape(2, 36, 1)
+    x, y, window = token_windows(grid, grid * 2, (6, 6), 4, gen)
+    assert window == (4, 4) and x.shape == (2, 16, 1) and torch.equal(y, x * 2)
+    for i in range(2):  # rows of a window are consecutive runs of the full grid's rows
+        rows = x[i, :, 0].reshape(4, 4)
+        assert torch.all(rows[:, 1:] - rows[:, :-1] == 1) and torch.all(rows[1:, 0] - rows[:-1, 0] == 6)
+    same = token_windows(grid, grid, (6, 6), 16, gen)
+    assert same[2] == (6, 6) and torch.equal(same[0], grid)

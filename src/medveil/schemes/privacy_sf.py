@@ -60,7 +60,7 @@ class PrivacySfScheme(Scheme):
                  lr: float = 2e-3, privacy_weight: float = 0.1, map_width: int = 64,
                  map_blocks: int = 4, map_steps: int = 1500, augment: str = "sequence",
                  token_drop: float = 0.1, token_mix: float = 0.5,
-                 token_noise: float = 0.2) -> None:
+                 token_noise: float = 0.2, map_window: int = 16) -> None:
         if int(patch) < 2:
             raise ConfigError(f"patch must be at least 2, got {patch}")
         if int(crop) % int(patch):
@@ -75,7 +75,8 @@ class PrivacySfScheme(Scheme):
                          privacy_weight=float(privacy_weight), map_width=int(map_width),
                          map_blocks=int(map_blocks), map_steps=int(map_steps),
                          augment=str(augment), token_drop=float(token_drop),
-                         token_mix=float(token_mix), token_noise=float(token_noise))
+                         token_mix=float(token_mix), token_noise=float(token_noise),
+                         map_window=int(map_window))
         self._nets: dict[str, Any] | None = None
         self._image_shape: tuple[int, int, int] | None = None
 
@@ -262,10 +263,11 @@ class PrivacySfScheme(Scheme):
                 x_all, y_all = data[centre]
                 pick = torch.randint(len(x_all), (min(p["batch_size"], len(x_all)),),
                                      generator=gen)
-                x, y = x_all[pick], y_all[pick]
+                x, y, window = token_windows(x_all[pick], y_all[pick], grid,
+                                             p["map_window"], gen)
                 if augment == "sequence":
                     x, y = sequence_augment(x, y, gen, drop=p["token_drop"], mix=p["token_mix"])
-                loss = F.mse_loss(net(x, grid, centre), y)
+                loss = F.mse_loss(net(x, window, centre), y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -335,6 +337,29 @@ def _mask_loss(logits, masks):
     inter = (prob * masks).sum(dim=(1, 2, 3))
     dice = (2 * inter + 1) / (prob.sum(dim=(1, 2, 3)) + masks.sum(dim=(1, 2, 3)) + 1)
     return bce + (1 - dice).mean()
+
+
+def token_windows(images, masks, grid: tuple[int, int], size: int, gen):
+    """A random ``size x size`` window of each pair's token grid, as sequences.
+
+    The server trains on windows the way a U-Net trains on patches: a window of
+    tokens is exactly the encoding of an image crop on patch boundaries, and the
+    convolutional trunk runs on any grid. Returns the windows and their grid.
+    """
+    import torch
+
+    gh, gw = grid
+    wh, ww = min(size, gh), min(size, gw)
+    if (wh, ww) == (gh, gw):
+        return images, masks, grid
+    n = len(images)
+    image_grid = images.reshape(n, gh, gw, -1)
+    mask_grid = masks.reshape(n, gh, gw, -1)
+    ys = torch.randint(0, gh - wh + 1, (n,), generator=gen)
+    xs = torch.randint(0, gw - ww + 1, (n,), generator=gen)
+    xi = torch.stack([image_grid[i, ys[i]:ys[i] + wh, xs[i]:xs[i] + ww] for i in range(n)])
+    yi = torch.stack([mask_grid[i, ys[i]:ys[i] + wh, xs[i]:xs[i] + ww] for i in range(n)])
+    return xi.reshape(n, wh * ww, -1), yi.reshape(n, wh * ww, -1), (wh, ww)
 
 
 def sequence_augment(images, masks, gen, *, drop: float, mix: float):

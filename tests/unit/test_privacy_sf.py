@@ -135,6 +135,7 @@ def test_token_windows_cut_the_same_window_from_image_and_mask_grids():
     assert window == (4, 4) and x.shape == (2, 16, 1) and torch.equal(y, x * 2)
     for i in range(2):  # rows of a window are consecutive runs of the full grid's rows
         rows = x[i, :, 0].reshape(4, 4)
-        assert torch.all(rows[:, 1:] - rows[:, :-1] == 1) and torch.all(rows[1:, 0] - rows[:-1, 0] == 6)
+        assert torch.all(rows[:, 1:] - rows[:, :-1] == 1)
+        assert torch.all(rows[1:, 0] - rows[:-1, 0] == 6)
     same = token_windows(grid, grid, (6, 6), 16, gen)
     assert same[2] == (6, 6) and torch.equal(same[0], grid)

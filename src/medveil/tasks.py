@@ -278,7 +278,9 @@ def predict_masks(model: TrainedModel, images: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 1, h, w), np.uint8)
 
 
-def _sample_patches(images, masks, patch: int, batch: int, gen):
+def sample_patches(images, masks, patch: int, batch: int, gen):
+    """Random aligned image/mask crops with random flips (the U-Net's and privacy_sf's
+    client training batches); ``gen`` is a torch.Generator."""
     import torch
 
     n, _, h, w = images.shape
@@ -336,7 +338,7 @@ def train_segmenter(train: ImageSet, *, val: ImageSet | None = None,
             task = bar.add_task("train U-Net", total=config.steps)
             for step in range(1, config.steps + 1):
                 net.train()
-                xb, yb = _sample_patches(images, masks, config.patch, config.batch_size, gen)
+                xb, yb = sample_patches(images, masks, config.patch, config.batch_size, gen)
                 loss = loss_fn(net(xb), yb)
                 optimiser.zero_grad()
                 loss.backward()

@@ -115,7 +115,7 @@ class PrivacySfScheme(Scheme):
         import torch.nn.functional as F  # noqa: N812
 
         from medveil.nets.encoded_seg import MaskTokenDecoder, reverse_gradient
-        from medveil.tasks import _sample_patches
+        from medveil.tasks import sample_patches
 
         if train.masks is None:
             raise DataError("privacy_sf segments: it needs images with masks (a segmentation "
@@ -139,7 +139,7 @@ class PrivacySfScheme(Scheme):
             masks = torch.from_numpy(train.masks.astype(np.float32))
             grid = (crop // p["patch"], crop // p["patch"])
             for _ in range(p["steps"]):
-                x, m = _sample_patches(images, masks, crop, p["batch_size"], gen)
+                x, m = sample_patches(images, masks, crop, p["batch_size"], gen)
                 z_mask = nets["mask_encoder"](m)
                 z_image = nets["image_encoder"](x)
                 # mask auto-encoder through a noisy channel: the decoder must read masks

@@ -16,7 +16,7 @@ import json
 import time
 
 from medveil.attacks.suite import seeded_key
-from medveil.bench import _parse_value
+from medveil.bench import parse_value
 from medveil.data import load_dataset
 from medveil.metrics import segmentation_metrics
 from medveil.schemes import create
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("params", nargs="*", help="scheme parameters as NAME=VALUE")
     args = parser.parse_args()
-    params = {k: _parse_value(v) for k, v in (p.split("=", 1) for p in args.params)}
+    params = {k: parse_value(v) for k, v in (p.split("=", 1) for p in args.params)}
     data = load_dataset(args.data, seed=args.seed, size=args.size)
     train, test = data.split("train"), data.split("test")
     key = seeded_key("victim", args.seed)

@@ -15,40 +15,48 @@ import argparse
 import json
 import time
 
-import numpy as np
-
 from medveil.attacks.suite import seeded_key
-from medveil.bench import BenchBudget, _protect_all, _subsample, _utility, _with_images
+from medveil.bench import (
+    BenchBudget,
+    parse_schemes,
+    processor_task_data,
+    protect_splits,
+    subsample_for_budget,
+    train_and_score,
+)
 from medveil.data import load_dataset
 from medveil.metrics import image_similarity, texture_agreement
-from medveil.schemes import create
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--size", type=int, default=None)
-    parser.add_argument("--scheme", default="primis")
+    parser.add_argument("--scheme", default="primis",
+                        help="a key-holder scheme, optionally with NAME=VALUE overrides "
+                             "(primis:min_steps=0)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     budget = BenchBudget.for_mode(False)
-    data = _subsample(load_dataset(args.data, seed=args.seed, size=args.size), budget, args.seed)
+    data = subsample_for_budget(load_dataset(args.data, seed=args.seed, size=args.size), budget,
+                                args.seed)
     key, wrong = seeded_key("victim", args.seed), seeded_key("wrong", args.seed)
     started = time.perf_counter()
-    scheme = create(args.scheme).fit(data.split("train"), key=key, seed=args.seed)
+    spec = parse_schemes(args.scheme)[-1]
+    scheme = spec.create().fit(data.split("train"), key=key, seed=args.seed)
     fit_s = time.perf_counter() - started
-    views = {s: _protect_all(scheme, data.split(s).images, key) for s in data.split_names}
-    recovered = {s: scheme.recover(views[s], key=key) for s in data.split_names}
+    views = protect_splits(scheme, data, key)
     test = data.split("test")
+    recovered = scheme.recover(views["test"], key=key)
     print(json.dumps({
-        "fit_s": fit_s, "recovery": image_similarity(test.images, recovered["test"]),
+        "scheme": spec.label, "fit_s": fit_s,
+        "recovery": image_similarity(test.images, recovered),
         "wrong_key": image_similarity(test.images,
                                       scheme.recover_bypassing_check(views["test"], wrong)),
-        "texture": texture_agreement(test.images, recovered["test"]),
+        "texture": texture_agreement(test.images, recovered),
         "view_bytes": views["test"].nbytes / len(test)}), flush=True)
-    order = np.concatenate([np.nonzero(data.splits == s)[0] for s in data.split_names])
-    images = np.concatenate([recovered[s] for s in data.split_names])
-    metrics, train_s, _ = _utility(_with_images(data.subset(order), images), budget, args.seed)
+    task_data = processor_task_data(scheme, data, views, key)
+    metrics, train_s, _ = train_and_score(task_data, budget, args.seed)
     print(json.dumps({"utility": metrics, "train_s": train_s}), flush=True)
 
 

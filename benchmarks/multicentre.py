@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from medveil.atomic import atomic_write_bytes
-from medveil.bench import _parse_value
+from medveil.bench import parse_value
 from medveil.data import load_dataset
 from medveil.multicentre import run_multicentre
 
@@ -32,7 +32,7 @@ def main() -> None:
     data = load_dataset(args.data, seed=args.seed, size=args.size)
     started = time.perf_counter()
     record = run_multicentre(data, centres=args.centres, seed=args.seed,
-                             **{k: _parse_value(v) for k, v in params.items()})
+                             **{k: parse_value(v) for k, v in params.items()})
     record["wall_s"] = time.perf_counter() - started
     atomic_write_bytes(args.out, (json.dumps(record, indent=2) + "\n").encode())
     print("| centre | train / test images | Dice pooled | Dice alone | IoU pooled | IoU alone |")

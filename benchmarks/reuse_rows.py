@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from medveil.atomic import atomic_write_bytes
-from medveil.bench import BenchBudget, _run_header, _subsample
+from medveil.bench import BenchBudget, run_header, subsample_for_budget
 from medveil.data import load_dataset
 
 
@@ -33,14 +33,14 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     budget = BenchBudget.for_mode(args.quick)
-    data = _subsample(load_dataset(args.data, seed=args.seed, size=args.size), budget,
+    data = subsample_for_budget(load_dataset(args.data, seed=args.seed, size=args.size), budget,
                       args.seed)
     source = json.loads(args.rows.read_text())
     rows = source["results"] if isinstance(source, dict) else source
     wanted = {s.strip() for s in args.schemes.split(",")}
     kept = [r for r in rows if r["scheme"] in wanted and r.get("status") == "ok"]
     args.out.mkdir(parents=True, exist_ok=True)
-    partial = {**_run_header(data, budget, args.seed), "results": kept}
+    partial = {**run_header(data, budget, args.seed), "results": kept}
     atomic_write_bytes(args.out / "scorecard.partial.json",
                        (json.dumps(partial, indent=2) + "\n").encode())
     print(f"kept {[r['scheme'] for r in kept]} -> {args.out / 'scorecard.partial.json'}")

@@ -13,10 +13,14 @@ import argparse
 import json
 import time
 
-import numpy as np
-
 from medveil.attacks.suite import seeded_key
-from medveil.bench import BenchBudget, _protect_all, _utility, _with_images, parse_schemes
+from medveil.bench import (
+    BenchBudget,
+    parse_schemes,
+    processor_task_data,
+    protect_splits,
+    train_and_score,
+)
 from medveil.data.readers import load_dataset
 
 
@@ -34,10 +38,8 @@ def main() -> None:
         started = time.perf_counter()
         scheme = spec.create()
         scheme.fit(data.split("train"), key=key, seed=args.seed)
-        views = np.concatenate([_protect_all(scheme, data.split(s).images, key)
-                                for s in data.split_names])
-        order = np.concatenate([np.nonzero(data.splits == s)[0] for s in data.split_names])
-        metrics, _, _ = _utility(_with_images(data.subset(order), views), budget, args.seed)
+        task_data = processor_task_data(scheme, data, protect_splits(scheme, data, key), key)
+        metrics, _, _ = train_and_score(task_data, budget, args.seed)
         print(json.dumps({"scheme": spec.label, **metrics,
                           "wall_s": round(time.perf_counter() - started, 1)}), flush=True)
 

@@ -95,7 +95,7 @@ class SchemeSpec:
         return create(self.name, **dict(self.params))
 
 
-def _parse_value(raw: str) -> Any:
+def parse_value(raw: str) -> Any:
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
@@ -120,7 +120,7 @@ def parse_schemes(text: str) -> list[SchemeSpec]:
             if "=" not in assignment:
                 raise ConfigError(f"'{item}': parameter '{assignment}' must look like NAME=VALUE")
             key, raw = assignment.split("=", 1)
-            params.append((key, _parse_value(raw)))
+            params.append((key, parse_value(raw)))
         specs[item] = SchemeSpec(item, name, tuple(params))
     plain = specs.pop("plain", SchemeSpec("plain", "plain"))
     return [plain, *specs.values()]
@@ -156,7 +156,7 @@ def _machine() -> dict[str, Any]:
             "device": "cpu", "threads": torch.get_num_threads()}
 
 
-def _subsample(data: ImageSet, budget: BenchBudget, seed: int) -> ImageSet:
+def subsample_for_budget(data: ImageSet, budget: BenchBudget, seed: int) -> ImageSet:
     rng = np.random.default_rng(seed)
     keep = []
     for split in data.split_names:
@@ -168,19 +168,42 @@ def _subsample(data: ImageSet, budget: BenchBudget, seed: int) -> ImageSet:
     return data.subset(np.concatenate(keep))
 
 
-def _protect_all(scheme, images: np.ndarray, key) -> np.ndarray:
+def protect_all(scheme, images: np.ndarray, key) -> np.ndarray:
     return np.concatenate([scheme.protect(images[i:i + 256], key=key)
                            for i in range(0, len(images), 256)])
 
 
-def _with_images(data: ImageSet, images: np.ndarray) -> ImageSet:
+def with_images(data: ImageSet, images: np.ndarray) -> ImageSet:
     out = data.subset(np.arange(len(data)))
     out.images = np.clip(images, 0, 1).astype(np.float32)
     return out
 
 
-def _utility(data: ImageSet, budget: BenchBudget, seed: int) -> tuple[dict[str, float], float,
-                                                                     float]:
+def protect_splits(scheme, data: ImageSet, key) -> dict[str, np.ndarray]:
+    """Every split's views under ``key``, by split name."""
+    return {s: protect_all(scheme, data.split(s).images, key) for s in data.split_names}
+
+
+def processor_task_data(scheme, data: ImageSet, views: dict[str, np.ndarray], key) -> ImageSet:
+    """The data set the standard task runs on, the way the scheme's utility path says.
+
+    ``view``: the views themselves; ``key_holder``: the key holder's recoveries. The
+    images are concatenated in split order with their labels or masks, so one
+    helper serves the bench rows and the utility-only benchmark scripts alike.
+    """
+    if scheme.utility_path == "view":
+        images = [views[s] for s in data.split_names]
+    elif scheme.utility_path == "key_holder":
+        images = [scheme.recover(views[s], key=key) for s in data.split_names]
+    else:
+        raise ConfigError(f"scheme {scheme.name!r} has utility path {scheme.utility_path!r}; "
+                          "the standard task runs only on views or key-holder recoveries")
+    order = np.concatenate([np.nonzero(data.splits == s)[0] for s in data.split_names])
+    return with_images(data.subset(order), np.concatenate(images))
+
+
+def train_and_score(data: ImageSet, budget: BenchBudget, seed: int
+                    ) -> tuple[dict[str, float], float, float]:
     """Train the standard model on ``data`` (views or recovered images); test metrics."""
     model = train_model(data, seed=seed, classifier=ClassifierConfig(**budget.classifier.__dict__),
                         segmenter=SegmenterConfig(**budget.segmenter.__dict__))
@@ -240,7 +263,7 @@ def _encoded_segmentation_row(spec: SchemeSpec, scheme, row: dict[str, Any], dat
     """
     train, test = data.split("train"), data.split("test")
     started = time.perf_counter()
-    views = {s: _protect_all(scheme, data.split(s).images, victim_key) for s in ("train", "test")}
+    views = {s: protect_all(scheme, data.split(s).images, victim_key) for s in ("train", "test")}
     protect_ms = 1000 * (time.perf_counter() - started) / (len(train) + len(test))
     encoded_masks = scheme.protect_masks(train.masks, key=victim_key)
     started = time.perf_counter()
@@ -283,22 +306,12 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
     if scheme.utility_path == "encoded_segmentation":
         return _encoded_segmentation_row(spec, scheme, row, data, budget, seed, victim_key,
                                          wrong_key, fit_s)
-    views = {}
     started = time.perf_counter()
-    for split in data.split_names:
-        views[split] = _protect_all(scheme, data.split(split).images, victim_key)
+    views = protect_splits(scheme, data, victim_key)
     protect_ms = 1000 * (time.perf_counter() - started) / len(data)
     row["params"] = dict(scheme.params)
-
-    # The processor's task, the way the scheme declares it.
-    if scheme.utility_path == "view":
-        task_images = np.concatenate([views[s] for s in data.split_names])
-    else:  # key_holder: recover, then the ordinary task on recovered images
-        task_images = np.concatenate([scheme.recover(views[s], key=victim_key)
-                                      for s in data.split_names])
-    order = np.concatenate([np.nonzero(data.splits == s)[0] for s in data.split_names])
-    task_data = _with_images(data.subset(order), task_images)
-    row["utility"], train_s, infer_ms = _utility(task_data, budget, seed)
+    task_data = processor_task_data(scheme, data, views, victim_key)
+    row["utility"], train_s, infer_ms = train_and_score(task_data, budget, seed)
 
     pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES]}
     if scheme.invertible:
@@ -349,7 +362,7 @@ def _image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
     pictures["best attack"] = best.reconstructions[:GRID_IMAGES]
 
 
-def _run_header(dataset: ImageSet, budget: BenchBudget, seed: int) -> dict[str, Any]:
+def run_header(dataset: ImageSet, budget: BenchBudget, seed: int) -> dict[str, Any]:
     """What must match for a finished row to be reused by ``--resume``."""
     header = {"dataset": {"name": dataset.name, "image_size": list(dataset.image_shape[1:]),
                           "n_train": int((dataset.splits == "train").sum()),
@@ -400,10 +413,10 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
     if "test" not in dataset.split_names:
         raise ConfigError(f"{dataset.name} has no test split to measure on")
     budget = budget or BenchBudget.for_mode(quick)
-    dataset = _subsample(dataset, budget, seed)
+    dataset = subsample_for_budget(dataset, budget, seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    header = _run_header(dataset, budget, seed)
+    header = run_header(dataset, budget, seed)
     finished = _resumable_rows(out / "scorecard.partial.json", header) if resume else {}
     started = time.perf_counter()
     rows = []

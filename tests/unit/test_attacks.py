@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from medveil.attacks.correspondence import fit_correspondence
-from medveil.attacks.inversion import InversionBudget, invert, train_inverter
+from medveil.attacks.inversion import (
+    InversionBudget,
+    SpanProjection,
+    invert,
+    train_inverter,
+)
 from medveil.attacks.reidentify import _topk
 from medveil.attacks.suite import seeded_key, visual
 from medveil.metrics import image_similarity
@@ -37,6 +42,35 @@ def test_inverter_learns_an_intensity_table_from_few_pairs(crops):
                          seed=0)
     recon = invert(net, scheme.protect(held_out, key=key))
     assert image_similarity(held_out, recon)["ssim"] > 0.9
+
+
+def test_span_projection_whitens_the_training_views():
+    import torch
+
+    rng = np.random.default_rng(0)
+    views = torch.from_numpy(rng.normal(size=(12, 5000)).astype(np.float32))
+    projection = SpanProjection(views, max_span=512)
+    assert projection.dim == 11  # n - 1 directions once centred
+    coords = projection(views).double()
+    np.testing.assert_allclose((coords.T @ coords / 11).numpy(), np.eye(11), atol=1e-4)
+    capped = SpanProjection(views, max_span=4)
+    assert capped.dim == 4
+
+
+def test_long_code_views_are_inverted_through_their_span(crops):
+    train, held_out = crops
+    order = np.random.default_rng(3).permutation(2 * 32 * 32)
+
+    def code(images):  # a long, non-image-shaped view that determines the image
+        flat = images.reshape(len(images), -1)
+        return np.concatenate([flat, 1 - flat], axis=1)[:, order].astype(np.float32)
+
+    budget = InversionBudget(steps=150, batch_size=16, max_dense_inputs=1024)
+    net = train_inverter(code(train), train, budget=budget, seed=0)
+    assert net.projection is not None and net.projection.dim <= len(train)
+    recon = invert(net, code(held_out))
+    chance = image_similarity(held_out, np.repeat(train.mean(0, keepdims=True), len(held_out), 0))
+    assert image_similarity(held_out, recon)["ssim"] > chance["ssim"] + 0.1
 
 
 def test_visual_and_topk():

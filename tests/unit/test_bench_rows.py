@@ -87,8 +87,8 @@ def test_ckks_row_reports_encrypted_inference_and_no_image_attacks(tmp_path):
 def test_primis_row_on_segmentation_has_recovery_texture_and_code_attacks(tmp_path):
     from medveil.bench import validate_scorecard
 
-    card = run_bench(data="chase-demo", schemes="primis:epochs=1:max_tiles=2048", out=tmp_path,
-                     progress=False, budget=TINY, read_options={"size": 64})
+    card = run_bench(data="chase-demo", schemes="primis:epochs=1:max_tiles=2048:min_steps=0",
+                     out=tmp_path, progress=False, budget=TINY, read_options={"size": 64})
     validate_scorecard(card)
     row = card["results"][1]
     assert row["status"] == "ok", row.get("error")
@@ -103,10 +103,10 @@ def test_resume_keeps_finished_rows_and_refuses_another_run(tmp_path, exploding)
     first = run_bench(schemes=f"plain,{exploding}", out=tmp_path, progress=False, budget=TINY)
     # an interrupted run leaves its rows behind; simulate one that stopped after plain
     partial = json.loads((tmp_path / "scorecard.json").read_text())
-    from medveil.bench import _run_header, _subsample
+    from medveil.bench import run_header, subsample_for_budget
     from medveil.data import load_dataset
 
-    header = _run_header(_subsample(load_dataset("cxr-demo", seed=0), TINY, 0), TINY, 0)
+    header = run_header(subsample_for_budget(load_dataset("cxr-demo", seed=0), TINY, 0), TINY, 0)
     (tmp_path / "scorecard.partial.json").write_text(
         json.dumps({**header, "results": [partial["results"][0]]}))
     again = run_bench(schemes=f"plain,{exploding}", out=tmp_path, progress=False, budget=TINY,

@@ -21,7 +21,7 @@ def owner_key():
 @pytest.fixture(scope="module")
 def fitted(cxr, owner_key):
     """A codec fitted on 96 real training images (seconds on two cores)."""
-    scheme = create("primis", epochs=4)
+    scheme = create("primis", epochs=4, min_steps=0)
     return scheme.fit(cxr.split("train").head(96), key=owner_key, seed=0)
 
 

@@ -9,6 +9,14 @@ than approximated by ReLU pieces, and the U-Net learns what is left. For code
 views (anything not shaped like an image) it is a fully connected +
 transposed-convolution decoder. Trained with L1 + MSE, AdamW and a one-cycle
 schedule for a fixed budget.
+
+Very long code views (over ``max_dense_inputs`` values, e.g. PRIMIS codes of a
+256x256 fundus image: 442,400 values) are first projected onto the span of the
+attacker's own centred training views. Gradient descent only ever moves a
+dense first layer inside that span, so the projection keeps everything the
+attacker can learn from its pairs, drops only the untrained random part of the
+layer, and makes the decoder affordable (a 442,400 x 512 dense layer is 226 M
+weights and an hour of training per attacker on one core).
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ class InversionBudget:
     levels: int = 256
     embed: int = 8
     channels: tuple[int, ...] = (16, 32, 64, 128)
+    max_dense_inputs: int = 65536
+    max_span: int = 512
 
 
 class ImageInverter(nn.Module):
@@ -88,12 +98,42 @@ class ImageInverter(nn.Module):
         return torch.sigmoid(residual)
 
 
+class SpanProjection(nn.Module):
+    """Whitened coordinates of a view in the span of the training views (fixed, not trained)."""
+
+    def __init__(self, views: torch.Tensor, max_span: int) -> None:
+        super().__init__()
+        flat = views.flatten(1).double()
+        mean = flat.mean(0)
+        centred = flat - mean
+        # the n x n Gram matrix: cheap when the views are far longer than they are many
+        values, vectors = torch.linalg.eigh(centred @ centred.T)
+        keep = values > values.max().clamp(min=1e-12) * 1e-9
+        values, vectors = values[keep].flip(0)[:max_span], vectors[:, keep].flip(1)[:, :max_span]
+        singular = values.sqrt()
+        basis = centred.T @ vectors / singular  # orthonormal columns spanning the views
+        scale = singular / max(1, len(flat) - 1) ** 0.5  # unit variance on the training views
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("basis", (basis / scale).float())
+
+    @property
+    def dim(self) -> int:
+        return int(self.basis.shape[1])
+
+    def forward(self, view: torch.Tensor) -> torch.Tensor:
+        return (view.flatten(1).float() - self.mean) @ self.basis
+
+
 class CodeDecoder(nn.Module):
     """Fully connected + transposed convolutions, for code views of any shape."""
 
-    def __init__(self, view_dim: int, out_channels: int, out_size: tuple[int, int]) -> None:
+    def __init__(self, view_dim: int, out_channels: int, out_size: tuple[int, int],
+                 projection: SpanProjection | None = None) -> None:
         super().__init__()
         self.out_size = out_size
+        self.projection = projection
+        if projection is not None:
+            view_dim = projection.dim
         h0, w0 = max(1, out_size[0] // 8), max(1, out_size[1] // 8)
         self.seed_shape = (128, h0, w0)
         self.fc = nn.Sequential(nn.Linear(view_dim, 512), nn.ReLU(), nn.Linear(512, 128 * h0 * w0))
@@ -107,7 +147,8 @@ class CodeDecoder(nn.Module):
         self.deconv = nn.Sequential(*layers)
 
     def forward(self, view: torch.Tensor) -> torch.Tensor:
-        x = self.fc(view.flatten(1).float()).view(-1, *self.seed_shape)
+        flat = view.flatten(1).float() if self.projection is None else self.projection(view)
+        x = self.fc(flat).view(-1, *self.seed_shape)
         x = self.deconv(x)
         x = F.interpolate(x, size=self.out_size, mode="bilinear", align_corners=False)
         return torch.sigmoid(x)
@@ -118,11 +159,17 @@ def is_image_view(view: np.ndarray) -> bool:
 
 
 def build_inverter(view_shape: tuple[int, ...], image_shape: tuple[int, int, int],
-                   view_is_image: bool, budget: InversionBudget) -> nn.Module:
+                   view_is_image: bool, budget: InversionBudget,
+                   views: torch.Tensor | None = None) -> nn.Module:
+    """The inverter for these shapes; ``views`` (the training views) enable the span projection."""
     c, h, w = image_shape
     if view_is_image:
         return ImageInverter(view_shape[0], c, (h, w), budget)
-    return CodeDecoder(int(np.prod(view_shape)), c, (h, w))
+    view_dim = int(np.prod(view_shape))
+    projection = None
+    if views is not None and view_dim > budget.max_dense_inputs:
+        projection = SpanProjection(views, budget.max_span)
+    return CodeDecoder(view_dim, c, (h, w), projection)
 
 
 def train_inverter(views: np.ndarray, images: np.ndarray, *, budget: InversionBudget,
@@ -132,8 +179,8 @@ def train_inverter(views: np.ndarray, images: np.ndarray, *, budget: InversionBu
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed + 1)
-        net = build_inverter(views.shape[1:], images.shape[1:], image_view, budget)
         v = torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32))
+        net = build_inverter(views.shape[1:], images.shape[1:], image_view, budget, views=v)
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         if isinstance(net, ImageInverter):
             net.init_base(v, x)

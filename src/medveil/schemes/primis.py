@@ -51,20 +51,24 @@ class PrimisScheme(Scheme):
     needs_fit = True
     utility_path = "key_holder"
     contract_recovery_ssim = 0.6  # 64 crops, 8 epochs; the full-data figure is the bench's
+    contract_params = {"min_steps": 0}  # the contract checks behaviour, not the codec's quality
 
     def __init__(self, *, patch: int = 8, codes: int = 3, code_dim: int = 128, k: int = 6,
                  width: int = 16, epochs: int = 8, batch_size: int = 256, lr: float = 2e-3,
-                 max_tiles: int = 65536, noise_spread: float = 0.0) -> None:
+                 max_tiles: int = 65536, min_steps: int = 2048,
+                 noise_spread: float = 0.0) -> None:
         if int(patch) % 2 or int(patch) < 4:
             raise ConfigError(f"patch must be even and >= 4, got {patch}")
         if int(codes) < 1 or int(k) < 1 or 2 * int(k) > int(code_dim):
             raise ConfigError(f"need codes >= 1 and 1 <= 2k <= code_dim, got codes={codes}, "
                               f"k={k}, code_dim={code_dim}")
+        if int(min_steps) < 0:
+            raise ConfigError(f"min_steps must be >= 0, got {min_steps}")
         if float(noise_spread) < 0:
             raise ConfigError(f"noise_spread must be >= 0, got {noise_spread}")
         super().__init__(patch=int(patch), codes=int(codes), code_dim=int(code_dim), k=int(k),
                          width=int(width), epochs=int(epochs), batch_size=int(batch_size),
-                         lr=float(lr), max_tiles=int(max_tiles),
+                         lr=float(lr), max_tiles=int(max_tiles), min_steps=int(min_steps),
                          noise_spread=float(noise_spread))
         self._codec = None
         self._image_shape: tuple[int, int, int] | None = None
@@ -136,7 +140,10 @@ class PrimisScheme(Scheme):
                 recons = codec(batch)
                 return sum(torch.mean((r - batch) ** 2) for r in recons) / len(recons)
 
-            fit_one_cycle(codec, torch.from_numpy(tiles), loss_of_batch, epochs=p["epochs"],
+            # a small set (CHASE_DB1 has 18 training images) gets at least min_steps updates
+            per_epoch = -(-len(tiles) // p["batch_size"])
+            epochs = max(p["epochs"], -(-p["min_steps"] // per_epoch))
+            fit_one_cycle(codec, torch.from_numpy(tiles), loss_of_batch, epochs=epochs,
                           batch_size=p["batch_size"], lr=p["lr"], generator=gen)
         self._codec = codec
 

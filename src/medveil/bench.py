@@ -32,7 +32,6 @@ from medveil.attacks import (
     shadow_key,
     visual,
 )
-from medveil.attacks.inversion import is_image_view
 from medveil.attacks.suite import seeded_key
 from medveil.data import ImageSet, load_dataset
 from medveil.data.bundled import DEFAULT_CLASSIFICATION
@@ -337,9 +336,7 @@ def _image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
                    pictures: dict[str, np.ndarray], train: ImageSet, test: ImageSet,
                    views: dict[str, np.ndarray], budget: BenchBudget, seed: int) -> None:
     """The shared suite (and the scheme's own attacks) on the views, into ``row``."""
-    shown = views["test"] if is_image_view(views["test"]) else \
-        scheme.view_as_image(views["test"])
-    vis = visual(views["test"] if shown is None else shown, test.images)
+    vis = visual(scheme.view_as_image(views["test"]), test.images)
     row["attacks"]["visual"] = vis.figures
     if vis.reconstructions is not None:
         pictures["view"] = vis.reconstructions[:GRID_IMAGES]

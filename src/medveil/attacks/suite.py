@@ -62,9 +62,13 @@ def _as_comparable(view: np.ndarray, like: np.ndarray) -> np.ndarray | None:
     return np.clip(t.numpy(), 0, 1).astype(np.float32)
 
 
-def visual(view: np.ndarray, images: np.ndarray) -> AttackResult:
-    """The view itself, compared with the plaintext (image-shaped views only)."""
-    comparable = _as_comparable(view, images)
+def visual(view: np.ndarray | None, images: np.ndarray) -> AttackResult:
+    """The view as a reader would see it, compared with the plaintext.
+
+    ``view`` is image-shaped (a scheme's ``view_as_image``); None or a code view
+    means there is no picture to compare, and the figures are None.
+    """
+    comparable = None if view is None else _as_comparable(view, images)
     if comparable is None:
         return AttackResult(None)
     return AttackResult(image_similarity(images, comparable), comparable)

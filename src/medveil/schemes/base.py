@@ -150,9 +150,14 @@ class Scheme(ABC):
         return {}
 
     def view_as_image(self, view: np.ndarray) -> np.ndarray | None:
-        """How a reader would display a view that is not image-shaped, (N, C, h, w) in
-        [0, 1], for the ``visual`` attack; None where there is no such picture."""
-        return None
+        """How a reader would display a view, (N, C, h, w) in [0, 1], for the ``visual``
+        attack; None where there is no such picture.
+
+        An image-shaped view is its own picture; schemes whose views are codes or
+        tokens override this when a reader could still draw them as an image.
+        """
+        view = np.asarray(view)
+        return view if view.ndim == 4 and view.dtype == np.float32 else None
 
     def view_spec(self, image_shape: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
         """Shape (without N) and dtype of the view of images shaped ``image_shape``."""

@@ -20,7 +20,6 @@ from medveil.bench import parse_value
 from medveil.data import load_dataset
 from medveil.metrics import segmentation_metrics
 from medveil.schemes import create
-from medveil.schemes.base import EncodedPairs
 
 
 def main() -> None:
@@ -37,8 +36,7 @@ def main() -> None:
     started = time.perf_counter()
     scheme = create("privacy_sf", **params).fit(train, key=key, seed=args.seed)
     fit_s = time.perf_counter() - started
-    views = scheme.protect(train.images, key=key)
-    pairs = EncodedPairs(views, scheme.protect_masks(train.masks, key=key))
+    pairs = scheme.training_pairs(train.images, train.masks, key=key)
     test_views = scheme.protect(test.images, key=key)
     ceiling = segmentation_metrics(
         scheme.decode_masks(scheme.protect_masks(test.masks, key=key), key=key), test.masks)

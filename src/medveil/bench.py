@@ -39,7 +39,6 @@ from medveil.errors import ConfigError
 from medveil.metrics import image_similarity, segmentation_metrics, texture_agreement
 from medveil.progress import progress_bar
 from medveil.schemes import available_schemes, create, get_scheme_class
-from medveil.schemes.base import EncodedPairs
 from medveil.tasks import (
     ClassifierConfig,
     SegmenterConfig,
@@ -254,8 +253,9 @@ def _encoded_segmentation_row(spec: SchemeSpec, scheme, row: dict[str, Any], dat
                               fit_s: float) -> dict[str, Any]:
     """A row for schemes whose server segments encoded images into encoded masks.
 
-    The client encodes every split's images and the training masks; the server fits
-    its mapping network on the encoded training pairs only; the client decodes the
+    The client encodes every split's images and the training masks (with the
+    flipped copies its ``training_pairs`` adds); the server fits its mapping network
+    on the encoded training pairs only; the client decodes the
     server's predictions on the encoded test images. The image attacks then run on
     the encoded images as on any view. ``wrong_key`` is a client who decodes the
     server's predictions with a key of its own (bypassing the fingerprint check).
@@ -264,9 +264,9 @@ def _encoded_segmentation_row(spec: SchemeSpec, scheme, row: dict[str, Any], dat
     started = time.perf_counter()
     views = {s: protect_all(scheme, data.split(s).images, victim_key) for s in ("train", "test")}
     protect_ms = 1000 * (time.perf_counter() - started) / (len(train) + len(test))
-    encoded_masks = scheme.protect_masks(train.masks, key=victim_key)
+    pairs = scheme.training_pairs(train.images, train.masks, key=victim_key)
     started = time.perf_counter()
-    mapping = scheme.train_mapping([EncodedPairs(views["train"], encoded_masks)], seed=seed)
+    mapping = scheme.train_mapping([pairs], seed=seed)
     train_s = time.perf_counter() - started
     started = time.perf_counter()
     predicted = scheme.map_tokens(mapping, views["test"])

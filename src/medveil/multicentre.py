@@ -22,7 +22,6 @@ from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError
 from medveil.metrics import segmentation_metrics
 from medveil.schemes import create
-from medveil.schemes.base import EncodedPairs
 
 
 def split_into_centres(data: ImageSet, centres: int, *, seed: int) -> list[ImageSet]:
@@ -51,8 +50,7 @@ def run_multicentre(data: ImageSet, *, centres: int = 3, seed: int = 0,
         key = seeded_key(f"centre-{index}", seed)
         client = create(scheme, **params).fit(part.split("train"), key=key, seed=seed + index)
         train, test = part.split("train"), part.split("test")
-        pairs.append(EncodedPairs(client.protect(train.images, key=key),
-                                  client.protect_masks(train.masks, key=key)))
+        pairs.append(client.training_pairs(train.images, train.masks, key=key))
         tests.append((test, client.protect(test.images, key=key), key))
         clients.append(client)
     server = clients[0]  # the server code is the scheme's; it holds no key

@@ -11,7 +11,7 @@ from medveil.errors import ConfigError, DataError, KeyMismatchError
 from medveil.keys import Key
 from medveil.schemes import create
 from medveil.schemes.base import EncodedPairs
-from medveil.schemes.privacy_sf import keyed_orthogonal, sequence_augment
+from medveil.schemes.privacy_sf import flipped_copies, keyed_orthogonal, sequence_augment
 
 SMALL = {"steps": 30, "map_steps": 30, "crop": 32}
 
@@ -71,6 +71,28 @@ def test_client_encodes_server_maps_client_decodes(owner, fundus):
     pooled = scheme.train_mapping([EncodedPairs(views, masks), EncodedPairs(
         other.protect(train.images, key=k2), other.protect_masks(train.masks, key=k2))], seed=0)
     assert scheme.map_tokens(pooled, views[:2], centre=1).shape == masks[:2].shape
+
+
+def test_flipped_copies_are_the_dihedral_group_of_each_image():
+    square = np.arange(2 * 3 * 3, dtype=np.float32).reshape(2, 1, 3, 3)
+    copies = flipped_copies(square, "dihedral")
+    assert copies.shape == (16, 1, 3, 3)
+    assert np.array_equal(copies[:2], square)
+    # eight distinct versions of an asymmetric image, each a permutation of its pixels
+    assert len({c.tobytes() for c in copies[::2]}) == 8
+    assert all(sorted(c.ravel()) == sorted(square[0].ravel()) for c in copies[::2])
+    assert flipped_copies(np.zeros((2, 1, 3, 4), np.float32), "dihedral").shape[0] == 8
+    assert flipped_copies(square, "none") is square
+
+
+def test_training_pairs_carry_the_copies_and_start_with_the_images(owner, fundus):
+    scheme, key = owner
+    train = fundus.split("train").head(2)
+    pairs = scheme.training_pairs(train.images, train.masks, key=key)
+    assert len(pairs.images) == len(pairs.masks) == 8 * len(train)
+    np.testing.assert_array_equal(pairs.images[:2], scheme.protect(train.images, key=key))
+    with pytest.raises(ConfigError, match="client_copies"):
+        create("privacy_sf", client_copies="rotate")
 
 
 def test_the_reader_view_is_a_picture_on_the_token_grid(owner, fundus):

@@ -36,6 +36,21 @@ from medveil.keys import Key
 from medveil.schemes.base import EncodedPairs, Scheme, register
 
 AUGMENTS = ("sequence", "none")
+CLIENT_COPIES = ("dihedral", "flips", "none")
+
+
+def flipped_copies(arrays: np.ndarray, copies: str) -> np.ndarray:
+    """``arrays`` (N, C, H, W) followed by their flipped copies, as a client makes them.
+
+    ``flips``: horizontal, vertical and both (4 copies in all); ``dihedral``: those
+    and their transposes (8, square images only; other shapes get the 4 flips).
+    """
+    if copies == "none":
+        return arrays
+    four = [arrays, arrays[..., ::-1], arrays[..., ::-1, :], arrays[..., ::-1, ::-1]]
+    if copies == "dihedral" and arrays.shape[-1] == arrays.shape[-2]:
+        four += [a.swapaxes(-1, -2) for a in four]
+    return np.ascontiguousarray(np.concatenate(four))
 
 
 def keyed_orthogonal(key: Key, purpose: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,13 +75,17 @@ class PrivacySfScheme(Scheme):
                  lr: float = 2e-3, privacy_weight: float = 0.1, map_width: int = 64,
                  map_blocks: int = 4, map_steps: int = 1500, augment: str = "sequence",
                  token_drop: float = 0.1, token_mix: float = 0.5,
-                 token_noise: float = 0.2, map_window: int = 16) -> None:
+                 token_noise: float = 0.2, map_window: int = 16,
+                 client_copies: str = "dihedral") -> None:
         if int(patch) < 2:
             raise ConfigError(f"patch must be at least 2, got {patch}")
         if int(crop) % int(patch):
             raise ConfigError(f"crop ({crop}) must be a multiple of patch ({patch})")
         if augment not in AUGMENTS:
             raise ConfigError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+        if client_copies not in CLIENT_COPIES:
+            raise ConfigError(f"client_copies must be one of {CLIENT_COPIES}, got "
+                              f"{client_copies!r}")
         if not 0.0 <= float(token_drop) < 1.0 or not 0.0 <= float(token_mix) <= 1.0:
             raise ConfigError("token_drop must be in [0, 1) and token_mix in [0, 1]")
         super().__init__(patch=int(patch), image_dim=int(image_dim), mask_dim=int(mask_dim),
@@ -76,7 +95,7 @@ class PrivacySfScheme(Scheme):
                          map_blocks=int(map_blocks), map_steps=int(map_steps),
                          augment=str(augment), token_drop=float(token_drop),
                          token_mix=float(token_mix), token_noise=float(token_noise),
-                         map_window=int(map_window))
+                         map_window=int(map_window), client_copies=str(client_copies))
         self._nets: dict[str, Any] | None = None
         self._image_shape: tuple[int, int, int] | None = None
 
@@ -191,6 +210,20 @@ class PrivacySfScheme(Scheme):
         self._check_shape((self._image_shape[0], *masks.shape[2:]))
         return self._encode("mask_encoder", masks, key, "privacy_sf/mask-transform",
                             self.params["mask_dim"])
+
+    def training_pairs(self, images: np.ndarray, masks: np.ndarray, *, key: Key
+                       ) -> EncodedPairs:
+        """The encoded (image, mask) pairs a client sends for the server's training.
+
+        The client encodes flipped copies too (``client_copies``): the pixel-space
+        flips the plain U-Net trains with, made where the pixels are, before
+        encoding, so the server still sees only tokens. On CHASE_DB1 (18 training
+        images) the server overfits without them.
+        """
+        copies = self.params["client_copies"]
+        images = flipped_copies(np.asarray(images, dtype=np.float32), copies)
+        masks = flipped_copies(np.asarray(masks, dtype=np.float32), copies)
+        return EncodedPairs(self.protect(images, key=key), self.protect_masks(masks, key=key))
 
     def decode_masks(self, tokens: np.ndarray, *, key: Key) -> np.ndarray:
         """Client side: the server's predicted mask tokens -> binary masks (N, 1, H, W)."""

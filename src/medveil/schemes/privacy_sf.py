@@ -71,7 +71,7 @@ class PrivacySfScheme(Scheme):
     contract_params = {"steps": 10, "map_steps": 10, "crop": 32}
 
     def __init__(self, *, patch: int = 8, image_dim: int = 32, mask_dim: int = 16,
-                 width: int = 32, steps: int = 1500, crop: int = 96, batch_size: int = 8,
+                 width: int = 64, steps: int = 1500, crop: int = 96, batch_size: int = 8,
                  lr: float = 2e-3, privacy_weight: float = 0.1, map_width: int = 64,
                  map_blocks: int = 4, map_steps: int = 1500, augment: str = "sequence",
                  token_drop: float = 0.1, token_mix: float = 0.5,

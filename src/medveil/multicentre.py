@@ -51,16 +51,19 @@ def run_multicentre(data: ImageSet, *, centres: int = 3, seed: int = 0,
         client = create(scheme, **params).fit(part.split("train"), key=key, seed=seed + index)
         train, test = part.split("train"), part.split("test")
         pairs.append(client.training_pairs(train.images, train.masks, key=key))
-        tests.append((test, client.protect(test.images, key=key), key))
+        tests.append((test, key))
         clients.append(client)
     server = clients[0]  # the server code is the scheme's; it holds no key
     pooled = server.train_mapping(pairs, seed=seed)
     rows = []
-    for index, (client, (test, encoded, key)) in enumerate(zip(clients, tests, strict=True)):
+    for index, (client, (test, key)) in enumerate(zip(clients, tests, strict=True)):
         alone = server.train_mapping([pairs[index]], seed=seed)
-        together = client.decode_masks(server.map_tokens(pooled, encoded, centre=index),
-                                       key=key)
-        by_itself = client.decode_masks(server.map_tokens(alone, encoded), key=key)
+        together = client.segment(
+            test.images, lambda tokens, i=index: server.map_tokens(pooled, tokens, centre=i),
+            key=key)
+        by_itself = client.segment(test.images,
+                                   lambda tokens, net=alone: server.map_tokens(net, tokens),
+                                   key=key)
         rows.append({"centre": index, "n_train": len(pairs[index].images),
                      "n_test": len(test), "pooled": segmentation_metrics(together, test.masks),
                      "alone": segmentation_metrics(by_itself, test.masks)})

@@ -11,7 +11,12 @@ from medveil.errors import ConfigError, DataError, KeyMismatchError
 from medveil.keys import Key
 from medveil.schemes import create
 from medveil.schemes.base import EncodedPairs
-from medveil.schemes.privacy_sf import flipped_copies, keyed_orthogonal, sequence_augment
+from medveil.schemes.privacy_sf import (
+    copy_transforms,
+    flipped_copies,
+    keyed_orthogonal,
+    sequence_augment,
+)
 
 SMALL = {"steps": 30, "map_steps": 30, "crop": 32}
 
@@ -83,6 +88,36 @@ def test_flipped_copies_are_the_dihedral_group_of_each_image():
     assert all(sorted(c.ravel()) == sorted(square[0].ravel()) for c in copies[::2])
     assert flipped_copies(np.zeros((2, 1, 3, 4), np.float32), "dihedral").shape[0] == 8
     assert flipped_copies(square, "none") is square
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 4, 4), (2, 1, 4, 6)])
+def test_every_copy_transform_is_undone_by_its_inverse(shape):
+    images = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    pairs = copy_transforms("dihedral", shape)
+    assert len(pairs) == (8 if shape[-1] == shape[-2] else 4)
+    for forward, inverse in pairs:
+        np.testing.assert_array_equal(inverse(forward(images)), images)
+    assert len(copy_transforms("none", shape)) == 1
+
+
+def test_segment_averages_the_test_copies_into_a_flip_equivariant_mask(owner, fundus):
+    scheme, key = owner
+    train, test = fundus.split("train"), fundus.split("test").head(2)
+    net = scheme.train_mapping([scheme.training_pairs(train.images, train.masks, key=key)],
+                               seed=0)
+    server = lambda tokens: scheme.map_tokens(net, tokens)  # noqa: E731
+    single = scheme.segment(test.images, server, key=key, copies="none")
+    np.testing.assert_array_equal(single, scheme.decode_masks(
+        server(scheme.protect(test.images, key=key)), key=key))
+    averaged = scheme.segment(test.images, server, key=key)
+    assert averaged.shape == test.masks.shape and set(np.unique(averaged)) <= {0, 1}
+    # averaged over the whole group, flipping the input flips the mask (up to rounding)
+    mirrored = scheme.segment(np.ascontiguousarray(test.images[..., ::-1]), server, key=key)
+    assert np.mean(mirrored[..., ::-1] != averaged) < 1e-3
+    with pytest.raises(KeyMismatchError):
+        scheme.segment(test.images, server, key=Key.generate())
+    with pytest.raises(ConfigError, match="copies"):
+        scheme.segment(test.images, server, key=key, copies="rotate")
 
 
 def test_training_pairs_carry_the_copies_and_start_with_the_images(owner, fundus):

@@ -38,7 +38,7 @@ from medveil.keys import Key
 #: "encoded_segmentation": the client also encodes the masks, a server mapping network
 #: learns encoded image -> encoded mask, the client decodes predicted masks (privacy_sf);
 #: the scheme provides ``protect_masks``, ``train_mapping``, ``map_tokens``,
-#: ``decode_masks``.
+#: ``decode_masks`` and ``segment`` (the client's round trip).
 UTILITY_PATHS = ("view", "key_holder", "encrypted_inference", "encoded_segmentation")
 
 

@@ -26,6 +26,7 @@ invert.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,18 +40,34 @@ AUGMENTS = ("sequence", "none")
 CLIENT_COPIES = ("dihedral", "flips", "none")
 
 
-def flipped_copies(arrays: np.ndarray, copies: str) -> np.ndarray:
-    """``arrays`` (N, C, H, W) followed by their flipped copies, as a client makes them.
+def copy_transforms(copies: str, shape: tuple[int, ...]
+                    ) -> list[tuple[Callable[[np.ndarray], np.ndarray],
+                                    Callable[[np.ndarray], np.ndarray]]]:
+    """(forward, inverse) pairs of the flips a client applies to its pixels.
 
-    ``flips``: horizontal, vertical and both (4 copies in all); ``dihedral``: those
-    and their transposes (8, square images only; other shapes get the 4 flips).
+    ``none``: the identity alone; ``flips``: also horizontal, vertical and both (4);
+    ``dihedral``: those and their transposes (8; square images only, other shapes
+    get the 4 flips). Flips are their own inverse; a flip then a transpose is undone
+    by the transpose then the flip.
     """
+    flips: list[Callable[[np.ndarray], np.ndarray]] = [
+        lambda a: a, lambda a: a[..., ::-1], lambda a: a[..., ::-1, :],
+        lambda a: a[..., ::-1, ::-1]]
+    if copies == "none":
+        flips = flips[:1]
+    pairs = [(flip, flip) for flip in flips]
+    if copies == "dihedral" and shape[-1] == shape[-2]:
+        pairs += [((lambda a, f=flip: f(a).swapaxes(-1, -2)),
+                   (lambda a, f=flip: f(a.swapaxes(-1, -2)))) for flip in flips]
+    return pairs
+
+
+def flipped_copies(arrays: np.ndarray, copies: str) -> np.ndarray:
+    """``arrays`` (N, C, H, W) followed by their flipped copies (``copy_transforms``)."""
     if copies == "none":
         return arrays
-    four = [arrays, arrays[..., ::-1], arrays[..., ::-1, :], arrays[..., ::-1, ::-1]]
-    if copies == "dihedral" and arrays.shape[-1] == arrays.shape[-2]:
-        four += [a.swapaxes(-1, -2) for a in four]
-    return np.ascontiguousarray(np.concatenate(four))
+    return np.ascontiguousarray(np.concatenate(
+        [forward(arrays) for forward, _ in copy_transforms(copies, arrays.shape)]))
 
 
 def keyed_orthogonal(key: Key, purpose: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,21 +88,21 @@ class PrivacySfScheme(Scheme):
     contract_params = {"steps": 10, "map_steps": 10, "crop": 32}
 
     def __init__(self, *, patch: int = 8, image_dim: int = 32, mask_dim: int = 16,
-                 width: int = 64, steps: int = 1500, crop: int = 96, batch_size: int = 8,
+                 width: int = 64, steps: int = 3000, crop: int = 96, batch_size: int = 8,
                  lr: float = 2e-3, privacy_weight: float = 0.1, map_width: int = 64,
-                 map_blocks: int = 4, map_steps: int = 1500, augment: str = "sequence",
+                 map_blocks: int = 4, map_steps: int = 3000, augment: str = "sequence",
                  token_drop: float = 0.1, token_mix: float = 0.5,
                  token_noise: float = 0.2, map_window: int = 16,
-                 client_copies: str = "dihedral") -> None:
+                 client_copies: str = "dihedral", test_copies: str = "dihedral") -> None:
         if int(patch) < 2:
             raise ConfigError(f"patch must be at least 2, got {patch}")
         if int(crop) % int(patch):
             raise ConfigError(f"crop ({crop}) must be a multiple of patch ({patch})")
         if augment not in AUGMENTS:
             raise ConfigError(f"augment must be one of {AUGMENTS}, got {augment!r}")
-        if client_copies not in CLIENT_COPIES:
-            raise ConfigError(f"client_copies must be one of {CLIENT_COPIES}, got "
-                              f"{client_copies!r}")
+        for name, value in (("client_copies", client_copies), ("test_copies", test_copies)):
+            if value not in CLIENT_COPIES:
+                raise ConfigError(f"{name} must be one of {CLIENT_COPIES}, got {value!r}")
         if not 0.0 <= float(token_drop) < 1.0 or not 0.0 <= float(token_mix) <= 1.0:
             raise ConfigError("token_drop must be in [0, 1) and token_mix in [0, 1]")
         super().__init__(patch=int(patch), image_dim=int(image_dim), mask_dim=int(mask_dim),
@@ -95,7 +112,8 @@ class PrivacySfScheme(Scheme):
                          map_blocks=int(map_blocks), map_steps=int(map_steps),
                          augment=str(augment), token_drop=float(token_drop),
                          token_mix=float(token_mix), token_noise=float(token_noise),
-                         map_window=int(map_window), client_copies=str(client_copies))
+                         map_window=int(map_window), client_copies=str(client_copies),
+                         test_copies=str(test_copies))
         self._nets: dict[str, Any] | None = None
         self._image_shape: tuple[int, int, int] | None = None
 
@@ -225,8 +243,8 @@ class PrivacySfScheme(Scheme):
         masks = flipped_copies(np.asarray(masks, dtype=np.float32), copies)
         return EncodedPairs(self.protect(images, key=key), self.protect_masks(masks, key=key))
 
-    def decode_masks(self, tokens: np.ndarray, *, key: Key) -> np.ndarray:
-        """Client side: the server's predicted mask tokens -> binary masks (N, 1, H, W)."""
+    def decode_mask_logits(self, tokens: np.ndarray, *, key: Key) -> np.ndarray:
+        """Client side: predicted mask tokens -> per-pixel vessel logits (N, 1, H, W)."""
         import torch
 
         self._require_fitted()
@@ -235,8 +253,32 @@ class PrivacySfScheme(Scheme):
         plain = (np.asarray(tokens, dtype=np.float32) - b) @ q.T
         grid = self.grid(self._image_shape)
         with torch.no_grad():
-            logits = self._nets["mask_decoder"](torch.from_numpy(plain), grid).numpy()
-        return (logits > 0).astype(np.uint8)
+            return self._nets["mask_decoder"](torch.from_numpy(plain), grid).numpy()
+
+    def decode_masks(self, tokens: np.ndarray, *, key: Key) -> np.ndarray:
+        """Client side: the server's predicted mask tokens -> binary masks (N, 1, H, W)."""
+        return (self.decode_mask_logits(tokens, key=key) > 0).astype(np.uint8)
+
+    def segment(self, images: np.ndarray, server: Callable[[np.ndarray], np.ndarray], *,
+                key: Key, copies: str | None = None) -> np.ndarray:
+        """The whole inference round trip for the client's ``images``: binary masks.
+
+        For each of the client's test-time copies (``test_copies``: the same flips
+        as for training), the client encodes the flipped images, ``server`` (encoded
+        images -> encoded masks, no key) maps them, and the client decodes the
+        logits and flips them back; the mean logit decides. The server sees only
+        tokens, as many sequences per image as there are copies.
+        """
+        copies = self.params["test_copies"] if copies is None else copies
+        if copies not in CLIENT_COPIES:
+            raise ConfigError(f"copies must be one of {CLIENT_COPIES}, got {copies!r}")
+        images = np.asarray(images, dtype=np.float32)
+        total = np.zeros((len(images), 1, *images.shape[2:]), dtype=np.float32)
+        pairs = copy_transforms(copies, images.shape)
+        for forward, inverse in pairs:
+            tokens = server(self.protect(np.ascontiguousarray(forward(images)), key=key))
+            total += inverse(self.decode_mask_logits(tokens, key=key))
+        return (total / len(pairs) > 0).astype(np.uint8)
 
     def decode_masks_bypassing_check(self, tokens: np.ndarray, key: Key) -> np.ndarray:
         """A client decoding with a key of its own, past the fingerprint check."""

@@ -89,8 +89,10 @@ class SchemeSpec:
     name: str
     params: tuple[tuple[str, Any], ...] = ()
 
-    def create(self):
-        return create(self.name, **dict(self.params))
+    def create(self, *, quick: bool = False):
+        """The scheme with this row's parameters; ``quick`` adds its ``quick_params``."""
+        defaults = get_scheme_class(self.name).quick_params if quick else {}
+        return create(self.name, **{**defaults, **dict(self.params)})
 
 
 def parse_value(raw: str) -> Any:
@@ -294,7 +296,7 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
     """One scorecard row, plus the images the report shows."""
     victim_key = seeded_key("victim", seed)
     wrong_key = seeded_key("wrong", seed)
-    scheme = spec.create()
+    scheme = spec.create(quick=budget.mode == "quick")
     row: dict[str, Any] = {"scheme": spec.label, "params": dict(scheme.params), "status": "ok",
                            "error": None, "utility": None, "recovery": None, "wrong_key": None,
                            "attacks": {}, "cost": {}}

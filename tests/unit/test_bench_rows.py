@@ -68,6 +68,16 @@ def test_scheme_list_parsing():
         parse_schemes("intensity_lut:levels")
 
 
+def test_quick_rows_take_the_schemes_quick_params_unless_named():
+    (spec,) = [s for s in parse_schemes("privacy_sf:steps=7") if s.name == "privacy_sf"]
+    quick, full = spec.create(quick=True).params, spec.create().params
+    assert quick["steps"] == full["steps"] == 7  # the row's own value wins
+    assert quick["map_steps"] == SCHEMES["privacy_sf"].quick_params["map_steps"]
+    assert full["map_steps"] > quick["map_steps"]
+    (plain,) = [s for s in parse_schemes("plain") if s.name == "plain"]
+    assert plain.create(quick=True).params == plain.create().params
+
+
 def test_ckks_row_reports_encrypted_inference_and_no_image_attacks(tmp_path):
     card = run_bench(schemes="ckks:epochs=1", out=tmp_path, progress=False, budget=TINY,
                      read_options={"size": 28})

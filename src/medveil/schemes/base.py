@@ -88,6 +88,9 @@ class Scheme(ABC):
     #: Parameters the shared contract tests use: a smaller training budget where the
     #: defaults would take minutes per fit (the contract checks behaviour, not quality).
     contract_params: ClassVar[dict[str, Any]] = {}
+    #: Parameters ``medveil bench --quick`` uses where the row does not name them: the
+    #: scheme's own training cut as the quick budget cuts the standard task's.
+    quick_params: ClassVar[dict[str, Any]] = {}
     #: The tasks a scheme serves; `--schemes all` skips the others for a data set.
     tasks: ClassVar[tuple[str, ...]] = ("classification", "segmentation")
 

@@ -35,14 +35,15 @@ def main() -> None:
                              **{k: parse_value(v) for k, v in params.items()})
     record["wall_s"] = time.perf_counter() - started
     atomic_write_bytes(args.out, (json.dumps(record, indent=2) + "\n").encode())
-    print("| centre | train / test images | Dice pooled | Dice alone | IoU pooled | IoU alone |")
-    print("|---|---|---|---|---|---|")
+    print("| centre | train / test images | encoded training pairs | Dice pooled | Dice alone "
+          "| IoU pooled | IoU alone |")
+    print("|---|---|---|---|---|---|---|")
     for row in record["rows"]:
-        print(f"| {row['centre']} | {row['n_train']} / {row['n_test']} | "
+        print(f"| {row['centre']} | {row['n_train']} / {row['n_test']} | {row['n_pairs']} | "
               f"{row['pooled']['dice']:.3f} | {row['alone']['dice']:.3f} | "
               f"{row['pooled']['iou']:.3f} | {row['alone']['iou']:.3f} |")
     mean = record["mean"]
-    print(f"| mean | | {mean['pooled']['dice']:.3f} | {mean['alone']['dice']:.3f} | "
+    print(f"| mean | | | {mean['pooled']['dice']:.3f} | {mean['alone']['dice']:.3f} | "
           f"{mean['pooled']['iou']:.3f} | {mean['alone']['iou']:.3f} |")
     print(f"wall {record['wall_s']:.0f} s -> {args.out}")
 

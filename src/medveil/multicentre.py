@@ -64,7 +64,8 @@ def run_multicentre(data: ImageSet, *, centres: int = 3, seed: int = 0,
         by_itself = client.segment(test.images,
                                    lambda tokens, net=alone: server.map_tokens(net, tokens),
                                    key=key)
-        rows.append({"centre": index, "n_train": len(pairs[index].images),
+        rows.append({"centre": index, "n_train": len(parts[index].split("train")),
+                     "n_pairs": len(pairs[index].images),
                      "n_test": len(test), "pooled": segmentation_metrics(together, test.masks),
                      "alone": segmentation_metrics(by_itself, test.masks)})
     mean = {mode: {metric: float(np.mean([r[mode][metric] for r in rows]))

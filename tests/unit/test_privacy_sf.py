@@ -165,8 +165,10 @@ def test_centres_partition_the_data_and_each_gets_pooled_and_alone_figures(fundu
         split_into_centres(fundus, 50, seed=0)
     record = run_multicentre(fundus, centres=2, seed=0, **SMALL)
     assert [r["centre"] for r in record["rows"]] == [0, 1]
-    for row in record["rows"]:
+    for row, part in zip(record["rows"], parts, strict=True):
         assert 0 <= row["pooled"]["dice"] <= 1 and 0 <= row["alone"]["dice"] <= 1
+        assert row["n_train"] == len(part.split("train"))
+        assert row["n_pairs"] == 8 * row["n_train"]  # the client's dihedral copies
 
 
 def test_a_store_carries_encoded_masks_never_plaintext_masks(tmp_path, fundus):

@@ -50,6 +50,8 @@ def copy_transforms(copies: str, shape: tuple[int, ...]
     get the 4 flips). Flips are their own inverse; a flip then a transpose is undone
     by the transpose then the flip.
     """
+    if copies not in CLIENT_COPIES:
+        raise ConfigError(f"copies must be one of {CLIENT_COPIES}, got {copies!r}")
     flips: list[Callable[[np.ndarray], np.ndarray]] = [
         lambda a: a, lambda a: a[..., ::-1], lambda a: a[..., ::-1, :],
         lambda a: a[..., ::-1, ::-1]]
@@ -271,11 +273,9 @@ class PrivacySfScheme(Scheme):
         tokens, as many sequences per image as there are copies.
         """
         copies = self.params["test_copies"] if copies is None else copies
-        if copies not in CLIENT_COPIES:
-            raise ConfigError(f"copies must be one of {CLIENT_COPIES}, got {copies!r}")
         images = np.asarray(images, dtype=np.float32)
-        total = np.zeros((len(images), 1, *images.shape[2:]), dtype=np.float32)
         pairs = copy_transforms(copies, images.shape)
+        total = np.zeros((len(images), 1, *images.shape[2:]), dtype=np.float32)
         for forward, inverse in pairs:
             tokens = server(self.protect(np.ascontiguousarray(forward(images)), key=key))
             total += inverse(self.decode_mask_logits(tokens, key=key))

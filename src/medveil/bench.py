@@ -25,7 +25,6 @@ import numpy as np
 from medveil import __version__
 from medveil.atomic import atomic_write_bytes
 from medveil.attacks import (
-    AttackBudget,
     known_plaintext,
     leak_count,
     reidentification,
@@ -33,45 +32,18 @@ from medveil.attacks import (
     visual,
 )
 from medveil.attacks.suite import seeded_key
+from medveil.budgets import BenchBudget, get_budget
 from medveil.data import ImageSet, load_dataset
 from medveil.data.bundled import DEFAULT_CLASSIFICATION
 from medveil.errors import ConfigError
-from medveil.metrics import image_similarity, segmentation_metrics, texture_agreement
+from medveil.metrics import image_similarity
 from medveil.progress import progress_bar
 from medveil.schemes import available_schemes, create, get_scheme_class
-from medveil.tasks import (
-    ClassifierConfig,
-    SegmenterConfig,
-    evaluate_model,
-    predict_proba,
-    train_model,
-)
 
-SCORECARD_SCHEMA = "medveil.scorecard/1"
+SCORECARD_SCHEMA = "medveil.scorecard/2"
 SCHEMA_FILE = Path(__file__).parent / "scorecard.schema.json"
 GRID_IMAGES = 4
 RECOVERY_IMAGES = 32
-
-
-@dataclass
-class BenchBudget:
-    """Everything that differs between ``--quick`` and a full run."""
-
-    mode: str
-    classifier: ClassifierConfig
-    segmenter: SegmenterConfig
-    attacks: AttackBudget
-    max_train: int | None
-    max_test: int | None
-
-    @classmethod
-    def for_mode(cls, quick: bool) -> BenchBudget:
-        if quick:
-            return cls("quick", ClassifierConfig(epochs=10),
-                       SegmenterConfig(steps=150, patch=96, eval_every=50),
-                       AttackBudget.quick(), max_train=600, max_test=200)
-        return cls("full", ClassifierConfig(), SegmenterConfig(), AttackBudget(),
-                   max_train=None, max_test=None)
 
 
 def validate_scorecard(scorecard: dict[str, Any]) -> None:
@@ -89,10 +61,13 @@ class SchemeSpec:
     name: str
     params: tuple[tuple[str, Any], ...] = ()
 
-    def create(self, *, quick: bool = False):
-        """The scheme with this row's parameters; ``quick`` adds its ``quick_params``."""
-        defaults = get_scheme_class(self.name).quick_params if quick else {}
-        return create(self.name, **{**defaults, **dict(self.params)})
+    def create(self, *, budget: BenchBudget | None = None):
+        """The scheme with this row's parameters; a budget that cuts schemes adds its
+        ``quick_params`` where the row does not name them."""
+        params = dict(self.params)
+        if budget is not None:
+            params = budget.scheme_params(get_scheme_class(self.name), params)
+        return create(self.name, **params)
 
 
 def parse_value(raw: str) -> Any:
@@ -169,14 +144,9 @@ def subsample_for_budget(data: ImageSet, budget: BenchBudget, seed: int) -> Imag
 
 
 def protect_all(scheme, images: np.ndarray, key) -> np.ndarray:
-    return np.concatenate([scheme.protect(images[i:i + 256], key=key)
-                           for i in range(0, len(images), 256)])
+    from medveil.protocols.base import protect_batched
 
-
-def with_images(data: ImageSet, images: np.ndarray) -> ImageSet:
-    out = data.subset(np.arange(len(data)))
-    out.images = np.clip(images, 0, 1).astype(np.float32)
-    return out
+    return protect_batched(scheme, images, key)
 
 
 def protect_splits(scheme, data: ImageSet, key) -> dict[str, np.ndarray]:
@@ -184,159 +154,67 @@ def protect_splits(scheme, data: ImageSet, key) -> dict[str, np.ndarray]:
     return {s: protect_all(scheme, data.split(s).images, key) for s in data.split_names}
 
 
-def processor_task_data(scheme, data: ImageSet, views: dict[str, np.ndarray], key) -> ImageSet:
-    """The data set the standard task runs on, the way the scheme's utility path says.
+def finish_view_row(run, model, task_data: ImageSet, views: dict[str, np.ndarray],
+                    protect_ms: float) -> dict[str, Any]:
+    """The rest of a row once the standard model is trained (``view`` and ``key_holder``):
+    utility from the model's test predictions, key holders' recovery and a wrong-key
+    decode for invertible schemes, the attacks on the views, and the costs."""
+    from medveil.protocols.view import decoded_predictions, predict_standard
 
-    ``view``: the views themselves; ``key_holder``: the key holder's recoveries. The
-    images are concatenated in split order with their labels or masks, so one
-    helper serves the bench rows and the utility-only benchmark scripts alike.
-    """
-    if scheme.utility_path == "view":
-        images = [views[s] for s in data.split_names]
-    elif scheme.utility_path == "key_holder":
-        images = [scheme.recover(views[s], key=key) for s in data.split_names]
-    else:
-        raise ConfigError(f"scheme {scheme.name!r} has utility path {scheme.utility_path!r}; "
-                          "the standard task runs only on views or key-holder recoveries")
-    order = np.concatenate([np.nonzero(data.splits == s)[0] for s in data.split_names])
-    return with_images(data.subset(order), np.concatenate(images))
-
-
-def train_and_score(data: ImageSet, budget: BenchBudget, seed: int
-                    ) -> tuple[dict[str, float], float, float]:
-    """Train the standard model on ``data`` (views or recovered images); test metrics."""
-    model = train_model(data, seed=seed, classifier=ClassifierConfig(**budget.classifier.__dict__),
-                        segmenter=SegmenterConfig(**budget.segmenter.__dict__))
-    test = data.split("test")
+    scheme, row, seed = run.scheme, run.row, run.seed
+    train, test = run.data.split("train"), run.data.split("test")
+    test_images = task_data.split("test").images
     started = time.perf_counter()
-    metrics = evaluate_model(model, data)
-    if model.task == "classification":  # evaluate_model warmed up: time one steady pass
+    predictions = predict_standard(model, test_images)
+    if model.task == "classification":  # the first pass warmed up: time one steady pass
         started = time.perf_counter()
-        predict_proba(model, test.images)
+        predictions = predict_standard(model, test_images)
     infer_ms = 1000 * (time.perf_counter() - started) / max(1, len(test))
-    return metrics, model.train_s, infer_ms
-
-
-def _encrypted_inference_row(scheme, row: dict[str, Any], test: ImageSet, victim_key, wrong_key,
-                             fit_s: float) -> dict[str, Any]:
-    """A row for schemes whose views are ciphertexts (ckks).
-
-    The model owner trained in plaintext (``fit``); the processor evaluates on the
-    ciphertexts of every test image; the owner decrypts the logits. The image attacks
-    do not apply: the row says why and with which parameters. Recovery (the owner's
-    decryption) and the wrong-key check run on the first ``RECOVERY_IMAGES`` test images
-    (each view is about 1 MB of ciphertext).
-    """
     row["params"] = dict(scheme.params)
-    result = scheme.encrypted_utility(test, key=victim_key)
-    row["utility"] = result.pop("metrics")
-    row["encrypted_inference"] = {**result, "security": scheme.he_params.security()}
-    sample = test.images[:RECOVERY_IMAGES]
-    started = time.perf_counter()
-    view = scheme.protect(sample, key=victim_key)
-    protect_ms = 1000 * (time.perf_counter() - started) / len(sample)
-    recovered = scheme.recover(view, key=victim_key)
-    row["recovery"] = image_similarity(sample, recovered)
-    row["wrong_key"] = image_similarity(sample, scheme.recover_bypassing_check(view, wrong_key))
-    row["attacks"] = {"visual": None, "known_plaintext": None, "shadow_key": None,
-                      "reidentify": None, "not_applicable": scheme.not_applicable_reason()}
-    row["cost"] = {"fit_s": fit_s, "protect_ms_per_image": protect_ms,
-                   "train_s": scheme.model.info.get("train_s"),
-                   "infer_ms_per_image": result["latency_ms_per_image"],
-                   "view_bytes_per_image": result["ciphertext_bytes_per_image"],
-                   "plain_bytes_per_image": float(np.prod(test.image_shape))}
-    row["_pictures"] = {"original": sample[:GRID_IMAGES],
-                        "key-holder recovery": recovered[:GRID_IMAGES]}
-    return row
+    row["utility"] = decoded_predictions(predictions).metrics(test)
 
+    pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES]}
+    if scheme.invertible:
+        recovered = scheme.recover(views["test"], key=run.key)
+        row["recovery"] = image_similarity(test.images, recovered)
+        pictures["key-holder recovery"] = recovered[:GRID_IMAGES]
+        # An attacker who bypasses the fingerprint check and decodes with a key of its own.
+        row["wrong_key"] = image_similarity(
+            test.images, scheme.recover_bypassing_check(views["test"], run.wrong_key))
 
-def _encoded_segmentation_row(spec: SchemeSpec, scheme, row: dict[str, Any], data: ImageSet,
-                              budget: BenchBudget, seed: int, victim_key, wrong_key,
-                              fit_s: float) -> dict[str, Any]:
-    """A row for schemes whose server segments encoded images into encoded masks.
-
-    The client encodes every split's images and the training masks (with the
-    flipped copies its ``training_pairs`` adds); the server fits its mapping network
-    on the encoded training pairs only; the client decodes the server's predictions
-    on its encoded test images (``segment``: with the client's test-time flipped
-    copies; the latency counts the whole round trip). The image attacks then run
-    on the encoded images as on any view. ``wrong_key`` is a client who decodes the
-    server's predictions with a key of its own (bypassing the fingerprint check).
-    """
-    train, test = data.split("train"), data.split("test")
-    started = time.perf_counter()
-    views = {s: protect_all(scheme, data.split(s).images, victim_key) for s in ("train", "test")}
-    protect_ms = 1000 * (time.perf_counter() - started) / (len(train) + len(test))
-    pairs = scheme.training_pairs(train.images, train.masks, key=victim_key)
-    started = time.perf_counter()
-    mapping = scheme.train_mapping([pairs], seed=seed)
-    train_s = time.perf_counter() - started
-    started = time.perf_counter()  # the client's round trip: encode, server maps, decode
-    masks = scheme.segment(test.images, lambda tokens: scheme.map_tokens(mapping, tokens),
-                           key=victim_key)
-    infer_ms = 1000 * (time.perf_counter() - started) / len(test)
-    row["params"] = dict(scheme.params)
-    row["utility"] = segmentation_metrics(masks, test.masks)
-    predicted = scheme.map_tokens(mapping, views["test"])
-    row["wrong_key_masks"] = segmentation_metrics(
-        scheme.decode_masks_bypassing_check(predicted, wrong_key), test.masks)
-    pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES],
-                                       "decoded mask": masks[:GRID_IMAGES].astype(np.float32)}
-    _image_attacks(spec, scheme, row, pictures, train, test, views, budget, seed)
-    row["cost"] = {"fit_s": fit_s, "protect_ms_per_image": protect_ms, "train_s": train_s,
-                   "infer_ms_per_image": infer_ms,
-                   "view_bytes_per_image": views["test"].nbytes / len(test),
-                   "plain_bytes_per_image": float(np.prod(test.image_shape))}
+    image_attacks(run.spec, scheme, row, pictures, train, test, views, run.budget, seed)
+    view_bytes = views["test"].nbytes / len(views["test"])
+    row["cost"] = {"fit_s": run.fit_s, "protect_ms_per_image": protect_ms,
+                   "train_s": model.train_s, "infer_ms_per_image": infer_ms,
+                   "view_bytes_per_image": view_bytes,
+                   "plain_bytes_per_image": float(np.prod(test.image_shape))}  # uint8 pixels
     row["_pictures"] = pictures
     return row
 
 
 def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
                ) -> dict[str, Any]:
-    """One scorecard row, plus the images the report shows."""
+    """One scorecard row, plus the images the report shows: the scheme's protocol runs
+    the same workflow as the command line (release, train, predict, decode)."""
+    from medveil.protocols import BenchRun, get_protocol
+
     victim_key = seeded_key("victim", seed)
     wrong_key = seeded_key("wrong", seed)
-    scheme = spec.create(quick=budget.mode == "quick")
-    row: dict[str, Any] = {"scheme": spec.label, "params": dict(scheme.params), "status": "ok",
+    scheme = spec.create(budget=budget)
+    protocol = get_protocol(scheme.protocol)
+    row: dict[str, Any] = {"scheme": spec.label, "protocol": protocol.name,
+                           "params": dict(scheme.params), "status": "ok",
                            "error": None, "utility": None, "recovery": None, "wrong_key": None,
                            "attacks": {}, "cost": {}}
-    train, test = data.split("train"), data.split("test")
     started = time.perf_counter()
-    scheme.fit(train, key=victim_key, seed=seed)
+    scheme.fit(data.split("train"), key=victim_key, seed=seed)
     fit_s = time.perf_counter() - started
-    if scheme.utility_path == "encrypted_inference":
-        return _encrypted_inference_row(scheme, row, test, victim_key, wrong_key, fit_s)
-    if scheme.utility_path == "encoded_segmentation":
-        return _encoded_segmentation_row(spec, scheme, row, data, budget, seed, victim_key,
-                                         wrong_key, fit_s)
-    started = time.perf_counter()
-    views = protect_splits(scheme, data, victim_key)
-    protect_ms = 1000 * (time.perf_counter() - started) / len(data)
-    row["params"] = dict(scheme.params)
-    task_data = processor_task_data(scheme, data, views, victim_key)
-    row["utility"], train_s, infer_ms = train_and_score(task_data, budget, seed)
-
-    pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES]}
-    if scheme.invertible:
-        recovered = scheme.recover(views["test"], key=victim_key)
-        row["recovery"] = image_similarity(test.images, recovered)
-        pictures["key-holder recovery"] = recovered[:GRID_IMAGES]
-        # An attacker who bypasses the fingerprint check and decodes with a key of its own.
-        row["wrong_key"] = image_similarity(
-            test.images, scheme.recover_bypassing_check(views["test"], wrong_key))
-        if scheme.utility_path == "key_holder":  # does the recovery keep the texture?
-            row["texture"] = texture_agreement(test.images, recovered)
-
-    _image_attacks(spec, scheme, row, pictures, train, test, views, budget, seed)
-    view_bytes = views["test"].nbytes / len(views["test"])
-    row["cost"] = {"fit_s": fit_s, "protect_ms_per_image": protect_ms, "train_s": train_s,
-                   "infer_ms_per_image": infer_ms, "view_bytes_per_image": view_bytes,
-                   "plain_bytes_per_image": float(np.prod(test.image_shape))}  # uint8 pixels
-    row["_pictures"] = pictures
-    return row
+    return protocol.bench_row(BenchRun(spec=spec, scheme=scheme, row=row, data=data,
+                                       budget=budget, seed=seed, key=victim_key,
+                                       wrong_key=wrong_key, fit_s=fit_s))
 
 
-def _image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
+def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
                    pictures: dict[str, np.ndarray], train: ImageSet, test: ImageSet,
                    views: dict[str, np.ndarray], budget: BenchBudget, seed: int) -> None:
     """The shared suite (and the scheme's own attacks) on the views, into ``row``."""
@@ -395,7 +273,8 @@ def _resumable_rows(path: Path, header: dict[str, Any]) -> dict[str, dict[str, A
 def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all",
               quick: bool = False, seed: int = 0, out: str | os.PathLike[str] = "bench-output",
               progress: bool = True, read_options: dict[str, Any] | None = None,
-              budget: BenchBudget | None = None, resume: bool = False) -> dict[str, Any]:
+              budget: BenchBudget | str | None = None, resume: bool = False
+              ) -> dict[str, Any]:
     """Run the benchmark and write scorecard.json, report.md, report.html and pictures.
 
     With ``resume``, rows that finished ``ok`` in an interrupted run into the same
@@ -413,6 +292,8 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
     specs = _for_task(specs, dataset.task, dataset.name, explicit=schemes.strip() != "all")
     if "test" not in dataset.split_names:
         raise ConfigError(f"{dataset.name} has no test split to measure on")
+    if isinstance(budget, str):
+        budget = get_budget(budget)
     budget = budget or BenchBudget.for_mode(quick)
     dataset = subsample_for_budget(dataset, budget, seed)
     out = Path(out)
@@ -432,8 +313,10 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
                 try:
                     row = run_scheme(spec, dataset, budget, seed)
                 except Exception as exc:  # noqa: BLE001 - a failing row, not a crash
-                    row = {"scheme": spec.label, "params": dict(spec.params),
-                           "status": "error", "error": f"{type(exc).__name__}: {exc}",
+                    row = {"scheme": spec.label,
+                           "protocol": get_scheme_class(spec.name).protocol,
+                           "params": dict(spec.params), "status": "error",
+                           "error": f"{type(exc).__name__}: {exc}",
                            "utility": None, "recovery": None, "wrong_key": None,
                            "attacks": {}, "cost": {}, "_traceback": traceback.format_exc()}
                 row["wall_s"] = time.perf_counter() - scheme_started

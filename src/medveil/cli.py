@@ -21,9 +21,6 @@ app = typer.Typer(help="Privacy-preserving deep learning on medical images.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Inspect bundled and user data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-ckks_app = typer.Typer(help="CKKS encrypted inference: owner and processor steps.",
-                       no_args_is_help=True)
-app.add_typer(ckks_app, name="ckks")
 out = Console()
 
 Size = Annotated[int | None, typer.Option(help="Working size: resize images to SIZE x SIZE.")]
@@ -115,12 +112,16 @@ def schemes() -> None:
     """List the registered protection schemes."""
     from medveil.schemes import available_schemes, get_scheme_class
 
-    table = Table("scheme", "invertible", "keyed", "needs fit", "task runs on", "note")
+    table = Table("scheme", "invertible", "keyed", "owner state", "protocol", "note")
     for name in available_schemes():
         cls = get_scheme_class(name)
         table.add_row(name, str(cls.invertible), str(cls.keyed), str(cls.needs_fit),
-                      cls.utility_path, "weak reference (tests)" if cls.reference_only else "")
+                      cls.protocol, "weak reference (tests)" if cls.reference_only else "")
     out.print(table)
+
+
+Budget = Annotated[str, typer.Option(
+    help="Named budget: full, quick (the bench's --quick) or smoke (seconds, for tests).")]
 
 
 @app.command()
@@ -128,30 +129,38 @@ def protect(
     scheme: Annotated[str, typer.Option(help="Scheme name (see `medveil schemes`).")],
     key: Annotated[Path, typer.Option(help="The owner's key file.")],
     data: Annotated[str, typer.Option(help="Bundled set name or path.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Store folder to create.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Release folder to create (leaves).")],
+    state: Annotated[Path | None, typer.Option(
+        help="Owner-state folder to create (stays; 0700). Required where the scheme fits "
+             "anything.")] = None,
     param: Annotated[list[str] | None, typer.Option(help="Scheme parameter NAME=VALUE.")] = None,
+    budget: Budget = "full",
     size: Size = None, color: Color = "gray", seed: Seed = 0,
-    force: Annotated[bool, typer.Option(help="Replace an existing store.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing release / state.")] = False,
 ) -> None:
-    """Fit a scheme on the training split and write the protected store."""
+    """Owner: fit a scheme on the training split; write the release and the owner state."""
     from medveil.data import load_dataset
-    from medveil.protect import protect_dataset
+    from medveil.workflow import protect_dataset
 
     owner_key = _load_key(key)
     imageset = load_dataset(data, **_read_options(size, color, seed=seed))
-    summary = protect_dataset(imageset, scheme=scheme, key=owner_key, out=out_dir, seed=seed,
-                              params=_params(param), force=force)
+    summary = protect_dataset(imageset, scheme=scheme, key=owner_key, out=out_dir, state=state,
+                              seed=seed, params=_params(param), budget=budget, force=force)
     counts = ", ".join(f"{s} {n}" for s, n in summary["splits"].items())
-    out.print(f"protected {imageset.name} with {summary['scheme']} into {summary['store']} "
-              f"({counts}); key fingerprint {summary['key_fingerprint']}")
+    out.print(f"protected {imageset.name} with {summary['scheme']} ({summary['protocol']}) "
+              f"into {summary['store']} ({counts}); key fingerprint "
+              f"{summary['key_fingerprint']}")
+    if summary["state"]:
+        out.print(f"owner state in {summary['state']} (keep it with the key; never send it to "
+                  "the processor)")
 
 
 @app.command()
 def verify(
-    store: Annotated[Path, typer.Argument(help="A protected store folder.")],
+    store: Annotated[Path, typer.Argument(help="A release folder.")],
     key: Annotated[Path | None, typer.Option(help="Also check the key and manifest HMAC.")] = None,
 ) -> None:
-    """Re-hash every shard of a store; fail on any tampering."""
+    """Re-hash every shard of a release; fail on any tampering."""
     from medveil.store import verify_store
 
     summary = verify_store(store, key=_load_key(key))
@@ -162,22 +171,118 @@ def verify(
 
 @app.command()
 def train(
-    data: Annotated[str, typer.Option(help="Bundled set, path, or protected store.")],
+    data: Annotated[list[str], typer.Option(
+        help="Release (repeat for several centres: one pooled model), or a plaintext set "
+             "(a key holder's recovered npz).")],
     model_out: Annotated[Path, typer.Option("--out", help="Model file to write.")],
-    key: Annotated[Path | None, typer.Option(help="Key to check a store against.")] = None,
+    budget: Budget = "full",
     epochs: Annotated[int | None, typer.Option(help="Classifier epochs.")] = None,
     steps: Annotated[int | None, typer.Option(help="Segmenter training steps.")] = None,
     size: Size = None, color: Color = "gray", seed: Seed = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Train the standard classifier or U-Net on the train split (val selects the epoch)."""
-    from medveil.sources import load_source
-    from medveil.tasks import train_model
+    """Processor: train what the releases' protocol trains (no key, no owner state)."""
+    from medveil.workflow import train as train_releases
 
-    imageset = load_source(data, key=_load_key(key), **_read_options(size, color, seed=seed))
-    model = train_model(imageset, seed=seed, epochs=epochs, steps=steps, progress=not quiet)
-    model.save(model_out)
-    out.print(f"{model.task} model trained in {model.train_s:.1f}s, written to {model_out}")
+    summary = train_releases(data, out=model_out, budget=budget, seed=seed, epochs=epochs,
+                             steps=steps, progress=not quiet,
+                             read_options=_read_options(size, color, seed=seed))
+    out.print(f"{summary['task']} model ({summary['protocol']}) trained in "
+              f"{summary['train_s']:.1f}s on {len(data)} source(s), written to {model_out}")
+
+
+@app.command()
+def predict(
+    data: Annotated[str, typer.Option(help="Release (or a key holder's recovered set).")],
+    results_out: Annotated[Path, typer.Option("--out", help="Results folder to create.")],
+    model: Annotated[Path | None, typer.Option(
+        help="Model file from `medveil train` (ckks: none, the release carries it).")] = None,
+    split: Annotated[str, typer.Option(help="Split to predict on.")] = "test",
+    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing results folder.")] = False,
+) -> None:
+    """Processor: predictions, encoded masks or encrypted logits on a release's split."""
+    from medveil.workflow import predict as predict_release
+
+    summary = predict_release(model, data, split=split, out=results_out, force=force,
+                              read_options=_read_options(size, color, seed=seed))
+    out.print(f"{summary['images']} {split} results ({summary['protocol']}, "
+              f"{summary['ms_per_image']:.0f} ms per image) written to {results_out}")
+
+
+@app.command()
+def decode(
+    results: Annotated[Path, typer.Option(help="Results folder from `medveil predict`.")],
+    decoded_out: Annotated[Path, typer.Option(
+        "--out", help="Predictions CSV (classification) or mask PNG folder (segmentation).")],
+    key: Annotated[Path | None, typer.Option(help="The owner's key file.")] = None,
+    state: Annotated[Path | None, typer.Option(help="The owner-state folder.")] = None,
+    data: Annotated[str | None, typer.Option(
+        help="The owner's data set the release was made from: score against its truth.")] =
+        None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON.")] = None,
+    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Owner: the processor's results -> predictions; with --data, metrics."""
+    from medveil.atomic import atomic_write_bytes
+    from medveil.workflow import decode_results
+
+    truth = None
+    if data is not None:
+        from medveil.data import load_dataset
+
+        truth = load_dataset(data, **_read_options(size, color, seed=seed))
+    summary = decode_results(results, key=_load_key(key), state=state, out=decoded_out,
+                             truth=truth, force=force)
+    out.print(f"decoded {summary['images']} {summary['task']} results into {decoded_out}")
+    metrics = summary.get("metrics")
+    if metrics:
+        out.print(" ".join(f"{k} {v:.6f}" for k, v in metrics.items()))
+        if json_out is not None:
+            atomic_write_bytes(json_out, (json.dumps(metrics, indent=2) + "\n").encode())
+
+
+@app.command()
+def recover(
+    key: Annotated[Path, typer.Option(help="The owner's key file (key holders get it).")],
+    data: Annotated[Path, typer.Option(help="The release.")],
+    recovered_out: Annotated[Path, typer.Option(
+        "--out", help="An .npz (MedMNIST layout) or a folder of PNGs to create.")],
+    state: Annotated[Path | None, typer.Option(help="The owner-state folder.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Key holder: the images back from a release (invertible schemes)."""
+    from medveil.workflow import recover_release
+
+    summary = recover_release(data, key=_load_key(key), state=state, out=recovered_out,
+                              force=force)
+    counts = ", ".join(f"{s} {n}" for s, n in summary["splits"].items())
+    out.print(f"recovered {summary['scheme']} images ({counts}) into {recovered_out} "
+              "(owner-only: these are patient images)")
+
+
+@app.command()
+def multicentre(
+    data: Annotated[str, typer.Option(help="Bundled set or path, dealt to the centres.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the table and record.")],
+    centres: Annotated[int, typer.Option(help="Number of centres.")] = 2,
+    scheme: Annotated[str, typer.Option(help="Scheme every centre uses.")] = "privacy_sf",
+    param: Annotated[list[str] | None, typer.Option(help="Scheme parameter NAME=VALUE.")] = None,
+    budget: Budget = "quick",
+    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
+) -> None:
+    """Several centres, one processor: the pooled model against each centre alone."""
+    from medveil.data import load_dataset
+    from medveil.workflow import multicentre_table, run_multicentre, write_multicentre
+
+    imageset = load_dataset(data, **_read_options(size, color, seed=seed))
+    record = run_multicentre(imageset, centres=centres, scheme=scheme, budget=budget,
+                             seed=seed, params=_params(param))
+    write_multicentre(record, out_dir, force=force)
+    out.print(multicentre_table(record))
+    out.print(f"written to {out_dir / 'multicentre.md'} and {out_dir / 'multicentre.json'}")
 
 
 @app.command()
@@ -214,6 +319,8 @@ def bench(
     scheme_list: Annotated[str, typer.Option("--schemes", help="all, or a comma list.")] = "all",
     quick: Annotated[bool, typer.Option(help="Small subsets and budgets, for a first look.")] =
         False,
+    budget: Annotated[str | None, typer.Option(
+        help="Named budget (full, quick, smoke); --quick is --budget quick.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for scorecard and report.")] =
         Path("bench-output"),
     size: Size = None, color: Color = "gray", seed: Seed = 0,
@@ -227,7 +334,8 @@ def bench(
 
     options = {"size": size, "color": color}
     scorecard = run_bench(data=data, schemes=scheme_list, quick=quick, seed=seed, out=out_dir,
-                          progress=not quiet, read_options=options, resume=resume)
+                          progress=not quiet, read_options=options, resume=resume,
+                          budget=budget)
     metric = HEADLINE[scorecard["dataset"]["task"]]
     table = Table("scheme", "status", metric, "strongest attack SSIM", "re-id top-1",
                   "recovery SSIM", "time s", title=f"{scorecard['dataset']['name']} "
@@ -253,125 +361,6 @@ def bench(
               f"tracebacks in {out_dir / 'errors.log'}", file=sys.stderr)
         raise typer.Exit(1)
 
-
-
-# ----------------------------------------------------------------------------- ckks
-@ckks_app.command("train")
-def ckks_train(
-    data: Annotated[str, typer.Option(help="Bundled set or path (labelled, grey).")],
-    model_out: Annotated[Path, typer.Option("--out", help="HE model file to write.")],
-    architecture: Annotated[str, typer.Option(help="auto, tutorial (28 px) or deep (64 px).")] =
-        "auto",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15,
-    size: Size = None, seed: Seed = 0,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
-) -> None:
-    """Owner: train the HE-friendly CNN in plaintext, fold BN and activations, save it."""
-    from medveil.data import load_dataset
-    from medveil.he.workflow import train as train_he
-
-    imageset = load_dataset(data, **_read_options(size, "gray", seed=seed))
-    summary = train_he(imageset, model_out, architecture=architecture, epochs=epochs, seed=seed,
-                       progress=not quiet)
-    test = summary.get("plaintext_test")
-    out.print(f"{summary['architecture']} HE model trained in {summary['train_s']:.1f}s, written "
-              f"to {model_out}" + (f"; plaintext test AUC {test['auc']:.4f}" if test else ""))
-
-
-@ckks_app.command("context")
-def ckks_context(
-    key: Annotated[Path, typer.Option(help="The owner's key file.")],
-    model: Annotated[Path, typer.Option(help="HE model file.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the public context.")],
-    force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
-) -> None:
-    """Owner: export the processor's public context (no secret key)."""
-    from medveil.he.model import HEModel
-    from medveil.he.workflow import export_context
-
-    path = export_context(_load_key(key), HEModel.load(model), out_dir, force=force)
-    out.print(f"public context (public, relinearisation and rotation keys) written to {path}")
-
-
-@ckks_app.command("encrypt")
-def ckks_encrypt(
-    key: Annotated[Path, typer.Option(help="The owner's key file.")],
-    model: Annotated[Path, typer.Option(help="HE model file.")],
-    data: Annotated[str, typer.Option(help="Bundled set or path.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the ciphertexts.")],
-    split: Annotated[str, typer.Option(help="Split to encrypt.")] = "test",
-    limit: Annotated[int | None, typer.Option(help="Encrypt only the first N images.")] = None,
-    size: Size = None, seed: Seed = 0,
-    force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
-) -> None:
-    """Owner: pack and encrypt the images of a split."""
-    from medveil.data import load_dataset
-    from medveil.he.model import HEModel
-    from medveil.he.workflow import encrypt_dataset
-
-    imageset = load_dataset(data, **_read_options(size, "gray", seed=seed))
-    if split not in imageset.split_names:
-        raise ConfigError(f"{imageset.name} has no split '{split}'; it has "
-                          f"{', '.join(imageset.split_names)}")
-    images = imageset.split(split).images[:limit]
-    summary = encrypt_dataset(images, _load_key(key), HEModel.load(model), out_dir, force=force,
-                              source=f"{imageset.name}:{split}")
-    out.print(f"encrypted {summary['images']} images into {out_dir} "
-              f"({summary['bytes_per_image'] / 1e3:.0f} kB and {summary['ms_per_image']:.0f} ms "
-              "per image)")
-
-
-@ckks_app.command("run")
-def ckks_run(
-    context: Annotated[Path, typer.Option(help="Public context folder from the owner.")],
-    model: Annotated[Path, typer.Option(help="HE model file.")],
-    inputs: Annotated[Path, typer.Option("--input", help="Encrypted images folder.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the encrypted logits.")],
-    encrypted_model: Annotated[bool, typer.Option(help="Encrypt the weights too.")] = False,
-    force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
-) -> None:
-    """Processor: evaluate the model on encrypted images (public context only)."""
-    from medveil.he.model import HEModel
-    from medveil.he.workflow import run_encrypted
-
-    summary = run_encrypted(context, HEModel.load(model), inputs, out_dir,
-                            encrypted_model=encrypted_model, force=force)
-    out.print(f"evaluated {summary['images']} encrypted images in {summary['ms_per_image']:.0f} "
-              f"ms each ({'encrypted' if encrypted_model else 'plain'} model); "
-              f"results in {out_dir}")
-
-
-@ckks_app.command("decrypt")
-def ckks_decrypt(
-    key: Annotated[Path, typer.Option(help="The owner's key file.")],
-    model: Annotated[Path, typer.Option(help="HE model file.")],
-    results: Annotated[Path, typer.Option(help="Encrypted logits folder from `ckks run`.")],
-    csv_out: Annotated[Path, typer.Option("--out", help="CSV of logits and predictions.")],
-    data: Annotated[str | None, typer.Option(help="Score against this set's labels.")] = None,
-    split: Annotated[str, typer.Option(help="The split that was encrypted.")] = "test",
-    size: Size = None, seed: Seed = 0,
-) -> None:
-    """Owner: decrypt the logits; optionally score them against the labels."""
-    from medveil.atomic import atomic_write_bytes
-    from medveil.he.model import HEModel
-    from medveil.he.workflow import decrypt_results
-
-    logits = decrypt_results(_load_key(key), HEModel.load(model), results)
-    lines = ["index," + ",".join(f"logit_{k}" for k in range(logits.shape[1])) + ",predicted"]
-    lines += [f"{i}," + ",".join(f"{v:.6f}" for v in row) + f",{int(row.argmax())}"
-              for i, row in enumerate(logits)]
-    atomic_write_bytes(csv_out, ("\n".join(lines) + "\n").encode())
-    out.print(f"decrypted {len(logits)} results into {csv_out}")
-    if data is not None:
-        from medveil.data import load_dataset
-        from medveil.metrics import classification_metrics, probabilities_from_logits
-
-        labels = load_dataset(data, **_read_options(size, "gray", seed=seed)).split(split).labels
-        if len(labels) < len(logits):
-            raise ConfigError(f"{data} [{split}] has {len(labels)} labels for {len(logits)} "
-                              "results; pass the set and split that were encrypted")
-        metrics = classification_metrics(probabilities_from_logits(logits), labels[:len(logits)])
-        out.print(" ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
 def main() -> None:

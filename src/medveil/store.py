@@ -14,7 +14,8 @@ import hmac
 import io
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,15 @@ import numpy as np
 from medveil import __version__
 from medveil.atomic import atomic_directory
 from medveil.data.imageset import ImageSet
-from medveil.errors import IntegrityError, KeyMismatchError
+from medveil.errors import DataError, IntegrityError, KeyMismatchError
 from medveil.keys import Key
 
 STORE_FORMAT = "medveil.store/1"
+RESULTS_FORMAT = "medveil.results/1"
 MANIFEST = "manifest.json"
-SHARD_KINDS = ("view", "labels", "masks", "encoded_masks")
+#: Shard and extra names: lower-case words, so a file name is always ``{split}.{kind}.npy``
+#: or ``{name}.npy`` inside the folder, never a path.
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def _sha256(data: bytes) -> str:
@@ -46,68 +50,157 @@ def _mac(manifest: dict[str, Any], key: Key) -> str:
                     hashlib.sha256).hexdigest()
 
 
-def write_store(out: str | os.PathLike[str], *, arrays: dict[str, dict[str, np.ndarray]],
-                scheme: dict[str, Any], dataset: dict[str, Any], key: Key | None,
-                force: bool = False) -> Path:
-    """Write ``arrays[split][kind]`` and a manifest into ``out``, atomically.
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def content_id(manifest: dict[str, Any]) -> str:
+    """A digest of what a bundle holds (header and shard hashes, not when it was written).
+
+    Results and models name the release they answer by this digest, so an owner can
+    tell results for one release from results for another.
+    """
+    body = {k: v for k, v in manifest.items()
+            if k not in ("manifest_hmac", "created", "medveil_version")}
+    return _sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode())
+
+
+def _count(parts: dict[str, Any]) -> int:
+    """Rows of a split: its views, or its first array where it has none (results)."""
+    first = parts["view"] if "view" in parts else next(iter(parts.values()), ())
+    return int(len(first))
+
+
+def _plan(arrays: dict[str, dict[str, np.ndarray]], extras: dict[str, np.ndarray]
+          ) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    files: list[tuple[str, bytes]] = []
+    shards: list[dict[str, Any]] = []
+    splits: dict[str, dict[str, Any]] = {}
+    for split, parts in arrays.items():
+        if not _NAME.match(split):
+            raise ValueError(f"bad split name {split!r}")
+        splits[split] = {"count": _count(parts)}
+        for kind, array in parts.items():
+            if not _NAME.match(kind):
+                raise ValueError(f"bad shard kind {kind!r}")
+            data = _npy_bytes(array)
+            name = f"{split}.{kind}.npy"
+            files.append((name, data))
+            shards.append({"file": name, "split": split, "kind": kind,
+                           "shape": list(array.shape), "dtype": str(array.dtype),
+                           "bytes": len(data), "sha256": _sha256(data)})
+    for kind, array in extras.items():
+        if not _NAME.match(kind):
+            raise ValueError(f"bad extra name {kind!r}")
+        data = _npy_bytes(array)
+        name = f"{kind}.npy"
+        files.append((name, data))
+        shards.append({"file": name, "split": None, "kind": kind, "shape": list(array.shape),
+                       "dtype": str(array.dtype), "bytes": len(data), "sha256": _sha256(data)})
+    return files, shards, splits
+
+
+def build_manifest(*, arrays: dict[str, dict[str, np.ndarray]],
+                   extras: dict[str, np.ndarray] | None = None, header: dict[str, Any],
+                   key: Key | None, fmt: str = STORE_FORMAT
+                   ) -> tuple[dict[str, Any], list[tuple[str, bytes]]]:
+    """The manifest of a bundle and the shard files it lists (name, bytes)."""
+    files, shards, splits = _plan(arrays, extras or {})
+    manifest: dict[str, Any] = {
+        "format": fmt,
+        "medveil_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **header,
+        "key_fingerprint": None if key is None else key.fingerprint,
+        "splits": splits,
+        "shards": shards,
+    }
+    if key is not None:
+        manifest["manifest_hmac"] = _mac(manifest, key)
+    return manifest, files
+
+
+def write_bundle(out: str | os.PathLike[str], *, arrays: dict[str, dict[str, np.ndarray]],
+                 extras: dict[str, np.ndarray] | None = None, header: dict[str, Any],
+                 key: Key | None, fmt: str = STORE_FORMAT, force: bool = False) -> Path:
+    """Write ``arrays[split][kind]``, ``extras[name]`` and a manifest into ``out``, atomically.
 
     Args:
-        out: the store folder; must not exist unless ``force``.
-        arrays: per split, the view and whatever travels with it (labels, masks).
-        scheme: name, version and params of the scheme that made the views.
-        dataset: name, task, image shape, class names of the source data.
+        out: the folder; must not exist unless ``force``.
+        arrays: per split, the view and whatever travels with it (labels, masks, ...).
+        extras: arrays that belong to no split (a public context, encrypted weights).
+        header: what the manifest says besides the shards (scheme, protocol, dataset).
         key: the owner's key, whose fingerprint and HMAC seal the manifest.
     """
-    shards = []
-    splits: dict[str, dict[str, Any]] = {}
+    manifest, files = build_manifest(arrays=arrays, extras=extras, header=header, key=key,
+                                     fmt=fmt)
     with atomic_directory(out, force=force) as tmp:
-        for split, parts in arrays.items():
-            splits[split] = {"count": int(len(parts["view"]))}
-            for kind, array in parts.items():
-                if kind not in SHARD_KINDS:
-                    raise ValueError(f"unknown shard kind {kind}")
-                buffer = io.BytesIO()
-                np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-                data = buffer.getvalue()
-                name = f"{split}.{kind}.npy"
-                with open(tmp / name, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                shards.append({"file": name, "split": split, "kind": kind,
-                               "shape": list(array.shape), "dtype": str(array.dtype),
-                               "bytes": len(data), "sha256": _sha256(data)})
-        manifest: dict[str, Any] = {
-            "format": STORE_FORMAT,
-            "medveil_version": __version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "scheme": scheme,
-            "key_fingerprint": None if key is None else key.fingerprint,
-            "dataset": dataset,
-            "splits": splits,
-            "shards": shards,
-        }
-        if key is not None:
-            manifest["manifest_hmac"] = _mac(manifest, key)
+        for name, data in files:
+            with open(tmp / name, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return Path(out)
 
 
+def write_store(out: str | os.PathLike[str], *, arrays: dict[str, dict[str, np.ndarray]],
+                scheme: dict[str, Any], dataset: dict[str, Any], key: Key | None,
+                force: bool = False, extras: dict[str, np.ndarray] | None = None,
+                protocol: dict[str, Any] | None = None) -> Path:
+    """A release: the views of every split with what travels beside them (see
+    :func:`write_bundle`)."""
+    header = {"scheme": scheme, "dataset": dataset, "protocol": protocol or {}}
+    return write_bundle(out, arrays=arrays, extras=extras, header=header, key=key, force=force)
+
+
 @dataclass
 class ProtectedStore:
-    """A verified, loaded protected store."""
+    """A verified, loaded bundle: a release (what leaves the owner) or a results set."""
 
-    path: Path
+    path: Path | None
     manifest: dict[str, Any]
     arrays: dict[str, dict[str, np.ndarray]]
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def in_memory(cls, *, arrays: dict[str, dict[str, np.ndarray]],
+                  extras: dict[str, np.ndarray] | None = None, header: dict[str, Any],
+                  key: Key | None, fmt: str = STORE_FORMAT) -> ProtectedStore:
+        """The bundle exactly as :func:`write_bundle` would write and ``open_store`` read it
+        (the bench runs the workflow without the round trip through files)."""
+        manifest, _ = build_manifest(arrays=arrays, extras=extras, header=header, key=key,
+                                     fmt=fmt)
+        return cls(path=None, manifest=manifest, arrays=arrays, extras=dict(extras or {}))
 
     @property
     def scheme_name(self) -> str:
         return str(self.manifest["scheme"]["name"])
 
     @property
+    def protocol_name(self) -> str:
+        return str((self.manifest.get("protocol") or {}).get("name", "view"))
+
+    @property
+    def content_id(self) -> str:
+        return content_id(self.manifest)
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path is not None else "the release"
+
+    @property
     def split_names(self) -> list[str]:
         return list(self.arrays)
+
+    def part(self, split: str) -> dict[str, np.ndarray]:
+        """One split's arrays; an absent split is a clear error."""
+        if split not in self.arrays:
+            raise DataError(f"{self.label} has no split '{split}' (it has "
+                            f"{', '.join(self.arrays) or 'none'})")
+        return self.arrays[split]
 
     def as_imageset(self) -> ImageSet:
         """The views as an :class:`ImageSet`, for processors that train on image views."""
@@ -116,7 +209,7 @@ class ProtectedStore:
             view = parts["view"]
             if view.ndim != 4 or view.dtype != np.float32:
                 raise IntegrityError(
-                    f"store {self.path} holds '{self.scheme_name}' views shaped {view.shape} "
+                    f"store {self.label} holds '{self.scheme_name}' views shaped {view.shape} "
                     f"{view.dtype}, which are not images; this scheme's task runs another way"
                 )
             views.append(view)
@@ -130,11 +223,11 @@ class ProtectedStore:
         return ImageSet(
             images=np.clip(np.concatenate(views), 0.0, 1.0),
             splits=np.concatenate(splits), ids=np.array([f"row{i}" for i in range(n)]),
-            labels=np.concatenate(labels) if labels else None,
-            masks=np.concatenate(masks) if masks else None,
+            labels=np.concatenate(labels) if len(labels) == len(views) and labels else None,
+            masks=np.concatenate(masks) if len(masks) == len(views) and masks else None,
             class_names=dataset.get("class_names"),
             meta={"name": f"{dataset.get('name', 'store')}[{self.scheme_name}]",
-                  "source": str(self.path), "reader": "store",
+                  "source": self.label, "reader": "store",
                   "scheme": self.manifest["scheme"],
                   "key_fingerprint": self.manifest.get("key_fingerprint")},
         )
@@ -144,7 +237,7 @@ def is_store(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
-def _read_manifest(path: Path) -> dict[str, Any]:
+def _read_manifest(path: Path, fmt: str = STORE_FORMAT) -> dict[str, Any]:
     manifest_path = path / MANIFEST
     if not path.is_dir():
         raise IntegrityError(f"{path} is not a protected store folder (it does not exist)")
@@ -158,15 +251,18 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise IntegrityError(f"{manifest_path} is corrupt (not JSON); re-run `medveil protect`") \
             from None
-    if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
-        raise IntegrityError(f"{manifest_path} is not a {STORE_FORMAT} manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise IntegrityError(f"{manifest_path} is not a {fmt} manifest"
+                             + (f" (it is {manifest.get('format')})"
+                                if isinstance(manifest, dict) and manifest.get("format") else ""))
     return manifest
 
 
-def open_store(path: str | os.PathLike[str], *, key: Key | None = None) -> ProtectedStore:
+def open_store(path: str | os.PathLike[str], *, key: Key | None = None,
+               fmt: str = STORE_FORMAT) -> ProtectedStore:
     """Load a store, re-hashing every shard; check the key's fingerprint if one is given."""
     path = Path(path)
-    manifest = _read_manifest(path)
+    manifest = _read_manifest(path, fmt)
     if key is not None:
         expected = manifest.get("key_fingerprint")
         if expected is not None and expected != key.fingerprint:
@@ -179,6 +275,7 @@ def open_store(path: str | os.PathLike[str], *, key: Key | None = None) -> Prote
                                      not hmac.compare_digest(recorded, _mac(manifest, key))):
             raise IntegrityError(f"{path / MANIFEST} has been altered: its HMAC does not match")
     arrays: dict[str, dict[str, np.ndarray]] = {}
+    extras: dict[str, np.ndarray] = {}
     for shard in manifest.get("shards", []):
         file = path / shard["file"]
         if not file.is_file():
@@ -197,12 +294,15 @@ def open_store(path: str | os.PathLike[str], *, key: Key | None = None) -> Prote
         array = np.load(io.BytesIO(data), allow_pickle=False)
         if list(array.shape) != shard["shape"] or str(array.dtype) != shard["dtype"]:
             raise IntegrityError(f"shard {file} does not have the shape / dtype of the manifest")
-        arrays.setdefault(shard["split"], {})[shard["kind"]] = array
+        if shard.get("split") is None:
+            extras[shard["kind"]] = array
+        else:
+            arrays.setdefault(shard["split"], {})[shard["kind"]] = array
     for split, info in manifest.get("splits", {}).items():
-        if split not in arrays or len(arrays[split].get("view", ())) != info["count"]:
+        if split not in arrays or _count(arrays[split]) != info["count"]:
             raise IntegrityError(f"store {path}: split '{split}' does not hold {info['count']} "
                                  "views as its manifest says")
-    return ProtectedStore(path=path, manifest=manifest, arrays=arrays)
+    return ProtectedStore(path=path, manifest=manifest, arrays=arrays, extras=extras)
 
 
 def verify_store(path: str | os.PathLike[str], *, key: Key | None = None) -> dict[str, Any]:

@@ -272,7 +272,8 @@ class SealBackend:
     and multiplications are ciphertext x ciphertext, relinearised once per sum.
     """
 
-    def __init__(self, public: PublicContext, *, encrypted_model: bool = False) -> None:
+    def __init__(self, public: PublicContext, *, encrypted_model: bool = False,
+                 weights: dict[Any, Any] | None = None) -> None:
         seal = sealapi()
         self.seal = seal
         self.public = public
@@ -281,7 +282,9 @@ class SealBackend:
         self.encoder = seal.CKKSEncoder(self.ctx)
         self.encrypted_model = encrypted_model
         self._encryptor = public.encryptor() if encrypted_model else None
-        self._cache: dict[Any, Any] = {}
+        self._cache: dict[Any, Any] = dict(weights or {})
+        #: Weights given encrypted by the owner: the processor never encodes one itself.
+        self._preloaded = weights is not None
         self.rotations = 0
         self._slots = public.params.slots
 
@@ -290,6 +293,11 @@ class SealBackend:
         return float(data.parms().coeff_modulus()[-1].value())
 
     def _encode(self, vec, parms_id, scale):
+        if self._preloaded:
+            from medveil.errors import IntegrityError
+
+            raise IntegrityError("the release's encrypted model lacks a weight the network "
+                                 "needs; it does not match its structure")
         plain = self.seal.Plaintext()
         self.encoder.encode(np.asarray(vec, dtype=np.float64).tolist(), parms_id, scale, plain)
         if not self.encrypted_model:

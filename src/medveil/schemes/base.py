@@ -29,18 +29,6 @@ from medveil.errors import (
 )
 from medveil.keys import Key
 
-#: How the processor's task runs on a scheme's view (see docs/architecture.md).
-#: "view": an ordinary classifier / segmenter is trained and tested on the view itself.
-#: "key_holder": a key holder recovers images and runs the task on them.
-#: "encrypted_inference": the model owner trains in plaintext, the processor evaluates
-#: the model on the views (ciphertexts), the owner decrypts the outputs (ckks); the
-#: scheme provides ``encrypted_utility`` and ``not_applicable_reason``.
-#: "encoded_segmentation": the client also encodes the masks, a server mapping network
-#: learns encoded image -> encoded mask, the client decodes predicted masks (privacy_sf);
-#: the scheme provides ``protect_masks``, ``train_mapping``, ``map_tokens``,
-#: ``decode_masks`` and ``segment`` (the client's round trip).
-UTILITY_PATHS = ("view", "key_holder", "encrypted_inference", "encoded_segmentation")
-
 
 def image_digest(image: np.ndarray) -> str:
     """A short SHA-256 of an image's bytes, for keyed-stream purposes bound to the image.
@@ -72,14 +60,14 @@ class Scheme(ABC):
     invertible: ClassVar[bool] = False
     keyed: ClassVar[bool] = True
     needs_fit: ClassVar[bool] = False
-    utility_path: ClassVar[str] = "view"
+    #: The protocol the processor's task runs under (``medveil.protocols``): "view",
+    #: "key_holder", "encrypted_inference" or "encoded_segmentation".
+    protocol: ClassVar[str] = "view"
     #: Weak reference schemes that exist to show that the attacks bite.
     reference_only: ClassVar[bool] = False
     #: Same key, same image -> same view. False for probabilistic encryption (ckks),
     #: where equal views would leak equal images.
     deterministic_views: ClassVar[bool] = True
-    #: Whether the image attacks (inversion, re-identification) make sense on the view.
-    image_attacks_apply: ClassVar[bool] = True
     #: Invertible schemes: the SSIM a key holder's recovery must reach in the contract
     #: tests, which fit on 64 crops. Exact schemes recover almost perfectly; a learned
     #: lossy codec (primis) fitted on so few images reaches less, and its real figure
@@ -165,11 +153,6 @@ class Scheme(ABC):
     def view_spec(self, image_shape: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
         """Shape (without N) and dtype of the view of images shaped ``image_shape``."""
         return tuple(image_shape), "float32"
-
-    @property
-    def view_is_image(self) -> bool:
-        """True when views can be trained on as (N, C, H, W) images in [0, 1]."""
-        return self.utility_path == "view"
 
     def state_dict(self) -> dict[str, Any]:
         """Owner-side learned parameters; never key bytes or key-derived material."""
@@ -258,8 +241,8 @@ def register(cls: type[Scheme]) -> type[Scheme]:
         raise TypeError(f"{cls.__name__} has no name")
     if name in SCHEMES and SCHEMES[name] is not cls:
         raise ValueError(f"scheme name '{name}' is already registered")
-    if cls.utility_path not in UTILITY_PATHS:
-        raise ValueError(f"{cls.__name__}.utility_path must be one of {UTILITY_PATHS}")
+    if not isinstance(getattr(cls, "protocol", None), str):
+        raise ValueError(f"{cls.__name__}.protocol must name a protocol")
     SCHEMES[name] = cls
     return cls
 

@@ -17,19 +17,15 @@ instead (``attacks.not_applicable``).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
 from medveil.data.imageset import ImageSet
-from medveil.errors import ConfigError, DataError, IntegrityError
+from medveil.errors import ConfigError
+from medveil.he.shipping import CT_SLOT_BYTES, pack_slots, unpack_slots
 from medveil.keys import Key
 from medveil.schemes.base import Scheme, register
-
-#: Bytes reserved per ciphertext in a view: a seeded N = 8192 ciphertext at the top
-#: level serialises (zstd) to about 214 KB; the bound leaves a wide margin.
-CT_SLOT_BYTES = 1 << 18
 
 
 @register
@@ -37,10 +33,9 @@ class CKKSScheme(Scheme):
     name = "ckks"
     invertible = True
     needs_fit = True
-    utility_path = "encrypted_inference"
+    protocol = "encrypted_inference"
     tasks = ("classification",)  # an encrypted CNN classifier
     deterministic_views = False
-    image_attacks_apply = False
 
     def __init__(self, *, architecture: str = "auto", epochs: int = 15,
                  channels_per_segment: int | None = None, encrypted_model: bool = False,
@@ -94,50 +89,43 @@ class CKKSScheme(Scheme):
         groups = self.model.plan.groups if self.model is not None else 1
         return (groups * CT_SLOT_BYTES,), "uint8"
 
-    def encrypt_images(self, images: np.ndarray, *, key: Key) -> list[list[Any]]:
-        owner = self.owner_keys(key)
-        plan = self.model.plan
-        return [[owner.encrypt(vec) for vec in plan.pack_image(image)]
-                for image in self.model.check_images(images)]
-
     def _protect(self, images: np.ndarray, *, key: Key) -> np.ndarray:
         owner = self.owner_keys(key)
         plan = self.model.plan
-        images = self.model.check_images(images)
-        view = np.zeros((len(images), plan.groups * CT_SLOT_BYTES), dtype=np.uint8)
-        for i, image in enumerate(images):
-            for g, vec in enumerate(plan.pack_image(image)):
-                blob = owner.encrypt_bytes(vec)
-                if len(blob) + 8 > CT_SLOT_BYTES:
-                    raise AssertionError(f"ciphertext of {len(blob)} B exceeds its view slot")
-                start = g * CT_SLOT_BYTES
-                view[i, start:start + 8] = np.frombuffer(len(blob).to_bytes(8, "little"),
-                                                         dtype=np.uint8)
-                view[i, start + 8:start + 8 + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
-        return view
+        return pack_slots([[owner.encrypt_bytes(vec) for vec in plan.pack_image(image)]
+                           for image in self.model.check_images(images)])
 
     def view_ciphertexts(self, view: np.ndarray, ctx) -> list[list[Any]]:
         """Parse a view array back into SEAL ciphertexts (any holder of the context)."""
         from medveil.he.ckks import _load, sealapi
 
-        view = np.asarray(view, dtype=np.uint8)
-        groups = self.model.plan.groups
-        if view.ndim != 2 or view.shape[1] != groups * CT_SLOT_BYTES:
-            raise DataError(f"a ckks view row holds {groups * CT_SLOT_BYTES} bytes, got shape "
-                            f"{view.shape}; pass views made by this model")
         seal = sealapi()
-        out = []
-        for row in view:
-            cts = []
-            for g in range(groups):
-                start = g * CT_SLOT_BYTES
-                size = int.from_bytes(row[start:start + 8].tobytes(), "little")
-                if not 0 < size <= CT_SLOT_BYTES - 8:
-                    raise IntegrityError("a ckks view slot has a bad length; the view is "
-                                         "corrupt or truncated")
-                cts.append(_load(seal.Ciphertext(), ctx, row[start + 8:start + 8 + size].tobytes()))
-            out.append(cts)
-        return out
+        return [[_load(seal.Ciphertext(), ctx, blob) for blob in blobs]
+                for blobs in unpack_slots(view, per_row=self.model.plan.groups,
+                                          what="ckks views")]
+
+    def processor_extras(self, key: Key) -> dict[str, np.ndarray]:
+        """What the processor gets beside the ciphertexts: the public context (no secret
+        key) and the model, its weights encrypted under the owner's public key when
+        ``encrypted_model`` (else the folded model in clear)."""
+        from medveil.he.shipping import context_extras, encrypt_weights
+
+        owner = self.owner_keys(key)
+        extras = context_extras(owner.public)
+        if self.params["encrypted_model"]:
+            extras.update(encrypt_weights(owner, self.model.plan))
+        else:
+            extras["ckks_he_model"] = np.frombuffer(self.model.to_bytes(), dtype=np.uint8).copy()
+        return extras
+
+    def decrypt_logits(self, blobs: list[bytes], *, key: Key) -> np.ndarray:
+        """Owner: the processor's encrypted logits -> logits (N, classes)."""
+        from medveil.he.ckks import _load, sealapi
+
+        owner = self.owner_keys(key)
+        seal, plan = sealapi(), self.model.plan
+        return np.stack([owner.decrypt(_load(seal.Ciphertext(), owner.ctx, blob))
+                         [:plan.num_classes] / plan.output_scale for blob in blobs])
 
     def unpack(self, slot_vectors: list[np.ndarray]) -> np.ndarray:
         """The image back from its decrypted packed slot vectors (first channel's copy)."""
@@ -178,55 +166,6 @@ class CKKSScheme(Scheme):
                 f"{sec['max_modulus_bits_128']} (128-bit, {sec['standard']}), scale "
                 f"2^{sec['scale_bits']}; image attacks do not apply; the processor's context "
                 "holds no secret key")
-
-    def encrypted_utility(self, test: ImageSet, *, key: Key,
-                          encrypted_model: bool | None = None) -> dict[str, Any]:
-        """Encrypted inference over ``test``: the owner encrypts, the processor evaluates with
-        the public context only, the owner decrypts the logits.
-
-        Returns metrics from the decrypted logits, the plaintext model's metrics, the
-        agreement of the two, the maximum logit error and timings per image.
-        """
-        from medveil.he.ckks import SealBackend
-        from medveil.he.packing import evaluate_packed
-        from medveil.metrics import classification_metrics, probabilities_from_logits
-
-        self._require_fitted()
-        owner = self.owner_keys(key)
-        plan = self.model.plan
-        enc_model = self.params["encrypted_model"] if encrypted_model is None else encrypted_model
-        backend = SealBackend(owner.public, encrypted_model=enc_model)
-        images = self.model.check_images(test.images)
-        reference = self.model.net.forward(images)
-        started = time.perf_counter()
-        evaluate_packed(plan, [owner.encrypt(v) for v in plan.pack_image(images[0])], backend)
-        compile_s = time.perf_counter() - started
-        logits, enc_s, eval_s, dec_s = [], 0.0, 0.0, 0.0
-        for image in images:
-            t0 = time.perf_counter()
-            cts = [owner.encrypt(v) for v in plan.pack_image(image)]
-            t1 = time.perf_counter()
-            out = evaluate_packed(plan, cts, backend)
-            t2 = time.perf_counter()
-            logits.append(owner.decrypt(out)[:plan.num_classes] / plan.output_scale)
-            t3 = time.perf_counter()
-            enc_s, eval_s, dec_s = enc_s + t1 - t0, eval_s + t2 - t1, dec_s + t3 - t2
-        logits = np.stack(logits)
-        n = len(images)
-
-        return {"metrics": classification_metrics(probabilities_from_logits(logits), test.labels),
-                "plaintext_metrics": classification_metrics(probabilities_from_logits(reference),
-                                                            test.labels),
-                "argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
-                "max_abs_logit_error": float(np.abs(logits - reference).max()),
-                "images": n, "encrypted_model": enc_model, "compile_s": compile_s,
-                "encrypt_ms_per_image": 1000 * enc_s / n, "eval_ms_per_image": 1000 * eval_s / n,
-                "decrypt_ms_per_image": 1000 * dec_s / n,
-                "latency_ms_per_image": 1000 * (enc_s + eval_s + dec_s) / n,
-                "ciphertext_bytes_per_image": float(sum(len(owner.encrypt_bytes(v))
-                                                        for v in plan.pack_image(images[0]))),
-                "rotations_per_image": backend.rotations // (n + 1),
-                "packing": plan.describe()}
 
     # -- state ----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

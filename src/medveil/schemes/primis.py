@@ -49,7 +49,7 @@ class PrimisScheme(Scheme):
     name = "primis"
     invertible = True
     needs_fit = True
-    utility_path = "key_holder"
+    protocol = "key_holder"
     contract_recovery_ssim = 0.6  # 64 crops, 8 epochs; the full-data figure is the bench's
     contract_params = {"min_steps": 0}  # the contract checks behaviour, not the codec's quality
 

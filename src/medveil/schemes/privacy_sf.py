@@ -85,7 +85,7 @@ class PrivacySfScheme(Scheme):
     name = "privacy_sf"
     invertible = False
     needs_fit = True
-    utility_path = "encoded_segmentation"
+    protocol = "encoded_segmentation"
     tasks = ("segmentation",)
     contract_params = {"steps": 10, "map_steps": 10, "crop": 32}
     quick_params = {"steps": 500, "map_steps": 500}  # a sixth; the quick U-Net gets a tenth
@@ -280,6 +280,39 @@ class PrivacySfScheme(Scheme):
             tokens = server(self.protect(np.ascontiguousarray(forward(images)), key=key))
             total += inverse(self.decode_mask_logits(tokens, key=key))
         return (total / len(pairs) > 0).astype(np.uint8)
+
+    def encode_test_copies(self, images: np.ndarray, *, key: Key) -> np.ndarray:
+        """The client's test images and their test-time copies, encoded, copy after copy
+        (what a release ships for the server to map; ``decode_test_copies`` undoes it)."""
+        images = np.asarray(images, dtype=np.float32)
+        return np.concatenate([self.protect(np.ascontiguousarray(forward(images)), key=key)
+                               for forward, _ in copy_transforms(self.params["test_copies"],
+                                                                 images.shape)])
+
+    def decode_test_copies(self, tokens: np.ndarray, *, key: Key) -> np.ndarray:
+        """The server's mask tokens for ``encode_test_copies`` -> binary masks: each copy
+        decoded and flipped back, the mean logit decides (as ``segment`` does)."""
+        shape = (1, *self._image_shape)
+        pairs = copy_transforms(self.params["test_copies"], shape)
+        if len(tokens) % len(pairs):
+            raise DataError(f"{len(tokens)} mask token sequences are not a whole number of "
+                            f"{len(pairs)} test-time copies; the results are not this "
+                            "release's")
+        n = len(tokens) // len(pairs)
+        total = np.zeros((n, 1, *self._image_shape[1:]), dtype=np.float32)
+        for index, (_, inverse) in enumerate(pairs):
+            total += inverse(self.decode_mask_logits(tokens[index * n:(index + 1) * n],
+                                                     key=key))
+        return (total / len(pairs) > 0).astype(np.uint8)
+
+    @classmethod
+    def for_server(cls, params: dict[str, Any], image_shape: tuple[int, ...]
+                   ) -> PrivacySfScheme:
+        """The server's side alone (mapping network, token grid): no key, no client
+        networks; built from a release's parameters and image shape."""
+        server = cls(**params)
+        server._image_shape = tuple(int(v) for v in image_shape)
+        return server
 
     def decode_masks_bypassing_check(self, tokens: np.ndarray, key: Key) -> np.ndarray:
         """A client decoding with a key of its own, past the fingerprint check."""

@@ -1,0 +1,82 @@
+"""Named budgets: how long the processor's model and the attackers train.
+
+One budget is shared by the bench and by the command line (``--budget``), so that a
+workflow run by hand on the same data, seed and key gives the bench's row. A
+budget also says whether a scheme's own training is cut (``scheme_cut``: the
+scheme's ``quick_params`` apply where a row or ``--param`` does not name them).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from medveil.attacks.suite import AttackBudget, InversionBudget, ReidBudget
+from medveil.errors import UnknownNameError
+from medveil.tasks import ClassifierConfig, SegmenterConfig
+
+
+@dataclass
+class BenchBudget:
+    """Everything that differs between budgets (``full``, ``quick``, ``smoke``)."""
+
+    mode: str
+    classifier: ClassifierConfig
+    segmenter: SegmenterConfig
+    attacks: AttackBudget
+    max_train: int | None
+    max_test: int | None
+    scheme_cut: bool = field(default=False)
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> BenchBudget:
+        return get_budget("quick" if quick else "full")
+
+    def scheme_params(self, scheme_class: Any, given: dict[str, Any] | None = None
+                      ) -> dict[str, Any]:
+        """A scheme's parameters under this budget: its ``quick_params`` where the budget
+        cuts schemes, overridden by what the user or the row gives."""
+        defaults = scheme_class.quick_params if self.scheme_cut else {}
+        return {**defaults, **(given or {})}
+
+    def fresh_classifier(self) -> ClassifierConfig:
+        return ClassifierConfig(**self.classifier.__dict__)
+
+    def fresh_segmenter(self) -> SegmenterConfig:
+        return SegmenterConfig(**self.segmenter.__dict__)
+
+
+def _full() -> BenchBudget:
+    return BenchBudget("full", ClassifierConfig(), SegmenterConfig(), AttackBudget(),
+                       max_train=None, max_test=None)
+
+
+def _quick() -> BenchBudget:
+    return BenchBudget("quick", ClassifierConfig(epochs=10),
+                       SegmenterConfig(steps=150, patch=96, eval_every=50),
+                       AttackBudget.quick(), max_train=600, max_test=200, scheme_cut=True)
+
+
+def _smoke() -> BenchBudget:
+    """Seconds, not minutes: for tests of the workflow's plumbing, not of quality."""
+    return BenchBudget("smoke", ClassifierConfig(epochs=2),
+                       SegmenterConfig(steps=12, patch=64, eval_every=6, batch_size=4),
+                       AttackBudget(inversion=InversionBudget(steps=20, batch_size=8,
+                                                              channels=(8, 16, 32)),
+                                    reid=ReidBudget(steps=10, batch_size=16), shadow_images=64,
+                                    max_pairs=64, gallery=32),
+                       max_train=None, max_test=None, scheme_cut=True)
+
+
+BUDGETS = {"full": _full, "quick": _quick, "smoke": _smoke}
+
+
+def get_budget(name: str) -> BenchBudget:
+    """A fresh budget by name; an unknown name is a clear error with a suggestion."""
+    if name not in BUDGETS:
+        near = difflib.get_close_matches(name, list(BUDGETS), n=1, cutoff=0.5)
+        hint = f" Did you mean '{near[0]}'?" if near else ""
+        raise UnknownNameError(f"unknown budget '{name}'.{hint} Known budgets: "
+                               f"{', '.join(BUDGETS)}")
+    return BUDGETS[name]()

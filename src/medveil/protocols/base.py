@@ -1,0 +1,180 @@
+"""The one interface every way of running the processor's task implements.
+
+A *protocol* is how the processor's task runs for a scheme: what the owner ships
+(the release's shards), what the processor does with releases and no key
+(``train``, ``predict``), what the owner or a key holder does with what comes
+back (``decode``, ``recover``), and the bench row it produces. A scheme names its
+protocol (``Scheme.protocol``); the command line, ``protect``, the store, the
+bench and the report call the protocol and never branch on a scheme's or a
+protocol's name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from medveil.data.imageset import ImageSet
+from medveil.errors import ConfigError, DataError, UnknownNameError
+from medveil.metrics import classification_metrics, segmentation_metrics
+
+if TYPE_CHECKING:
+    from medveil.budgets import BenchBudget
+    from medveil.keys import Key
+    from medveil.store import ProtectedStore
+
+Arrays = dict[str, dict[str, np.ndarray]]
+
+
+@dataclass
+class Decoded:
+    """What the owner reads from the processor's results: per-image predictions.
+
+    Classification: ``probabilities`` (N, K) (and ``logits`` where the protocol had
+    them); segmentation: binary ``masks`` (N, 1, H, W).
+    """
+
+    task: str
+    probabilities: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    logits: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.probabilities if self.probabilities is not None else self.masks)
+
+    def metrics(self, truth: ImageSet) -> dict[str, float]:
+        """Accuracy / AUC / F1 / MCC or Dice / IoU against the owner's ground truth."""
+        if len(truth) != len(self):
+            raise DataError(f"{len(self)} predictions for {len(truth)} images of "
+                            f"{truth.name}; pass the data set and split the release was made "
+                            "from (same --seed and --size)")
+        if self.task == "classification":
+            if truth.labels is None:
+                raise DataError(f"{truth.name} has no labels to score predictions against")
+            return classification_metrics(self.probabilities, truth.labels)
+        if truth.masks is None:
+            raise DataError(f"{truth.name} has no masks to score predicted masks against")
+        return segmentation_metrics(self.masks, truth.masks)
+
+
+@dataclass
+class BenchRun:
+    """Everything a protocol's bench row needs: the fitted scheme and the run's setting."""
+
+    spec: Any  #: the row's SchemeSpec (label, name, parameters)
+    scheme: Any  #: fitted on the train split with ``key``
+    row: dict[str, Any]
+    data: ImageSet
+    budget: BenchBudget
+    seed: int
+    key: Key
+    wrong_key: Key
+    fit_s: float
+
+
+class Protocol(ABC):
+    """Base class of the protocols; one module per protocol under ``medveil.protocols``."""
+
+    name: ClassVar[str]
+    #: One line for `medveil schemes`: where the processor's task runs.
+    summary: ClassVar[str]
+
+    # -- owner ----------------------------------------------------------------------
+    @abstractmethod
+    def release(self, scheme: Any, data: ImageSet, *, key: Key
+                ) -> tuple[Arrays, dict[str, np.ndarray], dict[str, Any]]:
+        """What leaves the owner: per-split arrays, extras (no split), and a header that
+        the processor needs (image shape, task); never key bytes or owner state."""
+
+    def decode(self, scheme: Any, results: ProtectedStore, *, key: Key | None) -> Decoded:
+        """The processor's results as predictions the owner can read (default: they are
+        already in clear: probabilities or masks)."""
+        return decoded_in_clear(results)
+
+    def recover(self, scheme: Any, release: ProtectedStore, *, key: Key) -> ImageSet:
+        """Key holders: the images back from a release (invertible schemes)."""
+        images, splits, labels, masks = [], [], [], []
+        for split in release.split_names:
+            part = release.part(split)
+            images.append(np.clip(scheme.recover(part["view"], key=key), 0.0, 1.0)
+                          .astype(np.float32))
+            splits.append(np.full(len(part["view"]), split))
+            labels.append(part.get("labels"))
+            masks.append(part.get("masks"))
+        dataset = release.manifest.get("dataset", {})
+        n = sum(len(i) for i in images)
+        return ImageSet(
+            images=np.concatenate(images), splits=np.concatenate(splits),
+            ids=np.array([f"row{i}" for i in range(n)]),
+            labels=np.concatenate(labels) if all(x is not None for x in labels) else None,
+            masks=np.concatenate(masks) if all(x is not None for x in masks) else None,
+            class_names=dataset.get("class_names"),
+            meta={"name": f"{dataset.get('name', 'release')}[recovered]", "reader": "recover"})
+
+    # -- processor ------------------------------------------------------------------
+    def train(self, releases: list[ProtectedStore], *, budget: BenchBudget, seed: int,
+              progress: bool = False) -> Any:
+        raise ConfigError(f"the '{self.name}' protocol leaves the processor nothing to train: "
+                          f"{self.summary}")
+
+    def predict(self, model: Any, release: ProtectedStore, *, split: str
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The processor's results on ``split`` (arrays by kind) and what they describe."""
+        raise ConfigError(f"the '{self.name}' protocol gives the processor nothing to run: "
+                          f"{self.summary}")
+
+    def save_model(self, model: Any, path: Any) -> None:
+        raise ConfigError(f"the '{self.name}' protocol has no processor model to save")
+
+    def load_model(self, record: dict[str, Any], path: Any) -> Any:
+        raise ConfigError(f"the '{self.name}' protocol has no processor model to load")
+
+    # -- bench ----------------------------------------------------------------------
+    @abstractmethod
+    def bench_row(self, run: BenchRun) -> dict[str, Any]:
+        """One scorecard row: the workflow above on the bench's data, then the attacks."""
+
+
+def decoded_in_clear(results: ProtectedStore) -> Decoded:
+    """Results that are predictions already (probabilities or masks)."""
+    part = results.part(results.manifest["split"])
+    if "probabilities" in part:
+        return Decoded("classification", probabilities=part["probabilities"])
+    if "masks" in part:
+        return Decoded("segmentation", masks=part["masks"])
+    raise DataError(f"{results.label} holds neither probabilities nor masks; it is not a "
+                    "results set of this protocol")
+
+
+# ----------------------------------------------------------------------------- registry
+PROTOCOLS: dict[str, Protocol] = {}
+
+
+def register_protocol(cls: type[Protocol]) -> type[Protocol]:
+    """Class decorator: make a protocol available by its ``name``."""
+    if cls.name in PROTOCOLS and type(PROTOCOLS[cls.name]) is not cls:
+        raise ValueError(f"protocol name '{cls.name}' is already registered")
+    PROTOCOLS[cls.name] = cls()
+    return cls
+
+
+def get_protocol(name: str) -> Protocol:
+    import medveil.protocols  # noqa: F401  (registers the built-in protocols)
+
+    if name not in PROTOCOLS:
+        near = difflib.get_close_matches(name, list(PROTOCOLS), n=1, cutoff=0.5)
+        hint = f" Did you mean '{near[0]}'?" if near else ""
+        raise UnknownNameError(f"unknown protocol '{name}'.{hint} Known protocols: "
+                               f"{', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def protect_batched(scheme: Any, images: np.ndarray, key: Key, batch_size: int = 256
+                    ) -> np.ndarray:
+    """The views of ``images`` in batches (the schemes' memory stays bounded)."""
+    return np.concatenate([scheme.protect(images[i:i + batch_size], key=key)
+                           for i in range(0, len(images), batch_size)])

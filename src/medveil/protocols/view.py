@@ -1,0 +1,133 @@
+"""``view``: the processor trains the standard model on the views themselves.
+
+For schemes whose views are images (plain, obfuscation, fesf, the reference
+schemes). The release holds every split's views with their labels or masks; the
+processor trains the standard classifier or U-Net on the train split (val picks
+the checkpoint) and predicts on a split; its predictions are already readable, so
+the owner's ``decode`` only scores them. The same standard training serves the
+key holder on recovered images (see ``key_holder``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from medveil.data.imageset import ImageSet
+from medveil.errors import DataError, ModelFileError
+from medveil.protocols.base import (
+    Arrays,
+    BenchRun,
+    Decoded,
+    Protocol,
+    protect_batched,
+    register_protocol,
+)
+
+
+def concat_imagesets(parts: list[ImageSet]) -> ImageSet:
+    """Several centres' data as one set (the pooled model's training data)."""
+    if len(parts) == 1:
+        return parts[0]
+    shapes = {p.image_shape for p in parts}
+    tasks = {p.task for p in parts}
+    if len(shapes) > 1 or len(tasks) > 1:
+        raise DataError(f"the releases differ in image shape or task ({sorted(shapes)}, "
+                        f"{sorted(tasks)}); pool releases made the same way")
+    def cat(field: str):
+        values = [getattr(p, field) for p in parts]
+        return None if any(v is None for v in values) else np.concatenate(values)
+    n = sum(len(p) for p in parts)
+    return ImageSet(images=np.concatenate([p.images for p in parts]),
+                    splits=np.concatenate([p.splits for p in parts]),
+                    ids=np.array([f"row{i}" for i in range(n)]), labels=cat("labels"),
+                    masks=cat("masks"), class_names=parts[0].class_names,
+                    meta={"name": "+".join(p.name for p in parts), "reader": "pooled"})
+
+
+def train_standard(data: ImageSet, *, budget, seed: int, progress: bool = False):
+    """The standard classifier or U-Net under ``budget`` (the same for every scheme)."""
+    from medveil.tasks import train_model
+
+    return train_model(data, seed=seed, classifier=budget.fresh_classifier(),
+                       segmenter=budget.fresh_segmenter(), progress=progress)
+
+
+def predict_standard(model, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Probabilities (classification) or binary masks (segmentation) for ``images``."""
+    from medveil.tasks import predict_masks, predict_proba
+
+    if model.task == "classification":
+        if images.shape[1:] != tuple(model.image_shape):
+            raise ModelFileError(
+                f"the model was trained on {model.image_shape} images, these are "
+                f"{images.shape[1:]}; use data made the same way (same --size and --color)")
+        return {"probabilities": predict_proba(model, images).astype(np.float64)}
+    return {"masks": predict_masks(model, images)}
+
+
+def decoded_predictions(predictions: dict[str, np.ndarray]) -> Decoded:
+    """Predictions in clear (what ``predict_standard`` returns) as the owner reads them."""
+    if "probabilities" in predictions:
+        return Decoded("classification", probabilities=predictions["probabilities"])
+    return Decoded("segmentation", masks=predictions["masks"])
+
+
+@register_protocol
+class ViewProtocol(Protocol):
+    name = "view"
+    summary = "the processor trains the standard model on the views"
+
+    def release(self, scheme, data: ImageSet, *, key) -> tuple[Arrays, dict, dict[str, Any]]:
+        arrays: Arrays = {}
+        for split in data.split_names:
+            part = data.split(split)
+            arrays[split] = {"view": protect_batched(scheme, part.images, key)}
+            if part.labels is not None:
+                arrays[split]["labels"] = part.labels
+            if part.masks is not None:
+                arrays[split]["masks"] = part.masks
+        return arrays, {}, {}
+
+    def train(self, releases, *, budget, seed: int, progress: bool = False):
+        data = concat_imagesets([r.as_imageset() for r in releases])
+        return train_standard(data, budget=budget, seed=seed, progress=progress)
+
+    def predict(self, model, release, *, split: str):
+        data = release.as_imageset().split(split)
+        return predict_standard(model, data.images), {"task": model.task}
+
+    def save_model(self, model, path) -> None:
+        model.save(path)
+
+    def load_model(self, record: dict[str, Any], path) -> Any:
+        from medveil.tasks import TrainedModel
+
+        return TrainedModel.load(path)
+
+    def bench_row(self, run: BenchRun) -> dict[str, Any]:
+        from medveil.bench import finish_view_row
+        from medveil.store import ProtectedStore
+
+        scheme, data = run.scheme, run.data
+        started = time.perf_counter()
+        arrays, extras, info = self.release(scheme, data, key=run.key)
+        protect_ms = 1000 * (time.perf_counter() - started) / len(data)
+        release = ProtectedStore.in_memory(arrays=arrays, extras=extras,
+                                           header=release_header(scheme, data, self, info),
+                                           key=run.key)
+        model = self.train([release], budget=run.budget, seed=run.seed)
+        return finish_view_row(run, model, release.as_imageset(),
+                               {s: a["view"] for s, a in arrays.items()}, protect_ms)
+
+
+def release_header(scheme, data: ImageSet, protocol: Protocol, info: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """The manifest's header of a release: scheme, protocol and the data set's shape."""
+    dataset = {"name": data.name, "task": data.task, "image_shape": list(data.image_shape),
+               "class_names": data.class_names}
+    return {"scheme": {"name": scheme.name, "version": scheme.version,
+                       "params": scheme.params},
+            "protocol": {"name": protocol.name, **info}, "dataset": dataset}

@@ -1,0 +1,373 @@
+"""The three roles on files: one function per command, the same for every scheme.
+
+* owner: ``protect`` (release + owner state), ``decode`` (the processor's results
+  -> predictions, with metrics against the owner's ground truth), ``recover``
+  (images back, invertible schemes);
+* processor, with no key and no owner state: ``train`` (on one or several
+  releases), ``predict``;
+* key holder: ``recover`` with the key and the state the owner gave it, then
+  ``train`` / ``predict`` on the recovered images like any plaintext set.
+
+Each function calls the scheme's protocol (``medveil.protocols``); the bench calls
+the same protocol methods in memory, so a bench row is what this workflow gives
+on the same data, seed and key.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medveil.atomic import atomic_directory, atomic_write_bytes, write_private_file
+from medveil.budgets import BenchBudget, get_budget
+from medveil.data.imageset import ImageSet
+from medveil.errors import ConfigError, KeyMismatchError, ModelFileError
+from medveil.keys import Key
+from medveil.owner_state import save_owner_state, scheme_for
+from medveil.protocols import get_protocol
+from medveil.protocols.view import release_header, train_standard
+from medveil.store import (
+    RESULTS_FORMAT,
+    ProtectedStore,
+    is_store,
+    open_store,
+    write_bundle,
+)
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+# ----------------------------------------------------------------------------- owner
+def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.PathLike[str],
+                    state: str | os.PathLike[str] | None = None, seed: int = 0,
+                    params: dict[str, Any] | None = None, budget: str | BenchBudget = "full",
+                    force: bool = False) -> dict[str, Any]:
+    """Fit ``scheme`` on the train split; write the release and the owner state apart.
+
+    The release is what the scheme's protocol ships (views, and what travels with
+    them); the owner state is the fitted scheme, in its own 0700 folder. Image ids
+    (file names can identify patients) are not written.
+    """
+    from medveil.schemes import create, get_scheme_class
+
+    budget = get_budget(budget) if isinstance(budget, str) else budget
+    cls = get_scheme_class(scheme)
+    if state is None and cls.needs_fit:
+        raise ConfigError(f"scheme '{scheme}' keeps owner state (what it fits: networks, host "
+                          "images, the HE model); pass --state FOLDER, a folder that stays "
+                          "with you, apart from the release")
+    if state is not None and (_inside(Path(state), Path(out)) or _inside(Path(out), Path(state))):
+        raise ConfigError(f"--state {state} and --out {out} must be separate folders: the "
+                          "release leaves, the owner state stays")
+    instance = create(scheme, **budget.scheme_params(cls, params))
+    protocol = get_protocol(instance.protocol)
+    started = time.perf_counter()
+    instance.fit(imageset.split("train"), key=key, seed=seed)
+    fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    arrays, extras, info = protocol.release(instance, imageset, key=key)
+    protect_s = time.perf_counter() - started
+    header = release_header(instance, imageset, protocol, info)
+    path = write_bundle(out, arrays=arrays, extras=extras, header=header, key=key, force=force)
+    if state is not None:
+        save_owner_state(state, instance, protocol=protocol.name, force=force)
+    return {"store": str(Path(path)), "state": None if state is None else str(state),
+            "scheme": instance.name, "protocol": protocol.name,
+            "splits": {s: len(next(iter(a.values()))) for s, a in arrays.items()},
+            "fit_s": fit_s, "protect_s": protect_s, "key_fingerprint": key.fingerprint}
+
+
+def decode_results(results: str | os.PathLike[str], *, key: Key | None,
+                   state: str | os.PathLike[str] | None, out: str | os.PathLike[str],
+                   truth: ImageSet | None = None, force: bool = False) -> dict[str, Any]:
+    """Owner: the processor's results -> predictions (CSV or mask PNGs); metrics when the
+    owner's ``truth`` (the data set the release was made from) is given."""
+    bundle = open_store(results, fmt=RESULTS_FORMAT)
+    manifest = bundle.manifest
+    expected = manifest.get("release_key_fingerprint")
+    if key is not None and expected is not None and expected != key.fingerprint:
+        raise KeyMismatchError(f"results {results} answer a release made with key "
+                               f"{expected[:12]}..., not {key.fingerprint[:12]}...; pass the "
+                               "key of the owner who made that release")
+    protocol = get_protocol(manifest["protocol"]["name"])
+    scheme = None
+    if manifest.get("scheme"):
+        scheme = scheme_for(manifest, state, key=key)
+    decoded = protocol.decode(scheme, bundle, key=key)
+    _write_predictions(Path(out), decoded, force=force)
+    summary: dict[str, Any] = {"out": str(out), "images": len(decoded), "task": decoded.task}
+    if truth is not None:
+        summary["metrics"] = decoded.metrics(truth.split(manifest["split"]))
+    return summary
+
+
+def _write_predictions(out: Path, decoded, *, force: bool) -> None:
+    if decoded.task == "classification":
+        if out.exists() and (out.is_dir() or not force):
+            raise ConfigError(f"{out} already exists; choose another --out or pass --force")
+        probs = decoded.probabilities
+        columns = [f"prob_{k}" for k in range(probs.shape[1])]
+        values = [probs]
+        if decoded.logits is not None:
+            columns += [f"logit_{k}" for k in range(decoded.logits.shape[1])]
+            values.append(decoded.logits)
+        table = np.concatenate(values, axis=1)
+        lines = ["index," + ",".join(columns) + ",predicted"]
+        lines += [f"{i}," + ",".join(f"{v:.8g}" for v in row) + f",{int(p.argmax())}"
+                  for i, (row, p) in enumerate(zip(table, probs, strict=True))]
+        _write_private_atomic(out, ("\n".join(lines) + "\n").encode())
+        return
+    from PIL import Image
+
+    with atomic_directory(out, force=force, private=True) as tmp:
+        for i, mask in enumerate(decoded.masks):
+            buffer = io.BytesIO()
+            Image.fromarray((mask[0] > 0).astype(np.uint8) * 255).save(buffer, format="PNG")
+            write_private_file(tmp / f"mask_{i:05d}.png", buffer.getvalue())
+
+
+def _write_private_atomic(path: Path, data: bytes) -> None:
+    atomic_write_bytes(path, data)
+    os.chmod(path, 0o600)
+
+
+def recover_release(release: str | os.PathLike[str], *, key: Key,
+                    state: str | os.PathLike[str] | None, out: str | os.PathLike[str],
+                    force: bool = False) -> dict[str, Any]:
+    """Key holder: the images back from a release, as an npz in the MedMNIST layout
+    (``{split}_images`` float32 (N, C, H, W), ``{split}_labels`` / ``{split}_masks``) or
+    as PNGs under ``out/{split}/``; owner-only files (they are patient images)."""
+    bundle = open_store(release, key=key)
+    scheme = scheme_for(bundle.manifest, state, key=key)
+    if not scheme.invertible:
+        raise ConfigError(f"scheme '{scheme.name}' is not invertible: nobody, key holder "
+                          "included, can get the images back from its release")
+    recovered = get_protocol(bundle.protocol_name).recover(scheme, bundle, key=key)
+    out = Path(out)
+    if out.suffix == ".npz":
+        if out.exists() and (out.is_dir() or not force):
+            raise ConfigError(f"{out} already exists; choose another --out or pass --force")
+        arrays: dict[str, np.ndarray] = {}
+        for split in recovered.split_names:
+            part = recovered.split(split)
+            arrays[f"{split}_images"] = part.images
+            if part.labels is not None:
+                arrays[f"{split}_labels"] = part.labels
+            if part.masks is not None:
+                arrays[f"{split}_masks"] = part.masks
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        _write_private_atomic(out, buffer.getvalue())
+    else:
+        from PIL import Image
+
+        with atomic_directory(out, force=force, private=True) as tmp:
+            for split in recovered.split_names:
+                (tmp / split).mkdir(mode=0o700)
+                for i, image in enumerate(recovered.split(split).images):
+                    picture = np.round(np.moveaxis(image, 0, -1) * 255).astype(np.uint8)
+                    buffer = io.BytesIO()
+                    Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture
+                                    ).save(buffer, format="PNG")
+                    write_private_file(tmp / split / f"{i:05d}.png", buffer.getvalue())
+    return {"out": str(out), "scheme": scheme.name,
+            "splits": {s: int((recovered.splits == s).sum()) for s in recovered.split_names}}
+
+
+# ----------------------------------------------------------------------------- processor
+def _open_sources(sources: list[str], read_options: dict[str, Any]
+                  ) -> tuple[list[ProtectedStore], list[ImageSet]]:
+    from medveil.data import load_dataset
+
+    releases = [open_store(s) for s in sources if is_store(s)]
+    plain = [load_dataset(s, **read_options) for s in sources if not is_store(s)]
+    if releases and plain:
+        raise ConfigError("--data mixes releases and plaintext data sets; train on one kind")
+    return releases, plain
+
+
+def train(sources: list[str], *, out: str | os.PathLike[str], budget: str | BenchBudget =
+          "full", seed: int = 0, epochs: int | None = None, steps: int | None = None,
+          progress: bool = False, read_options: dict[str, Any] | None = None
+          ) -> dict[str, Any]:
+    """Processor (or a key holder on recovered images): train on one or several sources.
+
+    Releases train what their protocol trains (the standard model on views, the
+    mapping network on encoded pairs); several releases train one pooled model.
+    Plaintext sources (a key holder's recovered npz) train the standard model.
+    """
+    from medveil.protocols.view import concat_imagesets
+
+    if not sources:
+        raise ConfigError("give at least one --data")
+    budget = get_budget(budget) if isinstance(budget, str) else budget
+    if epochs is not None:
+        budget.classifier.epochs = epochs
+    if steps is not None:
+        budget.segmenter.steps = steps
+        budget.segmenter.eval_every = min(budget.segmenter.eval_every, steps)
+    releases, plain = _open_sources(sources, read_options or {})
+    if plain:
+        protocol = get_protocol("view")
+        model = train_standard(concat_imagesets(plain), budget=budget, seed=seed,
+                               progress=progress)
+    else:
+        names = {r.protocol_name for r in releases}
+        if len(names) > 1:
+            raise ConfigError(f"the releases run under different protocols ({sorted(names)}); "
+                              "pool releases of one scheme")
+        protocol = get_protocol(names.pop())
+        model = protocol.train(releases, budget=budget, seed=seed, progress=progress)
+    protocol.save_model(model, out)
+    return {"out": str(out), "protocol": protocol.name, "task": model.task,
+            "train_s": model.train_s, "releases": len(releases)}
+
+
+def load_processor_model(path: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """A model file from ``train``: (protocol, model)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist; train one with "
+                             "`medveil train --out MODEL`")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+        protocol_name = record.get("protocol", "view")
+    except Exception:  # noqa: BLE001
+        raise ModelFileError(f"{path} is not a medveil model file") from None
+    protocol = get_protocol(protocol_name)
+    return protocol, protocol.load_model(record, path)
+
+
+def predict(model: str | os.PathLike[str] | None, data: str, *, split: str,
+            out: str | os.PathLike[str], force: bool = False,
+            read_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Processor: results on ``split`` of a release (or of a plaintext set, for a key
+    holder), written as a results set that names the release it answers."""
+    from medveil.protocols.view import predict_standard
+
+    started = time.perf_counter()
+    if is_store(data):
+        release = open_store(data)
+        protocol = get_protocol(release.protocol_name)
+        loaded = None
+        if model is not None:
+            model_protocol, loaded = load_processor_model(model)
+            if model_protocol.name != protocol.name:
+                raise ConfigError(f"{model} is a '{model_protocol.name}' model and {data} a "
+                                  f"'{protocol.name}' release; use a model trained on such "
+                                  "releases")
+        release.part(split)
+        arrays, info = protocol.predict(loaded, release, split=split)
+        header = {"protocol": {"name": protocol.name, **info},
+                  "scheme": release.manifest["scheme"], "release": release.content_id,
+                  "release_key_fingerprint": release.manifest.get("key_fingerprint"),
+                  "dataset": {k: v for k, v in release.manifest.get("dataset", {}).items()
+                              if k != "name"},
+                  "split": split}
+    else:
+        from medveil.data import load_dataset
+
+        if model is None:
+            raise ConfigError(f"{data} is not a release; pass --model to predict on it")
+        protocol, loaded = load_processor_model(model)
+        imageset = load_dataset(data, **(read_options or {}))
+        arrays = predict_standard(loaded, imageset.split(split).images)
+        header = {"protocol": {"name": protocol.name}, "scheme": None, "release": None,
+                  "release_key_fingerprint": None,
+                  "dataset": {"task": imageset.task, "class_names": imageset.class_names},
+                  "split": split}
+    seconds = time.perf_counter() - started
+    write_bundle(out, arrays={split: arrays}, header=header, key=None, fmt=RESULTS_FORMAT,
+                 force=force)
+    count = len(next(iter(arrays.values())))
+    return {"out": str(out), "protocol": protocol.name, "split": split, "images": count,
+            "ms_per_image": 1000 * seconds / max(1, count)}
+
+
+# ----------------------------------------------------------------------------- several centres
+def run_multicentre(data: ImageSet, *, centres: int = 2, scheme: str = "privacy_sf",
+                    budget: str | BenchBudget = "quick", seed: int = 0,
+                    params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metrics per centre: one pooled model against each centre alone.
+
+    The workflow above, in memory: each centre protects its part with its own key
+    (the reproducible bench keys ``centre-i``), the processor trains one model on all
+    releases and one per release, each centre decodes its own results with its own
+    key and state and scores them against its own ground truth.
+    """
+    from medveil.attacks.suite import seeded_key
+    from medveil.multicentre import split_into_centres
+    from medveil.schemes import create, get_scheme_class
+
+    budget = get_budget(budget) if isinstance(budget, str) else budget
+    parts = split_into_centres(data, centres, seed=seed)
+    cls = get_scheme_class(scheme)
+    owners, releases = [], []
+    for index, part in enumerate(parts):
+        key = seeded_key(f"centre-{index}", seed)
+        instance = create(scheme, **budget.scheme_params(cls, params))
+        instance.fit(part.split("train"), key=key, seed=seed + index)
+        protocol = get_protocol(instance.protocol)
+        arrays, extras, info = protocol.release(instance, part, key=key)
+        releases.append(ProtectedStore.in_memory(
+            arrays=arrays, extras=extras, header=release_header(instance, part, protocol, info),
+            key=key))
+        owners.append((instance, key, part))
+    pooled = protocol.train(releases, budget=budget, seed=seed)
+    rows = []
+    for index, ((instance, key, part), release) in enumerate(zip(owners, releases,
+                                                                  strict=True)):
+        alone = protocol.train([release], budget=budget, seed=seed)
+        figures = {}
+        for mode, model in (("pooled", pooled), ("alone", alone)):
+            arrays, _ = protocol.predict(model, release, split="test")
+            results = ProtectedStore.in_memory(arrays={"test": arrays}, header={"split": "test"},
+                                               key=None)
+            decoded = protocol.decode(instance, results, key=key)
+            figures[mode] = decoded.metrics(part.split("test"))
+        rows.append({"centre": index, "n_train": len(part.split("train")),
+                     "n_pairs": len(next(iter(release.part("train").values()))),
+                     "n_test": len(part.split("test")), **figures})
+    metrics = list(rows[0]["pooled"])
+    mean = {mode: {m: float(np.mean([r[mode][m] for r in rows])) for m in metrics}
+            for mode in ("pooled", "alone")}
+    return {"scheme": scheme, "protocol": protocol.name, "params": dict(owners[0][0].params),
+            "centres": centres, "seed": seed, "budget": budget.mode, "dataset": data.name,
+            "rows": rows, "mean": mean}
+
+
+def multicentre_table(record: dict[str, Any]) -> str:
+    """The multi-centre record as a Markdown table (headline metric first)."""
+    metrics = list(record["mean"]["pooled"])
+    head = "| centre | train / test images | training items | " + " | ".join(
+        f"{m} pooled | {m} alone" for m in metrics) + " |"
+    lines = [head, "|" + "---|" * (3 + 2 * len(metrics))]
+    for row in record["rows"]:
+        lines.append(f"| {row['centre']} | {row['n_train']} / {row['n_test']} | "
+                     f"{row['n_pairs']} | " + " | ".join(
+                         f"{row['pooled'][m]:.3f} | {row['alone'][m]:.3f}" for m in metrics)
+                     + " |")
+    lines.append("| mean | | | " + " | ".join(
+        f"{record['mean']['pooled'][m]:.3f} | {record['mean']['alone'][m]:.3f}"
+        for m in metrics) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_multicentre(record: dict[str, Any], out: str | os.PathLike[str], *,
+                      force: bool = False) -> Path:
+    """``out/multicentre.json`` and ``out/multicentre.md``, atomically."""
+    with atomic_directory(out, force=force) as tmp:
+        (tmp / "multicentre.json").write_text(json.dumps(record, indent=2) + "\n")
+        (tmp / "multicentre.md").write_text(multicentre_table(record))
+    return Path(out)

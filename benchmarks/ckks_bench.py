@@ -47,6 +47,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _measure(scheme, test, key, *, encrypted_model: bool) -> dict:
+    """The ckks workflow (release, processor's evaluation, owner's decryption) on ``test``,
+    through the protocol the command line runs; the model plain or encrypted."""
+    from medveil.protocols import get_protocol
+
+    scheme.params["encrypted_model"] = encrypted_model
+    figures, _ = get_protocol(scheme.protocol).measure(scheme, test, key=key)
+    return figures
+
+
 def _fit(data, architecture: str, epochs: int, seed: int, key: Key, encrypted_model=False):
     scheme = create("ckks", architecture=architecture, epochs=epochs,
                     encrypted_model=encrypted_model)
@@ -58,9 +68,9 @@ def bench_tutorial(data, *, epochs: int, seed: int, key: Key, baseline_images: i
                    encrypted_images: int, batch_images: int) -> dict:
     scheme = _fit(data, "tutorial", epochs, seed, key)
     test = data.split("test")
-    single = scheme.encrypted_utility(test, key=key, encrypted_model=False)
-    enc_model = scheme.encrypted_utility(test.subset(np.arange(min(encrypted_images, len(test)))),
-                                         key=key, encrypted_model=True)
+    single = _measure(scheme, test, key, encrypted_model=False)
+    enc_model = _measure(scheme, test.subset(np.arange(min(encrypted_images, len(test)))), key,
+                         encrypted_model=True)
     net = scheme.model.net
     images = scheme.model.check_images(test.images)
     reference = net.forward(images)
@@ -119,9 +129,9 @@ def bench_deep(data, *, epochs: int, seed: int, key: Key, max_images: int) -> di
     scheme = _fit(data, "deep", epochs, seed, key)
     test = data.split("test")
     test = test.subset(np.arange(min(max_images, len(test))))
-    single = scheme.encrypted_utility(test, key=key, encrypted_model=False)
-    enc = scheme.encrypted_utility(test.subset(np.arange(min(20, len(test)))), key=key,
-                                   encrypted_model=True)
+    single = _measure(scheme, test, key, encrypted_model=False)
+    enc = _measure(scheme, test.subset(np.arange(min(20, len(test)))), key,
+                   encrypted_model=True)
     return {"data": data.name, "architecture": "deep", "test_images": single["images"],
             "latency_s": single["latency_ms_per_image"] / 1000,
             "server_eval_s": single["eval_ms_per_image"] / 1000,

@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 
 from medveil.atomic import atomic_write_bytes
-from medveil.bench import BenchBudget, run_header, subsample_for_budget
+from medveil.bench import run_header, subsample_for_budget
+from medveil.budgets import BenchBudget
 from medveil.data import load_dataset
 
 

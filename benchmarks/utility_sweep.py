@@ -14,14 +14,10 @@ import json
 import time
 
 from medveil.attacks.suite import seeded_key
-from medveil.bench import (
-    BenchBudget,
-    parse_schemes,
-    processor_task_data,
-    protect_splits,
-    train_and_score,
-)
+from medveil.bench import parse_schemes
+from medveil.budgets import BenchBudget
 from medveil.data.readers import load_dataset
+from medveil.protocols import get_protocol
 
 
 def main() -> None:
@@ -38,8 +34,8 @@ def main() -> None:
         started = time.perf_counter()
         scheme = spec.create()
         scheme.fit(data.split("train"), key=key, seed=args.seed)
-        task_data = processor_task_data(scheme, data, protect_splits(scheme, data, key), key)
-        metrics, _, _ = train_and_score(task_data, budget, args.seed)
+        metrics = get_protocol(scheme.protocol).utility(scheme, data, key=key, budget=budget,
+                                                        seed=args.seed)
         print(json.dumps({"scheme": spec.label, **metrics,
                           "wall_s": round(time.perf_counter() - started, 1)}), flush=True)
 

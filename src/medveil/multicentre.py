@@ -1,4 +1,4 @@
-"""Multi-centre collaboration for encoded segmentation (privacy_sf's protocol).
+"""Multi-centre data: one data set dealt to N centres (``medveil multicentre``).
 
 N centres each hold their own images and masks and their own key; none sees
 another's data. Every centre fits its own client networks on its own training
@@ -13,15 +13,10 @@ number of centres), seeded.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from medveil.attacks.suite import seeded_key
 from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError
-from medveil.metrics import segmentation_metrics
-from medveil.schemes import create
 
 
 def split_into_centres(data: ImageSet, centres: int, *, seed: int) -> list[ImageSet]:
@@ -37,38 +32,3 @@ def split_into_centres(data: ImageSet, centres: int, *, seed: int) -> list[Image
                               f"{centres} centres; use fewer --centres")
         owner[rows] = np.arange(len(rows)) % centres
     return [data.subset(np.nonzero(owner == c)[0]) for c in range(centres)]
-
-
-def run_multicentre(data: ImageSet, *, centres: int = 3, seed: int = 0,
-                    scheme: str = "privacy_sf", **params: Any) -> dict[str, Any]:
-    """Dice per centre: one pooled server mapping against each centre alone."""
-    if data.task != "segmentation":
-        raise ConfigError(f"{data.name} is not a segmentation set; multi-centre needs masks")
-    parts = split_into_centres(data, centres, seed=seed)
-    clients, pairs, tests = [], [], []
-    for index, part in enumerate(parts):
-        key = seeded_key(f"centre-{index}", seed)
-        client = create(scheme, **params).fit(part.split("train"), key=key, seed=seed + index)
-        train, test = part.split("train"), part.split("test")
-        pairs.append(client.training_pairs(train.images, train.masks, key=key))
-        tests.append((test, key))
-        clients.append(client)
-    server = clients[0]  # the server code is the scheme's; it holds no key
-    pooled = server.train_mapping(pairs, seed=seed)
-    rows = []
-    for index, (client, (test, key)) in enumerate(zip(clients, tests, strict=True)):
-        alone = server.train_mapping([pairs[index]], seed=seed)
-        together = client.segment(
-            test.images, lambda tokens, i=index: server.map_tokens(pooled, tokens, centre=i),
-            key=key)
-        by_itself = client.segment(test.images,
-                                   lambda tokens, net=alone: server.map_tokens(net, tokens),
-                                   key=key)
-        rows.append({"centre": index, "n_train": len(parts[index].split("train")),
-                     "n_pairs": len(pairs[index].images),
-                     "n_test": len(test), "pooled": segmentation_metrics(together, test.masks),
-                     "alone": segmentation_metrics(by_itself, test.masks)})
-    mean = {mode: {metric: float(np.mean([r[mode][metric] for r in rows]))
-                   for metric in ("dice", "iou")} for mode in ("pooled", "alone")}
-    return {"scheme": scheme, "params": dict(clients[0].params), "centres": centres,
-            "seed": seed, "dataset": data.name, "rows": rows, "mean": mean}

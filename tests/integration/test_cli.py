@@ -109,32 +109,26 @@ def test_user_errors_are_one_line(tmp_path, workspace):
                           "cxr-demo"), "does not exist")
 
 
-def test_ckks_owner_and_processor_commands(tmp_path):
-    """Owner trains, exports a public context, encrypts; processor runs; owner decrypts."""
-    key, other = str(tmp_path / "owner.key"), str(tmp_path / "other.key")
-    model = str(tmp_path / "m.he")
-    assert run("keygen", key).returncode == 0 and run("keygen", other).returncode == 0
-    steps = [
-        ("ckks", "train", "--data", "cxr-demo", "--size", "28", "--epochs", "2", "--out", model,
-         "--quiet"),
-        ("ckks", "context", "--key", key, "--model", model, "--out", str(tmp_path / "ctx")),
-        ("ckks", "encrypt", "--key", key, "--model", model, "--data", "cxr-demo", "--size", "28",
-         "--limit", "3", "--out", str(tmp_path / "enc")),
-        ("ckks", "run", "--context", str(tmp_path / "ctx"), "--model", model, "--input",
-         str(tmp_path / "enc"), "--out", str(tmp_path / "res")),
-        ("ckks", "decrypt", "--key", key, "--model", model, "--results", str(tmp_path / "res"),
-         "--out", str(tmp_path / "pred.csv")),
-    ]
-    for step in steps:
-        result = run(*step)
-        assert result.returncode == 0, (step, result.stderr)
-    rows = (tmp_path / "pred.csv").read_text().strip().splitlines()
-    assert rows[0] == "index,logit_0,logit_1,predicted" and len(rows) == 4
-    assert not any(name.startswith("secret") for name in os.listdir(tmp_path / "ctx"))
-    assert_user_error(run("ckks", "decrypt", "--key", other, "--model", model, "--results",
-                          str(tmp_path / "res"), "--out", str(tmp_path / "x.csv")),
-                      "pass the owner's key file")
-    assert_user_error(run("ckks", "run", "--context", str(tmp_path / "nowhere"), "--model", model,
-                          "--input", str(tmp_path / "enc"), "--out", str(tmp_path / "r2")),
-                      "medveil ckks context")
-    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "r2").exists()
+def test_role_commands_refuse_what_they_cannot_do(tmp_path, workspace):
+    """The processor's commands need no key; the owner's refuse a wrong key or no state."""
+    key = str(workspace / "owner.key")
+    other = str(tmp_path / "other.key")
+    assert run("keygen", other).returncode == 0
+    assert run("train", "--data", str(workspace / "store"), "--out", str(tmp_path / "m.pt"),
+               "--budget", "smoke", "--quiet").returncode == 0
+    assert run("predict", "--model", str(tmp_path / "m.pt"), "--data", str(workspace / "store"),
+               "--out", str(tmp_path / "res")).returncode == 0
+    assert_user_error(run("decode", "--key", other, "--results", str(tmp_path / "res"),
+                          "--out", str(tmp_path / "p.csv")), "key")
+    assert not (tmp_path / "p.csv").exists()
+    assert_user_error(run("protect", "--scheme", "obfuscation", "--key", key, "--data",
+                          "cxr-demo", "--out", str(tmp_path / "r")), "--state")
+    assert_user_error(run("protect", "--scheme", "plain", "--key", key, "--data", "cxr-demo",
+                          "--out", str(tmp_path / "r"), "--state", str(tmp_path / "r" / "s")),
+                      "separate")
+    assert_user_error(run("recover", "--key", key, "--data", str(workspace / "store"), "--out",
+                          str(tmp_path / "x.npz"), "--state", str(tmp_path / "nowhere")),
+                      "owner-state")
+    assert_user_error(run("train", "--data", str(workspace / "store"), "--out",
+                          str(tmp_path / "m2.pt"), "--budget", "quik"), "Did you mean 'quick'")
+    assert not (tmp_path / "x.npz").exists() and not (tmp_path / "m2.pt").exists()

@@ -10,7 +10,8 @@ import pytest
 from medveil.attacks import AttackBudget
 from medveil.attacks.inversion import InversionBudget
 from medveil.attacks.reidentify import ReidBudget
-from medveil.bench import BenchBudget, parse_schemes, run_bench
+from medveil.bench import parse_schemes, run_bench
+from medveil.budgets import BenchBudget, get_budget
 from medveil.errors import ConfigError, UnknownNameError
 from medveil.schemes import SCHEMES, Scheme, register
 from medveil.tasks import ClassifierConfig, SegmenterConfig
@@ -70,12 +71,12 @@ def test_scheme_list_parsing():
 
 def test_quick_rows_take_the_schemes_quick_params_unless_named():
     (spec,) = [s for s in parse_schemes("privacy_sf:steps=7") if s.name == "privacy_sf"]
-    quick, full = spec.create(quick=True).params, spec.create().params
+    quick, full = spec.create(budget=get_budget("quick")).params, spec.create().params
     assert quick["steps"] == full["steps"] == 7  # the row's own value wins
     assert quick["map_steps"] == SCHEMES["privacy_sf"].quick_params["map_steps"]
     assert full["map_steps"] > quick["map_steps"]
     (plain,) = [s for s in parse_schemes("plain") if s.name == "plain"]
-    assert plain.create(quick=True).params == plain.create().params
+    assert plain.create(budget=get_budget("quick")).params == plain.create().params
 
 
 def test_ckks_row_reports_encrypted_inference_and_no_image_attacks(tmp_path):

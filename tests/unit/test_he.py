@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from medveil.data import load_dataset
-from medveil.errors import ConfigError, IntegrityError, KeyMismatchError, ModelFileError
+from medveil.errors import ConfigError, IntegrityError, ModelFileError
 from medveil.he.ckks import (
     CKKSParameters,
     OwnerKeys,
@@ -196,22 +196,42 @@ def test_tutorial_baseline_runs_and_is_only_compared(tutorial, cxr28):
     assert logits.shape == (2,) and np.isfinite(logits).all()
 
 
-def test_ckks_workflow_files(tmp_path, cxr28, owner_key, tutorial):
-    from medveil.he.workflow import decrypt_results, encrypt_dataset, export_context, run_encrypted
+def test_ckks_release_runs_with_public_context_and_encrypted_weights(cxr28, owner_key,
+                                                                   tutorial):
+    """The processor evaluates with the release alone; a flipped byte is caught."""
+    from medveil.he.ckks import CKKSParameters, OwnerKeys, _load, sealapi
+    from medveil.he.packing import evaluate_packed
+    from medveil.he.shipping import (
+        context_extras,
+        encrypt_weights,
+        load_public,
+        pack_slots,
+        processor_backend,
+        unpack_slots,
+    )
 
     _, folded = tutorial
     model = HEModel(folded)
+    owner = OwnerKeys(owner_key, CKKSParameters(), model.plan.rotation_steps)
+    extras = {**context_extras(owner.public), **encrypt_weights(owner, model.plan)}
+    public = load_public(extras)
+    plan, backend, info = processor_backend(extras, public)
+    assert info["encrypted_model"] and plan.first[0][0] is None  # no weight values
     images = cxr28.split("test").images[:2]
-    export_context(owner_key, model, tmp_path / "ctx")
-    encrypt_dataset(images, owner_key, model, tmp_path / "enc")
-    run_encrypted(tmp_path / "ctx", model, tmp_path / "enc", tmp_path / "res")
-    logits = decrypt_results(owner_key, model, tmp_path / "res")
-    assert np.abs(logits - folded.forward(images)).max() < 5e-3
-    with pytest.raises(KeyMismatchError):
-        decrypt_results(Key.generate(), model, tmp_path / "res")
-    # a flipped byte in the ciphertexts is caught by the manifest's SHA-256
-    data = bytearray((tmp_path / "enc" / "ciphertexts.bin").read_bytes())
-    data[5000] ^= 1
-    (tmp_path / "enc" / "ciphertexts.bin").write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="SHA-256"):
-        run_encrypted(tmp_path / "ctx", model, tmp_path / "enc", tmp_path / "res2")
+    views = pack_slots([[owner.encrypt_bytes(v) for v in model.plan.pack_image(i[0])]
+                        for i in images])
+    seal = sealapi()
+    logits = []
+    for blobs in unpack_slots(views, per_row=plan.groups):
+        out = evaluate_packed(plan, [_load(seal.Ciphertext(), public.ctx, b) for b in blobs],
+                              backend)
+        logits.append(owner.decrypt(out)[:plan.num_classes] / model.plan.output_scale)
+    assert np.abs(np.stack(logits) - folded.forward(images[:, 0])).max() < 5e-3
+    views[0, 9] ^= 1  # a flipped ciphertext byte: SEAL refuses it or the slot check does
+    with pytest.raises(IntegrityError):
+        for blobs in unpack_slots(views[:1], per_row=plan.groups):
+            [_load(seal.Ciphertext(), public.ctx, b) for b in blobs]
+    tail = views.copy()
+    tail[1, -1] = 7  # bytes after a ciphertext in its slot
+    with pytest.raises(IntegrityError, match="after a ciphertext"):
+        unpack_slots(tail, per_row=plan.groups)

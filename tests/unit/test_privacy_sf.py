@@ -172,10 +172,11 @@ def test_centres_partition_the_data_and_each_gets_pooled_and_alone_figures(fundu
 
 
 def test_a_store_carries_encoded_masks_never_plaintext_masks(tmp_path, fundus):
-    from medveil.protect import protect_dataset
+    from medveil.workflow import protect_dataset
 
     key = Key.generate()
-    protect_dataset(fundus, scheme="privacy_sf", key=key, out=tmp_path / "store", params=SMALL)
+    protect_dataset(fundus, scheme="privacy_sf", key=key, out=tmp_path / "store", params=SMALL,
+                    state=tmp_path / "state")
     names = sorted(p.name for p in (tmp_path / "store").glob("*.npy"))
     assert not any(n.endswith(".masks.npy") for n in names)
     assert "train.encoded_masks.npy" in names and "test.encoded_masks.npy" not in names

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from medveil.errors import ConfigError, IntegrityError, KeyMismatchError
-from medveil.protect import protect_dataset
 from medveil.store import open_store, verify_store
+from medveil.workflow import protect_dataset
 
 
 @pytest.fixture()

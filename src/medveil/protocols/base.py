@@ -134,6 +134,19 @@ class Protocol(ABC):
         raise ConfigError(f"the '{self.name}' protocol has no processor model to load")
 
     # -- bench ----------------------------------------------------------------------
+    def utility(self, scheme: Any, data: ImageSet, *, key: Key, budget: BenchBudget,
+                seed: int) -> dict[str, float]:
+        """The workflow in memory (release, train, predict, decode) scored on ``data``'s
+        test split: the bench row's utility without the attacks (for sweeps)."""
+        from medveil.store import ProtectedStore
+
+        release = in_memory_release(self, scheme, data, key=key)
+        model = self.train([release], budget=budget, seed=seed)
+        arrays, _ = self.predict(model, release, split="test")
+        results = ProtectedStore.in_memory(arrays={"test": arrays}, header={"split": "test"},
+                                           key=None)
+        return self.decode(scheme, results, key=key).metrics(data.split("test"))
+
     @abstractmethod
     def bench_row(self, run: BenchRun) -> dict[str, Any]:
         """One scorecard row: the workflow above on the bench's data, then the attacks."""
@@ -171,6 +184,16 @@ def get_protocol(name: str) -> Protocol:
         raise UnknownNameError(f"unknown protocol '{name}'.{hint} Known protocols: "
                                f"{', '.join(PROTOCOLS)}")
     return PROTOCOLS[name]
+
+
+def in_memory_release(protocol: Protocol, scheme: Any, data: ImageSet, *, key: Key):
+    """The release exactly as `medveil protect` writes it, kept in memory."""
+    from medveil.protocols.view import release_header
+    from medveil.store import ProtectedStore
+
+    arrays, extras, info = protocol.release(scheme, data, key=key)
+    return ProtectedStore.in_memory(arrays=arrays, extras=extras,
+                                    header=release_header(scheme, data, protocol, info), key=key)
 
 
 def protect_batched(scheme: Any, images: np.ndarray, key: Key, batch_size: int = 256

@@ -88,47 +88,37 @@ class EncryptedInferenceProtocol(Protocol):
         return Decoded("classification", probabilities=probabilities_from_logits(logits),
                        logits=logits)
 
-    def bench_row(self, run: BenchRun) -> dict[str, Any]:
-        """The workflow on the test split; the image attacks do not apply (RLWE
-        ciphertexts): the row says why, with the parameters and security level.
-        Recovery (the owner's decryption) and the wrong-key check run on the first
-        ``RECOVERY_IMAGES`` test images."""
-        from medveil.bench import GRID_IMAGES, RECOVERY_IMAGES
-        from medveil.metrics import (
-            classification_metrics,
-            image_similarity,
-            probabilities_from_logits,
-        )
+    def measure(self, scheme, data, *, key) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The workflow on ``data``'s test split in memory, timed: the figures of the
+        bench row's ``encrypted_inference`` section, and the release's arrays."""
+        from medveil.metrics import classification_metrics, probabilities_from_logits
         from medveil.protocols.view import release_header
         from medveil.store import ProtectedStore
 
-        scheme, row = run.scheme, run.row
-        test = run.data.split(SHIPPED_SPLIT)
+        test = data.split(SHIPPED_SPLIT)
         started = time.perf_counter()
-        arrays, extras, info = self.release(scheme, run.data, key=run.key)
+        arrays, extras, info = self.release(scheme, data, key=key)
         release_s = time.perf_counter() - started
         release = ProtectedStore.in_memory(arrays=arrays, extras=extras,
-                                           header=release_header(scheme, run.data, self, info),
-                                           key=run.key)
+                                           header=release_header(scheme, data, self, info),
+                                           key=key)
         predicted, timing = self.predict(None, release, split=SHIPPED_SPLIT)
         results = ProtectedStore.in_memory(arrays={SHIPPED_SPLIT: predicted},
                                            header={"split": SHIPPED_SPLIT}, key=None)
         started = time.perf_counter()
-        decoded = self.decode(scheme, results, key=run.key)
+        decoded = self.decode(scheme, results, key=key)
         decrypt_ms = 1000 * (time.perf_counter() - started) / len(test)
         reference = scheme.model.net.forward(scheme.model.check_images(test.images))
-        row["params"] = dict(scheme.params)
-        row["utility"] = decoded.metrics(test)
         view_bytes = float(np.mean([sum(len(b) for b in blobs) for blobs in
                                     _blobs(arrays[SHIPPED_SPLIT]["view"], scheme)]))
-        encrypt_ms = 1000 * release_s / len(test)
-        row["encrypted_inference"] = {
+        figures = {
+            "metrics": decoded.metrics(test),
             "plaintext_metrics": classification_metrics(probabilities_from_logits(reference),
                                                         test.labels),
             "argmax_agreement": float(np.mean(decoded.logits.argmax(1) == reference.argmax(1))),
             "max_abs_logit_error": float(np.abs(decoded.logits - reference).max()),
             "images": len(test), "encrypted_model": info["encrypted_model"],
-            "compile_s": timing["compile_s"], "release_ms_per_image": encrypt_ms,
+            "compile_s": timing["compile_s"], "release_ms_per_image": 1000 * release_s / len(test),
             "eval_ms_per_image": timing["eval_ms_per_image"],
             "decrypt_ms_per_image": decrypt_ms,
             "latency_ms_per_image": timing["eval_ms_per_image"] + decrypt_ms,
@@ -137,6 +127,25 @@ class EncryptedInferenceProtocol(Protocol):
                                      if k.startswith("ckks_model") or k == "ckks_he_model")),
             "rotations_per_image": timing["rotations_per_image"],
             "packing": scheme.model.plan.describe(), "security": info["security"]}
+        return figures, arrays
+
+    def utility(self, scheme, data, *, key, budget, seed: int) -> dict[str, float]:
+        return self.measure(scheme, data, key=key)[0]["metrics"]
+
+    def bench_row(self, run: BenchRun) -> dict[str, Any]:
+        """The workflow on the test split; the image attacks do not apply (RLWE
+        ciphertexts): the row says why, with the parameters and security level.
+        Recovery (the owner's decryption) and the wrong-key check run on the first
+        ``RECOVERY_IMAGES`` test images."""
+        from medveil.bench import GRID_IMAGES, RECOVERY_IMAGES
+        from medveil.metrics import image_similarity
+
+        scheme, row = run.scheme, run.row
+        test = run.data.split(SHIPPED_SPLIT)
+        figures, arrays = self.measure(scheme, run.data, key=run.key)
+        row["params"] = dict(scheme.params)
+        row["utility"] = figures.pop("metrics")
+        row["encrypted_inference"] = figures
         sample = test.images[:RECOVERY_IMAGES]
         view = arrays[SHIPPED_SPLIT]["view"][:RECOVERY_IMAGES]
         recovered = scheme.recover(view, key=run.key)
@@ -145,10 +154,11 @@ class EncryptedInferenceProtocol(Protocol):
                                             scheme.recover_bypassing_check(view, run.wrong_key))
         row["attacks"] = {"visual": None, "known_plaintext": None, "shadow_key": None,
                           "reidentify": None, "not_applicable": scheme.not_applicable_reason()}
-        row["cost"] = {"fit_s": run.fit_s, "protect_ms_per_image": encrypt_ms,
+        row["cost"] = {"fit_s": run.fit_s,
+                       "protect_ms_per_image": figures["release_ms_per_image"],
                        "train_s": scheme.model.info.get("train_s"),
-                       "infer_ms_per_image": timing["eval_ms_per_image"] + decrypt_ms,
-                       "view_bytes_per_image": view_bytes,
+                       "infer_ms_per_image": figures["latency_ms_per_image"],
+                       "view_bytes_per_image": figures["ciphertext_bytes_per_image"],
                        "plain_bytes_per_image": float(np.prod(test.image_shape))}
         row["_pictures"] = {"original": sample[:GRID_IMAGES],
                             "key-holder recovery": recovered[:GRID_IMAGES]}

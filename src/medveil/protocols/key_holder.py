@@ -26,6 +26,16 @@ class KeyHolderProtocol(Protocol):
     def release(self, scheme, data, *, key):
         return ViewProtocol.release(self, scheme, data, key=key)
 
+    def utility(self, scheme, data, *, key, budget, seed: int) -> dict[str, float]:
+        from medveil.protocols.base import in_memory_release
+        from medveil.protocols.view import decoded_predictions, predict_standard
+
+        recovered = self.recover(scheme, in_memory_release(self, scheme, data, key=key),
+                                 key=key)
+        model = train_standard(recovered, budget=budget, seed=seed)
+        predictions = predict_standard(model, recovered.split("test").images)
+        return decoded_predictions(predictions).metrics(data.split("test"))
+
     def bench_row(self, run: BenchRun) -> dict[str, Any]:
         from medveil.bench import finish_view_row
         from medveil.metrics import texture_agreement

@@ -1,0 +1,258 @@
+"""Every scheme end to end by role, as separate `medveil` processes passing only files.
+
+The owner protects (release + owner state), the processor trains and predicts with
+the release alone (no key file, no state folder), the owner decodes (or a key
+holder recovers, trains and predicts on what it recovered). Each workflow's
+utility figure must equal the `medveil bench` row on the same data, seed and key
+(the bench's reproducible victim key, written to a file through the library), and
+nothing the processor received may hold key bytes or the owner state's weights.
+Budgets are the named `smoke` budget and small scheme parameters: these tests
+check the plumbing and the equality, not the quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medveil.attacks.suite import seeded_key
+from medveil.data import load_dataset
+from tests.conftest import key_secret
+
+MEDVEIL = [sys.executable, "-m", "medveil.cli"]
+
+#: (scheme, bench row / --param list, data set) for every scheme of the mission.
+CASES = {
+    "plain": ([], "cxr"),
+    "obfuscation": (["epochs=1", "width=8", "latent_dim=16"], "cxr"),
+    "fesf": (["epochs=1", "max_hosts=16", "width=8"], "cxr"),
+    "primis": (["epochs=1", "min_steps=0"], "cxr"),
+    "ckks": (["epochs=2", "encrypted_model=true"], "cxr"),
+    "privacy_sf": (["steps=8", "map_steps=8", "crop=32", "width=16", "map_width=16",
+                    "map_blocks=1", "client_copies=flips", "test_copies=flips"], "chase"),
+}
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run([*MEDVEIL, *args], capture_output=True, text=True, cwd=cwd,
+                            env=env, timeout=600)
+    assert result.returncode == 0, f"medveil {' '.join(args)}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory):
+    """A small 28 px chest X-ray set (real images), the bench key, and the bench rows."""
+    root = tmp_path_factory.mktemp("workflow")
+    data = load_dataset("cxr-demo", size=28, seed=0)
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 96), ("val", 24), ("test", 32)):
+        part = data.split(split)
+        index = np.sort(rng.choice(len(part), n, replace=False))
+        arrays[f"{split}_images"] = np.round(part.images[index, 0] * 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = part.labels[index]
+    np.savez(root / "cxr.npz", **arrays)
+    key = seeded_key("victim", 0)
+    key.save(root / "owner.key")
+    sources = {"cxr": ["--data", "cxr.npz"], "chase": ["--data", "chase-demo", "--size", "64"]}
+    rows = {}
+    for kind, source in sources.items():
+        specs = ",".join(":".join([name, *params]) for name, (params, data_kind) in CASES.items()
+                         if data_kind == kind and name != "plain")
+        run("bench", *source, "--schemes", specs, "--budget", "smoke", "--quiet",
+            "--out", f"bench-{kind}", cwd=root)
+        card = json.loads((root / f"bench-{kind}" / "scorecard.json").read_text())
+        for row in card["results"]:
+            rows[row["scheme"].split(":")[0] if row["scheme"] != "plain" or kind == "cxr"
+                 else "plain-chase"] = row
+    return {"root": root, "sources": sources, "rows": rows, "key": key}
+
+
+def _files(*folders: Path) -> list[Path]:
+    out = []
+    for folder in folders:
+        out += [folder] if folder.is_file() else [p for p in folder.rglob("*") if p.is_file()]
+    return out
+
+
+def _state_arrays(state: Path) -> list[np.ndarray]:
+    """The owner state's float arrays (its networks, host images, the HE model's weights)."""
+    found = []
+    with np.load(state / "arrays.npz") as archive:
+        for name in archive.files:
+            array = archive[name]
+            if array.dtype == np.uint8 and array.size > 1000:  # a serialised HE model
+                from medveil.he.model import HEModel
+
+                net = HEModel.from_bytes(array.tobytes()).net
+                found += [net.first_weight, net.hidden_weight, net.final_weight]
+            elif array.dtype.kind == "f" and array.size >= 8:
+                found.append(array)
+    return found
+
+
+def _patterns(values: np.ndarray) -> dict[int, np.ndarray]:
+    """An array's distinct, non-round weights as float32 and float64 bit patterns."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    values = values[np.abs(values) > 1e-3]
+    out = {}
+    for width, dtype, low_bits in ((4, np.float32, 0xFF), (8, np.float64, 0xFFFF)):
+        patterns = np.unique(values.astype(dtype).view(f"u{width}"))
+        out[width] = patterns[(patterns & low_bits) != 0]  # drop round numbers such as 1.0
+    return out
+
+
+def _leaked(data: bytes, arrays: list[dict[int, np.ndarray]]) -> bool:
+    """Whether any array's weights appear in ``data`` at any byte alignment: more than 1 %
+    of its patterns (a copied array matches almost all; chance matches a handful)."""
+    for width in (4, 8):
+        union = np.unique(np.concatenate([a[width] for a in arrays]))
+        for offset in range(width):
+            usable = (len(data) - offset) // width * width
+            words = np.frombuffer(data[offset:offset + usable], dtype=f"u{width}")
+            found = np.intersect1d(union, words)
+            for array in arrays:
+                if len(array[width]) >= 8 and \
+                        np.isin(array[width], found).sum() > max(8, 0.01 * len(array[width])):
+                    return True
+    return False
+
+
+def _assert_nothing_leaks(room, state: Path | None, *received: Path) -> None:
+    secret = key_secret(room["key"])
+    weights = [_patterns(a) for a in _state_arrays(state)] if state is not None else []
+    for path in _files(*received):
+        data = path.read_bytes()
+        assert secret not in data and secret.hex().encode() not in data, path
+        assert not (weights and _leaked(data, weights)), f"{path} holds owner-state weights"
+
+
+def test_the_leak_check_finds_a_copied_array(tmp_path):
+    weights = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)
+    noise = np.random.default_rng(1).normal(size=5000).astype(np.float32).tobytes()
+    assert not _leaked(noise, [_patterns(weights)])
+    assert _leaked(b"xyz" + noise + weights[5:9].astype(np.float64).tobytes(),
+                   [_patterns(weights)])
+
+
+def _protect(room, scheme: str, data_kind: str, params: list[str]) -> tuple[Path, Path]:
+    root = room["root"]
+    args = ["protect", "--scheme", scheme, "--key", "owner.key", *room["sources"][data_kind],
+            "--out", f"{scheme}-release", "--state", f"{scheme}-state", "--budget", "smoke"]
+    for param in params:
+        args += ["--param", param]
+    run(*args, cwd=root)
+    state = root / f"{scheme}-state"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in state.iterdir())
+    assert not (root / f"{scheme}-release" / "state.json").exists()
+    return root / f"{scheme}-release", state
+
+
+@pytest.mark.parametrize("scheme", ["plain", "obfuscation", "fesf"])
+def test_view_schemes_by_role_equal_the_bench(room, scheme):
+    params, kind = CASES[scheme]
+    root = room["root"]
+    release, state = _protect(room, scheme, kind, params)
+    # processor: the release only
+    run("train", "--data", release.name, "--out", f"{scheme}.pt", "--budget", "smoke",
+        "--quiet", cwd=root)
+    run("predict", "--model", f"{scheme}.pt", "--data", release.name, "--split", "test",
+        "--out", f"{scheme}-results", cwd=root)
+    _assert_nothing_leaks(room, state, release, root / f"{scheme}.pt", root / f"{scheme}-results")
+    # owner
+    decoded = run("decode", "--key", "owner.key", "--state", state.name, "--results",
+                  f"{scheme}-results", "--out", f"{scheme}.csv", *room["sources"][kind], cwd=root)
+    figures = _metrics(decoded)
+    for name, value in room["rows"][scheme]["utility"].items():
+        assert figures[name] == pytest.approx(value, abs=1e-6), name
+    assert len((root / f"{scheme}.csv").read_text().splitlines()) == 33
+
+
+def test_primis_key_holder_recovers_trains_and_equals_the_bench(room):
+    params, kind = CASES["primis"]
+    root = room["root"]
+    release, state = _protect(room, "primis", kind, params)
+    # the processor has nothing to train on codes: a clear error, exit 2
+    refused = subprocess.run([*MEDVEIL, "train", "--data", release.name, "--out", "x.pt"],
+                             capture_output=True, text=True, cwd=root)
+    assert refused.returncode == 2 and "recover" in refused.stderr
+    _assert_nothing_leaks(room, state, release)
+    # the key holder: recover with key and state, then the standard task on the images
+    run("recover", "--key", "owner.key", "--state", state.name, "--data", release.name,
+        "--out", "primis-recovered.npz", cwd=root)
+    assert stat.S_IMODE((root / "primis-recovered.npz").stat().st_mode) == 0o600
+    run("train", "--data", "primis-recovered.npz", "--out", "primis.pt", "--budget", "smoke",
+        "--quiet", cwd=root)
+    run("predict", "--model", "primis.pt", "--data", "primis-recovered.npz", "--out",
+        "primis-results", cwd=root)
+    decoded = run("decode", "--key", "owner.key", "--state", state.name, "--results",
+                  "primis-results", "--out", "primis.csv", *room["sources"][kind], cwd=root)
+    figures = _metrics(decoded)
+    for name, value in room["rows"]["primis"]["utility"].items():
+        assert figures[name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_ckks_encrypted_model_by_role(room):
+    params, kind = CASES["ckks"]
+    root = room["root"]
+    release, state = _protect(room, "ckks", kind, params)
+    assert {p.name for p in release.iterdir()} >= {"ckks_model_weights.npy",
+                                                    "ckks_galois_keys.npy", "test.view.npy"}
+    assert not (release / "ckks_he_model.npy").exists()
+    # processor: no model file, the release carries the encrypted model
+    run("predict", "--data", release.name, "--out", "ckks-results", cwd=root)
+    _assert_nothing_leaks(room, state, release, root / "ckks-results")
+    decoded = run("decode", "--key", "owner.key", "--state", state.name, "--results",
+                  "ckks-results", "--out", "ckks.csv", *room["sources"][kind], cwd=root)
+    figures = _metrics(decoded)
+    row = room["rows"]["ckks"]
+    # CKKS is approximate and its encryption random: logits agree to ~1e-3, not 1e-6
+    for name, value in row["utility"].items():
+        assert figures[name] == pytest.approx(value, abs=0.02), name
+    # agreement with the plaintext HE model
+    from medveil.he.model import HEModel
+    from medveil.owner_state import load_owner_state
+
+    model: HEModel = load_owner_state(state).model
+    images = load_dataset(root / "cxr.npz").split("test").images
+    reference = model.net.forward(model.check_images(images)).argmax(1)
+    lines = (root / "ckks.csv").read_text().splitlines()[1:]
+    predicted = np.array([int(line.rsplit(",", 1)[1]) for line in lines])
+    assert np.mean(predicted == reference) >= 0.995
+    # a wrong key cannot decode
+    other = root / "other.key"
+    if not other.exists():
+        run("keygen", "other.key", cwd=root)
+    refused = subprocess.run([*MEDVEIL, "decode", "--key", "other.key", "--state", state.name,
+                              "--results", "ckks-results", "--out", "x.csv"],
+                             capture_output=True, text=True, cwd=root)
+    assert refused.returncode == 2 and "key" in refused.stderr
+
+
+def test_privacy_sf_encoded_segmentation_by_role(room):
+    params, kind = CASES["privacy_sf"]
+    root = room["root"]
+    release, state = _protect(room, "privacy_sf", kind, params)
+    assert not (release / "test.masks.npy").exists()  # test masks stay with the owner
+    run("train", "--data", release.name, "--out", "psf.pt", "--budget", "smoke", "--quiet",
+        cwd=root)
+    run("predict", "--model", "psf.pt", "--data", release.name, "--out", "psf-results",
+        cwd=root)
+    _assert_nothing_leaks(room, state, release, root / "psf.pt", root / "psf-results")
+    decoded = run("decode", "--key", "owner.key", "--state", state.name, "--results",
+                  "psf-results", "--out", "psf-masks", *room["sources"][kind], cwd=root)
+    figures = _metrics(decoded)
+    for name, value in room["rows"]["privacy_sf"]["utility"].items():
+        assert figures[name] == pytest.approx(value, abs=1e-6), name
+    masks = sorted((root / "psf-masks").glob("mask_*.png"))
+    assert len(masks) == len(load_dataset("chase-demo", size=64).split("test"))

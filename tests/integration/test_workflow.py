@@ -144,6 +144,11 @@ def test_the_leak_check_finds_a_copied_array(tmp_path):
                    [_patterns(weights)])
 
 
+def _metrics(result: subprocess.CompletedProcess) -> dict[str, float]:
+    line = result.stdout.strip().splitlines()[-1].split()
+    return {line[i]: float(line[i + 1]) for i in range(0, len(line), 2)}
+
+
 def _protect(room, scheme: str, data_kind: str, params: list[str]) -> tuple[Path, Path]:
     root = room["root"]
     args = ["protect", "--scheme", scheme, "--key", "owner.key", *room["sources"][data_kind],

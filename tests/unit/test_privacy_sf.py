@@ -156,15 +156,17 @@ def test_bench_refuses_a_segmentation_scheme_on_classification_data(tmp_path):
 
 
 def test_centres_partition_the_data_and_each_gets_pooled_and_alone_figures(fundus):
-    from medveil.multicentre import run_multicentre, split_into_centres
+    from medveil.multicentre import split_into_centres
+    from medveil.workflow import multicentre_table, run_multicentre
 
     parts = split_into_centres(fundus, 2, seed=0)
     ids = np.concatenate([p.ids for p in parts])
     assert sorted(ids) == sorted(fundus.ids) and all(len(p.split("test")) for p in parts)
     with pytest.raises(ConfigError, match="fewer"):
         split_into_centres(fundus, 50, seed=0)
-    record = run_multicentre(fundus, centres=2, seed=0, **SMALL)
+    record = run_multicentre(fundus, centres=2, seed=0, params=SMALL, budget="smoke")
     assert [r["centre"] for r in record["rows"]] == [0, 1]
+    assert "dice pooled" in multicentre_table(record)
     for row, part in zip(record["rows"], parts, strict=True):
         assert 0 <= row["pooled"]["dice"] <= 1 and 0 <= row["alone"]["dice"] <= 1
         assert row["n_train"] == len(part.split("train"))

@@ -1,9 +1,9 @@
 """`medveil bench`: every chosen scheme through one pipeline into one scorecard.
 
 For each scheme: the owner fits it on the training split and protects every
-split with the victim key; the processor's task runs the way the scheme
-declares (``utility_path``) with the same model and budget as ``plain``; the
-attack suite attacks the held-out test views; key holders' recovery and a
+split with the victim key; the processor's task runs through the scheme's
+protocol (the calls the command line makes) with the same model and budget as
+``plain``; the attack suite attacks the held-out test views; key holders' recovery and a
 wrong-key decode are measured for invertible schemes. A scheme that fails
 becomes a row with ``status: error`` and the others go on.
 """

@@ -168,7 +168,7 @@ def test_he_model_file_round_trip_and_bad_file(tutorial, tmp_path, cxr28):
     images = cxr28.split("test").images[:2]
     assert np.array_equal(again.net.forward(images), folded.forward(images))
     (tmp_path / "bad.he").write_bytes(b"not a model")
-    with pytest.raises(ModelFileError, match="medveil ckks train"):
+    with pytest.raises(ModelFileError, match="medveil protect --scheme ckks"):
         HEModel.load(tmp_path / "bad.he")
     with pytest.raises(Exception, match="1x28x28"):
         again.check_images(np.zeros((1, 1, 64, 64)))

@@ -84,8 +84,8 @@ class HEModel:
                             **{name: arrays[name] for name in _ARRAYS})
         except Exception as exc:
             raise ModelFileError(f"{source} is not a medveil HE model file "
-                                 f"({type(exc).__name__}); make one with `medveil ckks train`"
-                                 ) from exc
+                                 f"({type(exc).__name__}); make one with `medveil protect "
+                                 "--scheme ckks --state STATE`") from exc
         return cls(net, meta.get("channels_per_segment"), meta.get("info", {}))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -96,7 +96,7 @@ class HEModel:
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"HE model file {path} does not exist; make one with "
-                                 "`medveil ckks train`")
+                                 "`medveil protect --scheme ckks --state STATE`")
         return cls.from_bytes(path.read_bytes(), source=str(path))
 
 

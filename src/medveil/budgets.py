@@ -8,12 +8,11 @@ scheme's ``quick_params`` apply where a row or ``--param`` does not name them).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
 from medveil.attacks.suite import AttackBudget, InversionBudget, ReidBudget
-from medveil.errors import UnknownNameError
+from medveil.errors import unknown_name
 from medveil.tasks import ClassifierConfig, SegmenterConfig
 
 
@@ -75,8 +74,5 @@ BUDGETS = {"full": _full, "quick": _quick, "smoke": _smoke}
 def get_budget(name: str) -> BenchBudget:
     """A fresh budget by name; an unknown name is a clear error with a suggestion."""
     if name not in BUDGETS:
-        near = difflib.get_close_matches(name, list(BUDGETS), n=1, cutoff=0.5)
-        hint = f" Did you mean '{near[0]}'?" if near else ""
-        raise UnknownNameError(f"unknown budget '{name}'.{hint} Known budgets: "
-                               f"{', '.join(BUDGETS)}")
+        raise unknown_name("budget", name, list(BUDGETS))
     return BUDGETS[name]()

@@ -56,3 +56,12 @@ class ModelFileError(MedveilError):
 
 class MissingDependencyError(MedveilError):
     """An optional dependency is not installed; the message gives the install hint."""
+
+
+def unknown_name(kind: str, name: str, known: list[str]) -> UnknownNameError:
+    """The registries' error: the unknown ``name``, the closest known one, all known."""
+    import difflib
+
+    near = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+    hint = f" Did you mean '{near[0]}'?" if near else ""
+    return UnknownNameError(f"unknown {kind} '{name}'.{hint} Known {kind}s: {', '.join(known)}")

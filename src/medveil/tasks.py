@@ -86,18 +86,7 @@ class TrainedModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainedModel:
-        import torch
-
-        path = Path(path)
-        if not path.is_file():
-            raise ModelFileError(f"model file {path} does not exist; train one with "
-                                 "`medveil train --out MODEL`")
-        try:
-            record = torch.load(path, map_location="cpu", weights_only=True)
-            if record.get("format") != MODEL_FORMAT:
-                raise ValueError("format")
-        except Exception:  # noqa: BLE001
-            raise ModelFileError(f"{path} is not a medveil model file ({MODEL_FORMAT})") from None
+        record = read_model_record(path)
         net_config = record["net_config"]
         if record["task"] == "classification":
             from medveil.nets.classifier import SmallCNN
@@ -113,6 +102,23 @@ class TrainedModel:
                    num_classes=record["num_classes"], config=record["config"],
                    history=record["history"], train_s=record["train_s"],
                    data_name=record["data_name"], key_fingerprint=record["key_fingerprint"])
+
+
+def read_model_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A model file's record (torch, ``weights_only``: no pickled code), format checked."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist; train one with "
+                             "`medveil train --out MODEL`")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+        if record.get("format") != MODEL_FORMAT:
+            raise ValueError("format")
+    except Exception:  # noqa: BLE001
+        raise ModelFileError(f"{path} is not a medveil model file ({MODEL_FORMAT})") from None
+    return record
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -27,7 +27,7 @@ import numpy as np
 from medveil.atomic import atomic_directory, atomic_write_bytes, write_private_file
 from medveil.budgets import BenchBudget, get_budget
 from medveil.data.imageset import ImageSet
-from medveil.errors import ConfigError, KeyMismatchError, ModelFileError
+from medveil.errors import ConfigError, KeyMismatchError
 from medveil.keys import Key
 from medveil.owner_state import save_owner_state, scheme_for
 from medveil.protocols import get_protocol
@@ -234,18 +234,10 @@ def train(sources: list[str], *, out: str | os.PathLike[str], budget: str | Benc
 
 def load_processor_model(path: str | os.PathLike[str]) -> tuple[Any, Any]:
     """A model file from ``train``: (protocol, model)."""
-    import torch
+    from medveil.tasks import read_model_record
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist; train one with "
-                             "`medveil train --out MODEL`")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-        protocol_name = record.get("protocol", "view")
-    except Exception:  # noqa: BLE001
-        raise ModelFileError(f"{path} is not a medveil model file") from None
-    protocol = get_protocol(protocol_name)
+    record = read_model_record(path)
+    protocol = get_protocol(record.get("protocol", "view"))
     return protocol, protocol.load_model(record, path)
 
 

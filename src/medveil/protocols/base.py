@@ -11,7 +11,6 @@ protocol's name.
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from medveil.data.imageset import ImageSet
-from medveil.errors import ConfigError, DataError, UnknownNameError
+from medveil.errors import ConfigError, DataError, unknown_name
 from medveil.metrics import classification_metrics, segmentation_metrics
 
 if TYPE_CHECKING:
@@ -179,10 +178,7 @@ def get_protocol(name: str) -> Protocol:
     import medveil.protocols  # noqa: F401  (registers the built-in protocols)
 
     if name not in PROTOCOLS:
-        near = difflib.get_close_matches(name, list(PROTOCOLS), n=1, cutoff=0.5)
-        hint = f" Did you mean '{near[0]}'?" if near else ""
-        raise UnknownNameError(f"unknown protocol '{name}'.{hint} Known protocols: "
-                               f"{', '.join(PROTOCOLS)}")
+        raise unknown_name("protocol", name, list(PROTOCOLS))
     return PROTOCOLS[name]
 
 

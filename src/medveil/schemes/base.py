@@ -10,7 +10,6 @@ only writes the method itself.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from medveil.errors import (
     KeyMismatchError,
     NotFittedError,
     NotInvertibleError,
-    UnknownNameError,
+    unknown_name,
 )
 from medveil.keys import Key
 
@@ -257,11 +256,7 @@ def available_schemes(*, include_reference: bool = True) -> list[str]:
 def get_scheme_class(name: str) -> type[Scheme]:
     _import_builtin()
     if name not in SCHEMES:
-        near = difflib.get_close_matches(name, list(SCHEMES), n=1, cutoff=0.5)
-        hint = f" Did you mean '{near[0]}'?" if near else ""
-        raise UnknownNameError(
-            f"unknown scheme '{name}'.{hint} Known schemes: {', '.join(available_schemes())}"
-        )
+        raise unknown_name("scheme", name, available_schemes())
     return SCHEMES[name]
 
 

@@ -127,7 +127,7 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
     if row["status"] != "ok":
         return "failed in this run; see the error."
     _, best = strongest_attack(row)
-    parts = []
+    parts = [f"the task ran under the `{row.get('protocol', 'view')}` protocol"]
     if plain and plain.get("utility") and row.get("utility"):
         drop = plain["utility"][metric] - row["utility"][metric]
         parts.append(f"{metric.upper()} {row['utility'][metric]:.3f} "
@@ -145,7 +145,8 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
         parts.append(f"decrypted predictions agree with the plaintext model on "
                      f"{he['argmax_agreement']:.1%} of {he['images']} test images (max logit "
                      f"error {he['max_abs_logit_error']:.1e}), {he['latency_ms_per_image']:.0f} ms "
-                     "per image end to end")
+                     "per image (the processor's evaluation and the owner's decryption; "
+                     f"{'encrypted' if he.get('encrypted_model') else 'plain'} model)")
     wrong_masks = row.get("wrong_key_masks")
     if wrong_masks and row.get("utility"):
         parts.append(f"masks decoded by the client with its key reach Dice "

@@ -333,3 +333,23 @@ def test_multicentre_command_writes_the_table_at_the_quick_budget(tmp_path):
     assert "dice pooled" in table and table.count("\n| ") >= 3
     record = json.loads((tmp_path / "mc" / "multicentre.json").read_text())
     assert len(record["rows"]) == 2 and record["budget"] == "quick"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["plain", "obfuscation"])
+def test_the_quick_workflow_on_cxr_demo_equals_the_quick_bench_row(tmp_path, scheme):
+    """The full-size equality: `medveil bench --quick` and the workflow at `--budget quick`
+    on the bundled chest X-rays, the scheme's default parameters."""
+    seeded_key("victim", 0).save(tmp_path / "owner.key")
+    run("bench", "--quick", "--schemes", scheme, "--out", "bench", "--quiet", cwd=tmp_path)
+    card = json.loads((tmp_path / "bench" / "scorecard.json").read_text())
+    row = {r["scheme"]: r for r in card["results"]}[scheme]
+    run("protect", "--scheme", scheme, "--key", "owner.key", "--data", "cxr-demo", "--out",
+        "release", "--state", "state", "--budget", "quick", cwd=tmp_path)
+    run("train", "--data", "release", "--out", "m.pt", "--budget", "quick", "--quiet",
+        cwd=tmp_path)
+    run("predict", "--model", "m.pt", "--data", "release", "--out", "results", cwd=tmp_path)
+    figures = _metrics(run("decode", "--key", "owner.key", "--state", "state", "--results",
+                           "results", "--out", "p.csv", "--data", "cxr-demo", cwd=tmp_path))
+    for name, value in row["utility"].items():
+        assert figures[name] == pytest.approx(value, abs=1e-6), name

@@ -107,8 +107,21 @@ def _patterns(values: np.ndarray) -> dict[int, np.ndarray]:
     numbers such as 1.0 or 0.25 turn up anywhere and prove nothing)."""
     values = np.asarray(values, dtype=np.float64).ravel()
     values = values[(np.abs(values) > 1e-3) & (values * 1024 != np.round(values * 1024))]
-    return {4: np.unique(values.astype(np.float32).view("u4")),
-            8: np.unique(values.view("u8"))}
+    return {4: _sorted_distinct(values.astype(np.float32).view("u4")),
+            8: _sorted_distinct(values.view("u8"))}
+
+
+def _sorted_distinct(values: np.ndarray) -> np.ndarray:
+    values = np.sort(values)
+    return values[np.concatenate([[True], values[1:] != values[:-1]])] if len(values) else values
+
+
+def _members(sorted_values: np.ndarray, words: np.ndarray) -> np.ndarray:
+    """The ``words`` found in ``sorted_values`` (both unsigned integers)."""
+    if not len(sorted_values) or not len(words):
+        return words[:0]
+    at = np.minimum(np.searchsorted(sorted_values, words), len(sorted_values) - 1)
+    return words[sorted_values[at] == words]
 
 
 def _leaked(data: bytes, arrays: list[dict[int, np.ndarray]]) -> bool:
@@ -117,15 +130,16 @@ def _leaked(data: bytes, arrays: list[dict[int, np.ndarray]]) -> bool:
     files up to 4 MB; above, the aligned words only (npy and torch files align their
     arrays to 64 bytes, and the big files here are ciphertexts)."""
     for width in (4, 8):
-        union = np.unique(np.concatenate([a[width] for a in arrays]))
-        for offset in range(width if len(data) <= 4 << 20 else 1):
-            usable = (len(data) - offset) // width * width
-            words = np.frombuffer(data[offset:offset + usable], dtype=f"u{width}")
-            found = np.intersect1d(union, words)
-            for array in arrays:
-                if len(array[width]) >= 8 and \
-                        np.isin(array[width], found).sum() > max(8, 0.01 * len(array[width])):
-                    return True
+        union = np.sort(np.concatenate([a[width] for a in arrays]))
+        found = _sorted_distinct(np.concatenate([
+            _members(union, np.frombuffer(data[offset:offset + (len(data) - offset) // width
+                                               * width], dtype=f"u{width}"))
+            for offset in range(width if len(data) <= 4 << 20 else 1)]))
+        for array in arrays:  # each array's patterns are sorted (np.unique)
+            patterns = array[width]
+            if len(patterns) >= 8 and \
+                    len(_members(patterns, found)) > max(8, 0.01 * len(patterns)):
+                return True
     return False
 
 

@@ -48,9 +48,12 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
+SOURCES = {"cxr": ["--data", "cxr.npz"], "chase": ["--data", "chase-demo", "--size", "64"]}
+
+
 @pytest.fixture(scope="module")
 def room(tmp_path_factory):
-    """A small 28 px chest X-ray set (real images), the bench key, and the bench rows."""
+    """A small 28 px chest X-ray set (real images) and the bench's key, in a folder."""
     root = tmp_path_factory.mktemp("workflow")
     data = load_dataset("cxr-demo", size=28, seed=0)
     rng = np.random.default_rng(0)
@@ -63,18 +66,21 @@ def room(tmp_path_factory):
     np.savez(root / "cxr.npz", **arrays)
     key = seeded_key("victim", 0)
     key.save(root / "owner.key")
-    sources = {"cxr": ["--data", "cxr.npz"], "chase": ["--data", "chase-demo", "--size", "64"]}
-    rows = {}
-    for kind, source in sources.items():
+    return {"root": root, "sources": SOURCES, "key": key, "rows": {}}
+
+
+def bench_row(room, scheme: str) -> dict:
+    """The `medveil bench --budget smoke` row of ``scheme`` on its data set (every scheme
+    of that data set benched in one run, once per test process)."""
+    kind = CASES[scheme][1]
+    if kind not in room["rows"]:
         specs = ",".join(":".join([name, *params]) for name, (params, data_kind) in CASES.items()
                          if data_kind == kind and name != "plain")
-        run("bench", *source, "--schemes", specs, "--budget", "smoke", "--quiet",
-            "--out", f"bench-{kind}", cwd=root)
-        card = json.loads((root / f"bench-{kind}" / "scorecard.json").read_text())
-        for row in card["results"]:
-            rows[row["scheme"].split(":")[0] if row["scheme"] != "plain" or kind == "cxr"
-                 else "plain-chase"] = row
-    return {"root": root, "sources": sources, "rows": rows, "key": key}
+        run("bench", *SOURCES[kind], "--schemes", specs, "--budget", "smoke", "--quiet",
+            "--out", f"bench-{kind}", cwd=room["root"])
+        card = json.loads((room["root"] / f"bench-{kind}" / "scorecard.json").read_text())
+        room["rows"][kind] = {row["scheme"].split(":")[0]: row for row in card["results"]}
+    return room["rows"][kind][scheme]
 
 
 def _files(*folders: Path) -> list[Path]:
@@ -194,7 +200,7 @@ def test_view_schemes_by_role_equal_the_bench(room, scheme):
     decoded = run("decode", "--key", "owner.key", "--state", state.name, "--results",
                   f"{scheme}-results", "--out", f"{scheme}.csv", *room["sources"][kind], cwd=root)
     figures = _metrics(decoded)
-    for name, value in room["rows"][scheme]["utility"].items():
+    for name, value in bench_row(room, scheme)["utility"].items():
         assert figures[name] == pytest.approx(value, abs=1e-6), name
     assert len((root / f"{scheme}.csv").read_text().splitlines()) == 33
 
@@ -219,7 +225,7 @@ def test_primis_key_holder_recovers_trains_and_equals_the_bench(room):
     decoded = run("decode", "--key", "owner.key", "--state", state.name, "--results",
                   "primis-results", "--out", "primis.csv", *room["sources"][kind], cwd=root)
     figures = _metrics(decoded)
-    for name, value in room["rows"]["primis"]["utility"].items():
+    for name, value in bench_row(room, "primis")["utility"].items():
         assert figures[name] == pytest.approx(value, abs=1e-6), name
 
 
@@ -236,7 +242,7 @@ def test_ckks_encrypted_model_by_role(room):
     decoded = run("decode", "--key", "owner.key", "--state", state.name, "--results",
                   "ckks-results", "--out", "ckks.csv", *room["sources"][kind], cwd=root)
     figures = _metrics(decoded)
-    row = room["rows"]["ckks"]
+    row = bench_row(room, "ckks")
     # CKKS is approximate and its encryption random: logits agree to ~1e-3, not 1e-6
     for name, value in row["utility"].items():
         assert figures[name] == pytest.approx(value, abs=0.02), name
@@ -250,14 +256,15 @@ def test_ckks_encrypted_model_by_role(room):
     lines = (root / "ckks.csv").read_text().splitlines()[1:]
     predicted = np.array([int(line.rsplit(",", 1)[1]) for line in lines])
     assert np.mean(predicted == reference) >= 0.995
-    # a wrong key cannot decode
-    other = root / "other.key"
-    if not other.exists():
-        run("keygen", "other.key", cwd=root)
-    refused = subprocess.run([*MEDVEIL, "decode", "--key", "other.key", "--state", state.name,
-                              "--results", "ckks-results", "--out", "x.csv"],
-                             capture_output=True, text=True, cwd=root)
-    assert refused.returncode == 2 and "key" in refused.stderr
+    # a wrong key cannot decode (the library call the command makes)
+    from medveil.errors import KeyMismatchError
+    from medveil.keys import Key
+    from medveil.workflow import decode_results
+
+    with pytest.raises(KeyMismatchError, match="key"):
+        decode_results(root / "ckks-results", key=Key.generate(), state=state,
+                       out=root / "x.csv")
+    assert not (root / "x.csv").exists()
 
 
 def test_privacy_sf_encoded_segmentation_by_role(room):
@@ -273,7 +280,7 @@ def test_privacy_sf_encoded_segmentation_by_role(room):
     decoded = run("decode", "--key", "owner.key", "--state", state.name, "--results",
                   "psf-results", "--out", "psf-masks", *room["sources"][kind], cwd=root)
     figures = _metrics(decoded)
-    for name, value in room["rows"]["privacy_sf"]["utility"].items():
+    for name, value in bench_row(room, "privacy_sf")["utility"].items():
         assert figures[name] == pytest.approx(value, abs=1e-6), name
     masks = sorted((root / "psf-masks").glob("mask_*.png"))
     assert len(masks) == len(load_dataset("chase-demo", size=64).split("test"))
@@ -283,7 +290,10 @@ def test_two_centres_pool_one_mapping_and_each_decodes_its_own(room):
     """privacy_sf across two centres as separate processes: each protects with its own key,
     the processor trains one mapping network on both releases, each centre decodes its
     own results with its own key and state, and not the other's."""
+    from medveil.errors import KeyMismatchError
+    from medveil.keys import Key
     from medveil.multicentre import split_into_centres
+    from medveil.workflow import decode_results
 
     params, _ = CASES["privacy_sf"]
     root = room["root"]
@@ -295,7 +305,7 @@ def test_two_centres_pool_one_mapping_and_each_decodes_its_own(room):
             arrays[f"{split}_images"] = piece.images
             arrays[f"{split}_masks"] = piece.masks
         np.savez(root / f"centre{index}.npz", **arrays)
-        run("keygen", f"centre{index}.key", cwd=root)
+        Key.generate().save(root / f"centre{index}.key")
         args = ["protect", "--scheme", "privacy_sf", "--key", f"centre{index}.key", "--data",
                 f"centre{index}.npz", "--out", f"c{index}-release", "--state", f"c{index}-state",
                 "--budget", "smoke", "--seed", str(index)]
@@ -311,10 +321,10 @@ def test_two_centres_pool_one_mapping_and_each_decodes_its_own(room):
                       "--results", f"c{index}-results", "--out", f"c{index}-masks",
                       "--data", f"centre{index}.npz", cwd=root)
         assert 0.0 <= _metrics(decoded)["dice"] <= 1.0
-    refused = subprocess.run([*MEDVEIL, "decode", "--key", "centre0.key", "--state", "c0-state",
-                              "--results", "c1-results", "--out", "x"], capture_output=True,
-                             text=True, cwd=root)
-    assert refused.returncode == 2 and "key" in refused.stderr and not (root / "x").exists()
+    with pytest.raises(KeyMismatchError):  # centre 0 cannot decode centre 1's results
+        decode_results(root / "c1-results", key=Key.load(root / "centre0.key"),
+                       state=root / "c0-state", out=root / "x")
+    assert not (root / "x").exists()
 
 
 @pytest.mark.slow

@@ -159,7 +159,8 @@ def finish_view_row(run, model, task_data: ImageSet, views: dict[str, np.ndarray
     """The rest of a row once the standard model is trained (``view`` and ``key_holder``):
     utility from the model's test predictions, key holders' recovery and a wrong-key
     decode for invertible schemes, the attacks on the views, and the costs."""
-    from medveil.protocols.view import decoded_predictions, predict_standard
+    from medveil.protocols.base import decoded_predictions
+    from medveil.protocols.view import predict_standard
 
     scheme, row, seed = run.scheme, run.row, run.seed
     train, test = run.data.split("train"), run.data.split("test")

@@ -31,6 +31,7 @@ from medveil.errors import ConfigError, KeyMismatchError
 from medveil.keys import Key
 from medveil.owner_state import save_owner_state, scheme_for
 from medveil.protocols import get_protocol
+from medveil.protocols.base import in_memory_results
 from medveil.protocols.view import release_header, train_standard
 from medveil.store import (
     RESULTS_FORMAT,
@@ -324,8 +325,7 @@ def run_multicentre(data: ImageSet, *, centres: int = 2, scheme: str = "privacy_
         figures = {}
         for mode, model in (("pooled", pooled), ("alone", alone)):
             arrays, _ = protocol.predict(model, release, split="test")
-            results = ProtectedStore.in_memory(arrays={"test": arrays}, header={"split": "test"},
-                                               key=None)
+            results = in_memory_results(arrays, "test")
             decoded = protocol.decode(instance, results, key=key)
             figures[mode] = decoded.metrics(part.split("test"))
         rows.append({"centre": index, "n_train": len(part.split("train")),

@@ -137,13 +137,11 @@ class Protocol(ABC):
                 seed: int) -> dict[str, float]:
         """The workflow in memory (release, train, predict, decode) scored on ``data``'s
         test split: the bench row's utility without the attacks (for sweeps)."""
-        from medveil.store import ProtectedStore
 
         release = in_memory_release(self, scheme, data, key=key)
         model = self.train([release], budget=budget, seed=seed)
         arrays, _ = self.predict(model, release, split="test")
-        results = ProtectedStore.in_memory(arrays={"test": arrays}, header={"split": "test"},
-                                           key=None)
+        results = in_memory_results(arrays, "test")
         return self.decode(scheme, results, key=key).metrics(data.split("test"))
 
     @abstractmethod
@@ -151,15 +149,27 @@ class Protocol(ABC):
         """One scorecard row: the workflow above on the bench's data, then the attacks."""
 
 
-def decoded_in_clear(results: ProtectedStore) -> Decoded:
-    """Results that are predictions already (probabilities or masks)."""
-    part = results.part(results.manifest["split"])
-    if "probabilities" in part:
-        return Decoded("classification", probabilities=part["probabilities"])
-    if "masks" in part:
-        return Decoded("segmentation", masks=part["masks"])
-    raise DataError(f"{results.label} holds neither probabilities nor masks; it is not a "
+def decoded_predictions(predictions: dict[str, np.ndarray], *,
+                        where: str = "the results") -> Decoded:
+    """Predictions in clear (probabilities or masks) as the owner reads them."""
+    if "probabilities" in predictions:
+        return Decoded("classification", probabilities=predictions["probabilities"])
+    if "masks" in predictions:
+        return Decoded("segmentation", masks=predictions["masks"])
+    raise DataError(f"{where} holds neither probabilities nor masks; it is not a "
                     "results set of this protocol")
+
+
+def decoded_in_clear(results: ProtectedStore) -> Decoded:
+    """Results that are predictions already."""
+    return decoded_predictions(results.part(results.manifest["split"]), where=results.label)
+
+
+def in_memory_results(arrays: dict[str, np.ndarray], split: str) -> ProtectedStore:
+    """The processor's results on ``split`` as `medveil predict` writes them, in memory."""
+    from medveil.store import ProtectedStore
+
+    return ProtectedStore.in_memory(arrays={split: arrays}, header={"split": split}, key=None)
 
 
 # ----------------------------------------------------------------------------- registry

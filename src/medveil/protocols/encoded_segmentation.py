@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from medveil.errors import ConfigError, DataError, ModelFileError
-from medveil.protocols.base import BenchRun, Decoded, Protocol, register_protocol
+from medveil.protocols.base import (
+    BenchRun,
+    Decoded,
+    Protocol,
+    in_memory_results,
+    register_protocol,
+)
 from medveil.schemes.base import EncodedPairs
 
 
@@ -160,8 +166,7 @@ class EncodedSegmentationProtocol(Protocol):
         model = self.train([release], budget=run.budget, seed=run.seed)
         started = time.perf_counter()  # the round trip: the server maps, the client decodes
         predicted, _ = self.predict(model, release, split="test")
-        results = ProtectedStore.in_memory(arrays={"test": predicted}, header={"split": "test"},
-                                           key=None)
+        results = in_memory_results(predicted, "test")
         masks = self.decode(scheme, results, key=run.key).masks
         infer_ms = 1000 * (time.perf_counter() - started) / len(test)
         row["params"] = dict(scheme.params)

@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from medveil.errors import ConfigError
-from medveil.protocols.base import BenchRun, Decoded, Protocol, register_protocol
+from medveil.protocols.base import (
+    BenchRun,
+    Decoded,
+    Protocol,
+    in_memory_results,
+    register_protocol,
+)
 
 #: Only the split the processor runs the model on leaves the owner.
 SHIPPED_SPLIT = "test"
@@ -103,8 +109,7 @@ class EncryptedInferenceProtocol(Protocol):
                                            header=release_header(scheme, data, self, info),
                                            key=key)
         predicted, timing = self.predict(None, release, split=SHIPPED_SPLIT)
-        results = ProtectedStore.in_memory(arrays={SHIPPED_SPLIT: predicted},
-                                           header={"split": SHIPPED_SPLIT}, key=None)
+        results = in_memory_results(predicted, SHIPPED_SPLIT)
         started = time.perf_counter()
         decoded = self.decode(scheme, results, key=key)
         decrypt_ms = 1000 * (time.perf_counter() - started) / len(test)

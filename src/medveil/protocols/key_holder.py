@@ -27,8 +27,8 @@ class KeyHolderProtocol(Protocol):
         return ViewProtocol.release(self, scheme, data, key=key)
 
     def utility(self, scheme, data, *, key, budget, seed: int) -> dict[str, float]:
-        from medveil.protocols.base import in_memory_release
-        from medveil.protocols.view import decoded_predictions, predict_standard
+        from medveil.protocols.base import decoded_predictions, in_memory_release
+        from medveil.protocols.view import predict_standard
 
         recovered = self.recover(scheme, in_memory_release(self, scheme, data, key=key),
                                  key=key)

@@ -20,7 +20,6 @@ from medveil.errors import DataError, ModelFileError
 from medveil.protocols.base import (
     Arrays,
     BenchRun,
-    Decoded,
     Protocol,
     protect_batched,
     register_protocol,
@@ -66,13 +65,6 @@ def predict_standard(model, images: np.ndarray) -> dict[str, np.ndarray]:
                 f"{images.shape[1:]}; use data made the same way (same --size and --color)")
         return {"probabilities": predict_proba(model, images).astype(np.float64)}
     return {"masks": predict_masks(model, images)}
-
-
-def decoded_predictions(predictions: dict[str, np.ndarray]) -> Decoded:
-    """Predictions in clear (what ``predict_standard`` returns) as the owner reads them."""
-    if "probabilities" in predictions:
-        return Decoded("classification", probabilities=predictions["probabilities"])
-    return Decoded("segmentation", masks=predictions["masks"])
 
 
 @register_protocol

@@ -327,7 +327,8 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
             partial = {**header, "results": [{k: v for k, v in r.items()
                                               if not k.startswith("_")} for r in rows]}
             atomic_write_bytes(out / "scorecard.partial.json",
-                               (json.dumps(partial, indent=2, default=float) + "\n").encode())
+                               (json.dumps(partial, indent=2, default=float) + "\n").encode(),
+                               check=False)
             bar.update(task, advance=1)
     pictures = {row["scheme"]: row.pop("_pictures", None) for row in rows}
     tracebacks = {row["scheme"]: row.pop("_traceback", None) for row in rows}
@@ -341,17 +342,18 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
         "dataset": {"name": dataset.name, "task": dataset.task,
                     "image_size": list(dataset.image_shape[1:]),
                     "n_train": int((dataset.splits == "train").sum()),
-                    "n_test": int((dataset.splits == "test").sum()),
-                    "source": dataset.meta.get("source")},
+                    "n_test": int((dataset.splits == "test").sum())},
         "wall_s": time.perf_counter() - started,
         "results": rows,
     }
     validate_scorecard(scorecard)
     (out / "scorecard.partial.json").unlink(missing_ok=True)
-    atomic_write_bytes(out / "scorecard.json", (json.dumps(scorecard, indent=2) + "\n").encode())
+    atomic_write_bytes(out / "scorecard.json", (json.dumps(scorecard, indent=2) + "\n").encode(),
+                       check=False)
     write_report(out, scorecard, pictures)
     failed = {n: tb for n, tb in tracebacks.items() if tb}
     if failed:
         atomic_write_bytes(out / "errors.log",
-                           "\n\n".join(f"== {n}\n{tb}" for n, tb in failed.items()).encode())
+                           "\n\n".join(f"== {n}\n{tb}" for n, tb in failed.items()).encode(),
+                           check=False)
     return scorecard

@@ -166,7 +166,14 @@ def verify(
     summary = verify_store(store, key=_load_key(key))
     counts = ", ".join(f"{s} {v['count']}" for s, v in summary["splits"].items())
     out.print(f"OK: {summary['path']}: scheme {summary['scheme']['name']}, {summary['shards']} "
-              f"shards, {counts}" + ("; key and HMAC checked" if summary["hmac_checked"] else ""))
+              f"shards, {counts}")
+    if summary["authenticated"]:
+        out.print("integrity and authenticity checked: every shard matches the manifest, and "
+                  "the manifest carries this key's fingerprint and a valid HMAC")
+    else:
+        out.print("integrity checked (every listed shard matches the manifest, nothing "
+                  "unlisted); authenticity NOT checked: anyone can write a consistent "
+                  "manifest. Pass --key to check that the owner's key made it")
 
 
 @app.command()

@@ -26,22 +26,6 @@ _FINGERPRINT_DOMAIN = b"medveil/fingerprint/v1"
 _HKDF_SALT = b"medveil/hkdf-salt/v1"
 
 
-def _atomic_write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600, never exposing a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 class Key:
     """A 32-byte secret key. Safe to print: only its fingerprint is shown."""
 
@@ -66,11 +50,22 @@ class Key:
     def load(cls, path: str | os.PathLike[str]) -> Key:
         """Read a key file written by :meth:`save`, checking format and fingerprint."""
         path = Path(path)
+        if path.is_dir():
+            raise KeyFileError(f"key file {path} is a folder, not a key file; pass the file "
+                               "`medveil keygen` wrote")
         if not path.is_file():
             raise KeyFileError(
                 f"key file {path} does not exist; create one with `medveil keygen {path}`"
             )
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            raise KeyFileError(
+                f"key file {path} can be read by other users (mode {mode & 0o777:o}); "
+                f"make it private with `chmod 600 {path}` (and consider the key exposed "
+                "if others could read it)")
         try:
+            if path.stat().st_size > 4096:
+                raise ValueError("size")
             record = json.loads(path.read_text(encoding="utf-8"))
             if record.get("format") != KEY_FORMAT:
                 raise ValueError("format")
@@ -90,12 +85,17 @@ class Key:
 
     def save(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
         """Write the key with mode 0600; refuse to overwrite unless ``force``."""
+        from medveil.atomic import atomic_write_bytes, written_by_medveil
+
         path = Path(path)
         if path.exists() and not force:
             raise KeyFileError(
                 f"{path} already exists; pass --force to overwrite it "
                 "(data protected with the old key can then no longer be recovered)"
             )
+        if path.exists() and not (path.is_file() and written_by_medveil(path)):
+            raise KeyFileError(f"{path} exists and is not a medveil key file; --force replaces "
+                               "only a key file: choose another path")
         if not path.parent.is_dir():
             raise KeyFileError(f"folder {path.parent} does not exist; create it first")
         record = {
@@ -103,7 +103,8 @@ class Key:
             "fingerprint": self.fingerprint,
             "key": base64.b64encode(self.__secret).decode("ascii"),
         }
-        _atomic_write_private(path, (json.dumps(record, indent=2) + "\n").encode())
+        atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode(), force=True,
+                           option="key file")
         return path
 
     # -- public facts -------------------------------------------------------------

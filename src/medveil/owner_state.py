@@ -56,14 +56,16 @@ def _restore(value: Any, arrays: Any) -> Any:
 
 
 def save_owner_state(out: str | os.PathLike[str], scheme, *, protocol: str,
-                     force: bool = False) -> Path:
+                     force: bool = False, inputs: tuple[Any, ...] = (),
+                     release: dict[str, Any] | None = None) -> Path:
     """Write ``scheme``'s fitted state into the folder ``out`` (0700, files 0600)."""
     arrays: dict[str, np.ndarray] = {}
     tree = _flatten(scheme.state_dict(), arrays)
-    record = {"format": STATE_FORMAT, "protocol": protocol, "state": tree}
+    record = {"format": STATE_FORMAT, "protocol": protocol, "state": tree,
+              "release": release}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    with atomic_directory(out, force=force, private=True) as tmp:
+    with atomic_directory(out, force=force, inputs=inputs, option="--state") as tmp:
         write_private_file(tmp / ARRAYS_FILE, buffer.getvalue())
         write_private_file(tmp / STATE_FILE, (json.dumps(record, indent=1) + "\n").encode())
     return Path(out)
@@ -78,6 +80,9 @@ def load_owner_state(path: str | os.PathLike[str], *, key: Key | None = None):
     from medveil.schemes import create
 
     path = Path(path)
+    if path.is_file():
+        raise DataNotFoundError(f"{path} is a file, not an owner-state folder; pass the --state "
+                                "folder `medveil protect` wrote")
     if not path.is_dir() or not is_owner_state(path):
         raise DataNotFoundError(f"{path} is not an owner-state folder (no {STATE_FILE}); pass "
                                 "the --state folder `medveil protect` wrote")
@@ -88,7 +93,7 @@ def load_owner_state(path: str | os.PathLike[str], *, key: Key | None = None):
         with np.load(path / ARRAYS_FILE, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
         state = _restore(record["state"], arrays)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise IntegrityError(f"owner state {path} is corrupt or incomplete ({type(exc).__name__})"
                              "; use the folder `medveil protect` wrote") from None
     scheme = create(state["scheme"], **state.get("params", {}))
@@ -121,3 +126,19 @@ def scheme_for(manifest: dict[str, Any], state: str | os.PathLike[str] | None, *
         raise ConfigError(f"scheme '{name}' keeps owner state (its fitted networks); pass "
                           "--state with the folder `medveil protect --state` wrote")
     return create(name, **record.get("params", {}))
+
+
+def read_sent_release(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """What the owner sent with this state (the release's content digest and split sizes),
+    or None for a state written before medveil recorded it."""
+    path = Path(path)
+    try:
+        record = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise IntegrityError(f"owner state {path} is missing or corrupt; pass the --state "
+                             "folder `medveil protect` wrote") from None
+    sent = record.get("release") if isinstance(record, dict) else None
+    if not isinstance(sent, dict) or not isinstance(sent.get("content_id"), str) or \
+            not isinstance(sent.get("splits"), dict):
+        return None
+    return sent

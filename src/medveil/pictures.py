@@ -58,7 +58,7 @@ def save_image_grid(path: str | os.PathLike[str], rows: Sequence[Sequence[np.nda
         if row_titles is not None:
             axes[r][0].set_ylabel(row_titles[r], fontsize=7)
     fig.tight_layout()
-    return atomic_write_bytes(path, _figure_bytes(fig))
+    return atomic_write_bytes(path, _figure_bytes(fig), check=False)
 
 
 def save_dataset_grid(path: str | os.PathLike[str], imageset, *, per_row: int = 8,

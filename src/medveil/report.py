@@ -113,7 +113,7 @@ def _plot(path: Path, scorecard: dict[str, Any]) -> Path | None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue(), check=False)
 
 
 def _grid(path: Path, pictures: dict[str, np.ndarray]) -> Path:
@@ -234,7 +234,7 @@ def write_report(out: Path, scorecard: dict[str, Any],
         md += [f"### {row['scheme']}", "", _verdict(row, plain, metric), ""]
         if f"grid:{row['scheme']}" in files:
             md += [f"![{row['scheme']}](grid_{row['scheme']}.png)", ""]
-    atomic_write_bytes(out / "report.md", "\n".join(md).encode())
+    atomic_write_bytes(out / "report.md", "\n".join(md).encode(), check=False)
 
     def img(path: Path) -> str:
         data = base64.b64encode(path.read_bytes()).decode()
@@ -260,5 +260,5 @@ th{{background:#f0f0f0}}img{{max-width:100%}}</style></head><body>
 <h2>Per scheme</h2>{sections}
 </body></html>
 """
-    atomic_write_bytes(out / "report.html", page.encode())
+    atomic_write_bytes(out / "report.html", page.encode(), check=False)
     return files

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from medveil import __version__
-from medveil.atomic import atomic_directory
+from medveil.atomic import atomic_directory, write_private_file
 from medveil.data.imageset import ImageSet
 from medveil.errors import DataError, IntegrityError, KeyMismatchError
 from medveil.keys import Key
@@ -124,7 +124,8 @@ def build_manifest(*, arrays: dict[str, dict[str, np.ndarray]],
 
 def write_bundle(out: str | os.PathLike[str], *, arrays: dict[str, dict[str, np.ndarray]],
                  extras: dict[str, np.ndarray] | None = None, header: dict[str, Any],
-                 key: Key | None, fmt: str = STORE_FORMAT, force: bool = False) -> Path:
+                 key: Key | None, fmt: str = STORE_FORMAT, force: bool = False,
+                 inputs: tuple[Any, ...] = ()) -> Path:
     """Write ``arrays[split][kind]``, ``extras[name]`` and a manifest into ``out``, atomically.
 
     Args:
@@ -136,13 +137,10 @@ def write_bundle(out: str | os.PathLike[str], *, arrays: dict[str, dict[str, np.
     """
     manifest, files = build_manifest(arrays=arrays, extras=extras, header=header, key=key,
                                      fmt=fmt)
-    with atomic_directory(out, force=force) as tmp:
+    with atomic_directory(out, force=force, inputs=inputs) as tmp:
         for name, data in files:
-            with open(tmp / name, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            write_private_file(tmp / name, data)
+        write_private_file(tmp / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return Path(out)
 
 
@@ -203,34 +201,25 @@ class ProtectedStore:
         return self.arrays[split]
 
     def as_imageset(self) -> ImageSet:
-        """The views as an :class:`ImageSet`, for processors that train on image views."""
-        views, labels, masks, splits = [], [], [], []
-        for split, parts in self.arrays.items():
-            view = parts["view"]
+        """The views as an :class:`ImageSet`, for processors that train on image views
+        (the test split's truth stays with the owner: it is ``withheld`` here)."""
+        from medveil.data.imageset import from_splits
+
+        parts = []
+        for split, arrays in self.arrays.items():
+            view = arrays["view"]
             if view.ndim != 4 or view.dtype != np.float32:
                 raise IntegrityError(
                     f"store {self.label} holds '{self.scheme_name}' views shaped {view.shape} "
                     f"{view.dtype}, which are not images; this scheme's task runs another way"
                 )
-            views.append(view)
-            splits.append(np.full(len(view), split))
-            if "labels" in parts:
-                labels.append(parts["labels"])
-            if "masks" in parts:
-                masks.append(parts["masks"])
+            parts.append((split, np.clip(view, 0.0, 1.0), arrays.get("labels"),
+                          arrays.get("masks")))
         dataset = self.manifest.get("dataset", {})
-        n = sum(len(v) for v in views)
-        return ImageSet(
-            images=np.clip(np.concatenate(views), 0.0, 1.0),
-            splits=np.concatenate(splits), ids=np.array([f"row{i}" for i in range(n)]),
-            labels=np.concatenate(labels) if len(labels) == len(views) and labels else None,
-            masks=np.concatenate(masks) if len(masks) == len(views) and masks else None,
-            class_names=dataset.get("class_names"),
-            meta={"name": f"{dataset.get('name', 'store')}[{self.scheme_name}]",
-                  "source": self.label, "reader": "store",
-                  "scheme": self.manifest["scheme"],
-                  "key_fingerprint": self.manifest.get("key_fingerprint")},
-        )
+        return from_splits(parts, class_names=dataset.get("class_names"), meta={
+            "name": f"{dataset.get('name', 'store')}[{self.scheme_name}]",
+            "source": self.label, "reader": "store", "scheme": self.manifest["scheme"],
+            "key_fingerprint": self.manifest.get("key_fingerprint")})
 
 
 def is_store(path: str | os.PathLike[str]) -> bool:
@@ -239,47 +228,124 @@ def is_store(path: str | os.PathLike[str]) -> bool:
 
 def _read_manifest(path: Path, fmt: str = STORE_FORMAT) -> dict[str, Any]:
     manifest_path = path / MANIFEST
+    if path.is_file():
+        raise IntegrityError(f"{path} is a file, not a medveil {_what(fmt)} folder; pass the "
+                             "folder `medveil protect` (or `predict`) wrote")
     if not path.is_dir():
-        raise IntegrityError(f"{path} is not a protected store folder (it does not exist)")
+        raise IntegrityError(f"{path} is not a medveil {_what(fmt)} folder (it does not exist)")
     if not manifest_path.is_file():
         raise IntegrityError(
-            f"{path} has no {MANIFEST}: it is not a medveil store or it is incomplete; "
-            "re-run `medveil protect`"
+            f"{path} has no {MANIFEST}: it is not a medveil {_what(fmt)} or it is incomplete; "
+            "re-run the command that wrote it"
         )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise IntegrityError(f"{manifest_path} is corrupt (not JSON); re-run `medveil protect`") \
-            from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise IntegrityError(f"{manifest_path} is corrupt (not JSON); re-run the command that "
+                             "wrote it") from None
     if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
         raise IntegrityError(f"{manifest_path} is not a {fmt} manifest"
-                             + (f" (it is {manifest.get('format')})"
-                                if isinstance(manifest, dict) and manifest.get("format") else ""))
+                             + (f" (it is {str(found)[:40]})" if found else ""))
     return manifest
+
+
+def _what(fmt: str) -> str:
+    return "results set" if fmt == RESULTS_FORMAT else "release"
+
+
+def _forged(path: Path, why: str) -> IntegrityError:
+    return IntegrityError(f"{path / MANIFEST} is not authentic: {why}; do not use this "
+                          "release, re-protect the data")
+
+
+def _authenticate(path: Path, manifest: dict[str, Any], key: Key) -> None:
+    """With the owner's key, a manifest must carry the key's fingerprint and a valid HMAC:
+    a missing one is a forgery, not an unsigned store."""
+    expected = manifest.get("key_fingerprint")
+    if expected is None:
+        raise _forged(path, "it names no key fingerprint although a key was given (a "
+                            "release made with a key always names it)")
+    if not isinstance(expected, str) or expected != key.fingerprint:
+        raise KeyMismatchError(
+            f"wrong key for store {path}: it was protected with key {str(expected)[:12]}..., "
+            f"this key is {key.fingerprint[:12]}...; use the key file it was made with"
+        )
+    recorded = manifest.get("manifest_hmac")
+    if not isinstance(recorded, str):
+        raise _forged(path, "its HMAC is missing")
+    if not hmac.compare_digest(recorded, _mac(manifest, key)):
+        raise _forged(path, "its HMAC does not match (the manifest has been altered)")
+
+
+_SHARD_FIELDS = {"file": str, "kind": str, "shape": list, "dtype": str, "bytes": int,
+                 "sha256": str}
+
+
+def _checked_shards(path: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's shard entries, each well-formed and naming exactly its own file
+    (``{split}.{kind}.npy`` or ``{kind}.npy``) inside the folder; no duplicates."""
+    shards = manifest.get("shards")
+    splits = manifest.get("splits")
+    if not isinstance(shards, list) or not isinstance(splits, dict):
+        raise IntegrityError(f"{path / MANIFEST} has no valid 'shards' list and 'splits' "
+                             "table; re-run the command that wrote it")
+    seen: set[str] = set()
+    for index, shard in enumerate(shards):
+        if not isinstance(shard, dict):
+            raise IntegrityError(f"{path / MANIFEST}: shard entry {index} is not an object")
+        for name, kind in _SHARD_FIELDS.items():
+            value = shard.get(name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise IntegrityError(f"{path / MANIFEST}: shard entry {index} has no valid "
+                                     f"'{name}'; the manifest is damaged or forged")
+        split = shard.get("split")
+        if split is not None and (not isinstance(split, str) or not _NAME.match(split)):
+            raise IntegrityError(f"{path / MANIFEST}: shard entry {index} has a bad split name")
+        if not _NAME.match(shard["kind"]):
+            raise IntegrityError(f"{path / MANIFEST}: shard entry {index} has a bad kind name")
+        expected = f"{shard['kind']}.npy" if split is None else f"{split}.{shard['kind']}.npy"
+        if shard["file"] != expected:
+            raise IntegrityError(
+                f"{path / MANIFEST}: shard entry {index} points at {shard['file'][:80]!r}, "
+                f"not {expected!r} inside the store; the manifest is forged")
+        if split is not None and split not in splits:
+            raise IntegrityError(f"{path / MANIFEST}: shard {expected} belongs to split "
+                                 f"'{split}', which the manifest does not list")
+        if expected in seen:
+            raise IntegrityError(f"{path / MANIFEST} lists shard {expected} twice")
+        seen.add(expected)
+    for split, info in splits.items():
+        if not isinstance(info, dict) or not isinstance(info.get("count"), int):
+            raise IntegrityError(f"{path / MANIFEST}: split '{str(split)[:40]}' has no count")
+    present = {entry.name for entry in path.iterdir()} - {MANIFEST}
+    unlisted = sorted(present - seen)
+    if unlisted:
+        raise IntegrityError(
+            f"{path} holds file(s) its manifest does not list ({', '.join(unlisted[:3])}); "
+            "a release holds only what medveil wrote: re-protect the data")
+    return shards
 
 
 def open_store(path: str | os.PathLike[str], *, key: Key | None = None,
                fmt: str = STORE_FORMAT) -> ProtectedStore:
-    """Load a store, re-hashing every shard; check the key's fingerprint if one is given."""
+    """Load a bundle, re-hashing every shard.
+
+    With ``key`` the manifest must name that key and carry a valid HMAC (anything
+    else is a forgery); without one only integrity is checked (shards match the
+    manifest), not who wrote it.
+    """
     path = Path(path)
     manifest = _read_manifest(path, fmt)
     if key is not None:
-        expected = manifest.get("key_fingerprint")
-        if expected is not None and expected != key.fingerprint:
-            raise KeyMismatchError(
-                f"wrong key for store {path}: it was protected with key {expected[:12]}..., "
-                f"this key is {key.fingerprint[:12]}...; use the key file it was made with"
-            )
-        recorded = manifest.get("manifest_hmac")
-        if expected is not None and (recorded is None or
-                                     not hmac.compare_digest(recorded, _mac(manifest, key))):
-            raise IntegrityError(f"{path / MANIFEST} has been altered: its HMAC does not match")
+        _authenticate(path, manifest, key)
     arrays: dict[str, dict[str, np.ndarray]] = {}
     extras: dict[str, np.ndarray] = {}
-    for shard in manifest.get("shards", []):
+    for shard in _checked_shards(path, manifest):
         file = path / shard["file"]
-        if not file.is_file():
-            raise IntegrityError(f"store {path} is missing shard {shard['file']}; re-protect it")
+        if file.is_symlink() or not file.is_file():
+            raise IntegrityError(f"store {path} is missing shard {shard['file']} (or it is not "
+                                 "a plain file); re-protect it")
         data = file.read_bytes()
         if len(data) != shard["bytes"]:
             raise IntegrityError(
@@ -291,17 +357,23 @@ def open_store(path: str | os.PathLike[str], *, key: Key | None = None,
                 f"shard {file} does not match its SHA-256 in the manifest: the store has been "
                 "tampered with; re-protect it"
             )
-        array = np.load(io.BytesIO(data), allow_pickle=False)
+        try:
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise IntegrityError(f"shard {file} is not a readable array ({type(exc).__name__})"
+                                 "; re-protect the data") from None
         if list(array.shape) != shard["shape"] or str(array.dtype) != shard["dtype"]:
             raise IntegrityError(f"shard {file} does not have the shape / dtype of the manifest")
         if shard.get("split") is None:
             extras[shard["kind"]] = array
         else:
             arrays.setdefault(shard["split"], {})[shard["kind"]] = array
-    for split, info in manifest.get("splits", {}).items():
-        if split not in arrays or _count(arrays[split]) != info["count"]:
+    for split, info in manifest["splits"].items():
+        parts = arrays.get(split, {})
+        if not parts or _count(parts) != info["count"] or any(
+                len(a) != info["count"] for a in parts.values() if a.ndim):
             raise IntegrityError(f"store {path}: split '{split}' does not hold {info['count']} "
-                                 "views as its manifest says")
+                                 "rows in every shard as its manifest says")
     return ProtectedStore(path=path, manifest=manifest, arrays=arrays, extras=extras)
 
 
@@ -314,5 +386,5 @@ def verify_store(path: str | os.PathLike[str], *, key: Key | None = None) -> dic
         "key_fingerprint": store.manifest.get("key_fingerprint"),
         "splits": store.manifest["splits"],
         "shards": len(store.manifest["shards"]),
-        "hmac_checked": key is not None and store.manifest.get("key_fingerprint") is not None,
+        "authenticated": key is not None,
     }

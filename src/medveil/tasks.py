@@ -68,7 +68,7 @@ class TrainedModel:
     data_name: str = ""
     key_fingerprint: str | None = None
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
         """Atomically write weights and metadata (no key material, no pickled code)."""
         import torch
 
@@ -82,7 +82,7 @@ class TrainedModel:
         }
         buffer = io.BytesIO()
         torch.save(record, buffer)
-        return atomic_write_bytes(path, buffer.getvalue())
+        return atomic_write_bytes(path, buffer.getvalue(), force=force)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainedModel:

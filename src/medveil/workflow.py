@@ -24,10 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from medveil.atomic import atomic_directory, atomic_write_bytes, write_private_file
+from medveil.atomic import (
+    atomic_directory,
+    atomic_write_bytes,
+    check_output,
+    write_private_file,
+)
 from medveil.budgets import BenchBudget, get_budget
 from medveil.data.imageset import ImageSet
-from medveil.errors import ConfigError, KeyMismatchError
+from medveil.errors import ConfigError, IntegrityError, KeyMismatchError
 from medveil.keys import Key
 from medveil.owner_state import save_owner_state, scheme_for
 from medveil.protocols import get_protocol
@@ -36,6 +41,8 @@ from medveil.protocols.view import release_header, train_standard
 from medveil.store import (
     RESULTS_FORMAT,
     ProtectedStore,
+    build_manifest,
+    content_id,
     is_store,
     open_store,
     write_bundle,
@@ -69,6 +76,10 @@ def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.
     if state is not None and (_inside(Path(state), Path(out)) or _inside(Path(out), Path(state))):
         raise ConfigError(f"--state {state} and --out {out} must be separate folders: the "
                           "release leaves, the owner state stays")
+    source = imageset.meta.get("source")
+    check_output(out, force=force, inputs=(source, state))
+    if state is not None:
+        check_output(state, force=force, inputs=(source, out), option="--state")
     instance = create(scheme, **budget.scheme_params(cls, params))
     protocol = get_protocol(instance.protocol)
     started = time.perf_counter()
@@ -78,9 +89,15 @@ def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.
     arrays, extras, info = protocol.release(instance, imageset, key=key)
     protect_s = time.perf_counter() - started
     header = release_header(instance, imageset, protocol, info)
-    path = write_bundle(out, arrays=arrays, extras=extras, header=header, key=key, force=force)
+    manifest, _ = build_manifest(arrays=arrays, extras=extras, header=header, key=key)
+    path = write_bundle(out, arrays=arrays, extras=extras, header=header, key=key, force=force,
+                        inputs=(source, state))
     if state is not None:
-        save_owner_state(state, instance, protocol=protocol.name, force=force)
+        # What the owner sent, so that `decode` can refuse results for anything else.
+        sent = {"content_id": content_id(manifest),
+                "splits": {s: v["count"] for s, v in manifest["splits"].items()}}
+        save_owner_state(state, instance, protocol=protocol.name, force=force,
+                         inputs=(source, out), release=sent)
     return {"store": str(Path(path)), "state": None if state is None else str(state),
             "scheme": instance.name, "protocol": protocol.name,
             "splits": {s: len(next(iter(a.values()))) for s, a in arrays.items()},
@@ -94,6 +111,7 @@ def decode_results(results: str | os.PathLike[str], *, key: Key | None,
     owner's ``truth`` (the data set the release was made from) is given."""
     bundle = open_store(results, fmt=RESULTS_FORMAT)
     manifest = bundle.manifest
+    _check_results(bundle, results, state)
     expected = manifest.get("release_key_fingerprint")
     if key is not None and expected is not None and expected != key.fingerprint:
         raise KeyMismatchError(f"results {results} answer a release made with key "
@@ -104,17 +122,45 @@ def decode_results(results: str | os.PathLike[str], *, key: Key | None,
     if manifest.get("scheme"):
         scheme = scheme_for(manifest, state, key=key)
     decoded = protocol.decode(scheme, bundle, key=key)
-    _write_predictions(Path(out), decoded, force=force)
+    _write_predictions(Path(out), decoded, force=force, inputs=(results, state))
     summary: dict[str, Any] = {"out": str(out), "images": len(decoded), "task": decoded.task}
     if truth is not None:
         summary["metrics"] = decoded.metrics(truth.split(manifest["split"]))
     return summary
 
 
-def _write_predictions(out: Path, decoded, *, force: bool) -> None:
+def _check_results(bundle: ProtectedStore, where: Any, state: Any) -> None:
+    """The processor's results, checked as an adversary's: a split and protocol by name,
+    and, with the owner state, exactly the release the owner sent (its content digest:
+    views, ciphertexts, encrypted weights) and one result per item of the split."""
+    manifest = bundle.manifest
+    split = manifest.get("split")
+    protocol = manifest.get("protocol")
+    if not isinstance(split, str) or split not in bundle.arrays or len(bundle.arrays) != 1:
+        raise IntegrityError(f"results {where} do not hold exactly one split named by their "
+                             "manifest; ask the processor for the output of `medveil predict`")
+    if not isinstance(protocol, dict) or not isinstance(protocol.get("name"), str):
+        raise IntegrityError(f"results {where} name no protocol; they are not medveil results")
+    if state is None:
+        return
+    from medveil.owner_state import read_sent_release
+
+    sent = read_sent_release(state)
+    if sent is None:
+        return
+    if manifest.get("release") != sent["content_id"]:
+        raise IntegrityError(f"results {where} do not answer the release recorded in the owner "
+                             f"state {state} (another release, or edited results); ask the "
+                             "processor for results on the release you sent")
+    expected = sent["splits"].get(split)
+    count = bundle.manifest["splits"][split]["count"]
+    if expected is None or count != expected:
+        raise IntegrityError(f"results {where} hold {count} results for split '{split}', the "
+                             f"release sent {expected}; ask the processor for complete results")
+
+
+def _write_predictions(out: Path, decoded, *, force: bool, inputs: tuple[Any, ...]) -> None:
     if decoded.task == "classification":
-        if out.exists() and (out.is_dir() or not force):
-            raise ConfigError(f"{out} already exists; choose another --out or pass --force")
         probs = decoded.probabilities
         columns = [f"prob_{k}" for k in range(probs.shape[1])]
         values = [probs]
@@ -125,20 +171,15 @@ def _write_predictions(out: Path, decoded, *, force: bool) -> None:
         lines = ["index," + ",".join(columns) + ",predicted"]
         lines += [f"{i}," + ",".join(f"{v:.8g}" for v in row) + f",{int(p.argmax())}"
                   for i, (row, p) in enumerate(zip(table, probs, strict=True))]
-        _write_private_atomic(out, ("\n".join(lines) + "\n").encode())
+        atomic_write_bytes(out, ("\n".join(lines) + "\n").encode(), force=force, inputs=inputs)
         return
     from PIL import Image
 
-    with atomic_directory(out, force=force, private=True) as tmp:
+    with atomic_directory(out, force=force, inputs=inputs, marker="decoded-masks") as tmp:
         for i, mask in enumerate(decoded.masks):
             buffer = io.BytesIO()
             Image.fromarray((mask[0] > 0).astype(np.uint8) * 255).save(buffer, format="PNG")
             write_private_file(tmp / f"mask_{i:05d}.png", buffer.getvalue())
-
-
-def _write_private_atomic(path: Path, data: bytes) -> None:
-    atomic_write_bytes(path, data)
-    os.chmod(path, 0o600)
 
 
 def recover_release(release: str | os.PathLike[str], *, key: Key,
@@ -147,6 +188,7 @@ def recover_release(release: str | os.PathLike[str], *, key: Key,
     """Key holder: the images back from a release, as an npz in the MedMNIST layout
     (``{split}_images`` float32 (N, C, H, W), ``{split}_labels`` / ``{split}_masks``) or
     as PNGs under ``out/{split}/``; owner-only files (they are patient images)."""
+    check_output(out, force=force, inputs=(release, state))
     bundle = open_store(release, key=key)
     scheme = scheme_for(bundle.manifest, state, key=key)
     if not scheme.invertible:
@@ -155,9 +197,7 @@ def recover_release(release: str | os.PathLike[str], *, key: Key,
     recovered = get_protocol(bundle.protocol_name).recover(scheme, bundle, key=key)
     out = Path(out)
     if out.suffix == ".npz":
-        if out.exists() and (out.is_dir() or not force):
-            raise ConfigError(f"{out} already exists; choose another --out or pass --force")
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, np.ndarray] = {"medveil_format": np.array("medveil.recovered/1")}
         for split in recovered.split_names:
             part = recovered.split(split)
             arrays[f"{split}_images"] = part.images
@@ -167,11 +207,12 @@ def recover_release(release: str | os.PathLike[str], *, key: Key,
                 arrays[f"{split}_masks"] = part.masks
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        _write_private_atomic(out, buffer.getvalue())
+        atomic_write_bytes(out, buffer.getvalue(), force=force, inputs=(release, state))
     else:
         from PIL import Image
 
-        with atomic_directory(out, force=force, private=True) as tmp:
+        with atomic_directory(out, force=force, inputs=(release, state),
+                              marker="recovered-images") as tmp:
             for split in recovered.split_names:
                 (tmp / split).mkdir(mode=0o700)
                 for i, image in enumerate(recovered.split(split).images):
@@ -185,6 +226,11 @@ def recover_release(release: str | os.PathLike[str], *, key: Key,
 
 
 # ----------------------------------------------------------------------------- processor
+def _local_paths(sources: list[str]) -> list[str]:
+    """The sources that are paths here (not bundled set names): outputs must avoid them."""
+    return [s for s in sources if Path(s).exists()]
+
+
 def _open_sources(sources: list[str], read_options: dict[str, Any]
                   ) -> tuple[list[ProtectedStore], list[ImageSet]]:
     from medveil.data import load_dataset
@@ -198,8 +244,8 @@ def _open_sources(sources: list[str], read_options: dict[str, Any]
 
 def train(sources: list[str], *, out: str | os.PathLike[str], budget: str | BenchBudget =
           "full", seed: int = 0, epochs: int | None = None, steps: int | None = None,
-          progress: bool = False, read_options: dict[str, Any] | None = None
-          ) -> dict[str, Any]:
+          progress: bool = False, read_options: dict[str, Any] | None = None,
+          force: bool = False) -> dict[str, Any]:
     """Processor (or a key holder on recovered images): train on one or several sources.
 
     Releases train what their protocol trains (the standard model on views, the
@@ -210,6 +256,7 @@ def train(sources: list[str], *, out: str | os.PathLike[str], budget: str | Benc
 
     if not sources:
         raise ConfigError("give at least one --data")
+    check_output(out, force=force, inputs=_local_paths(sources))
     budget = get_budget(budget) if isinstance(budget, str) else budget
     if epochs is not None:
         budget.classifier.epochs = epochs
@@ -228,7 +275,7 @@ def train(sources: list[str], *, out: str | os.PathLike[str], budget: str | Benc
                               "pool releases of one scheme")
         protocol = get_protocol(names.pop())
         model = protocol.train(releases, budget=budget, seed=seed, progress=progress)
-    protocol.save_model(model, out)
+    protocol.save_model(model, out, force=force)
     return {"out": str(out), "protocol": protocol.name, "task": model.task,
             "train_s": model.train_s, "releases": len(releases)}
 
@@ -250,6 +297,7 @@ def predict(model: str | os.PathLike[str] | None, data: str, *, split: str,
     from medveil.protocols.view import predict_standard
 
     started = time.perf_counter()
+    check_output(out, force=force, inputs=(*_local_paths([data]), model))
     if is_store(data):
         release = open_store(data)
         protocol = get_protocol(release.protocol_name)
@@ -282,7 +330,7 @@ def predict(model: str | os.PathLike[str] | None, data: str, *, split: str,
                   "split": split}
     seconds = time.perf_counter() - started
     write_bundle(out, arrays={split: arrays}, header=header, key=None, fmt=RESULTS_FORMAT,
-                 force=force)
+                 force=force, inputs=(*_local_paths([data]), model))
     count = len(next(iter(arrays.values())))
     return {"out": str(out), "protocol": protocol.name, "split": split, "images": count,
             "ms_per_image": 1000 * seconds / max(1, count)}
@@ -359,7 +407,8 @@ def multicentre_table(record: dict[str, Any]) -> str:
 def write_multicentre(record: dict[str, Any], out: str | os.PathLike[str], *,
                       force: bool = False) -> Path:
     """``out/multicentre.json`` and ``out/multicentre.md``, atomically."""
-    with atomic_directory(out, force=force) as tmp:
-        (tmp / "multicentre.json").write_text(json.dumps(record, indent=2) + "\n")
-        (tmp / "multicentre.md").write_text(multicentre_table(record))
+    with atomic_directory(out, force=force, marker="multicentre") as tmp:
+        write_private_file(tmp / "multicentre.json", (json.dumps(record, indent=2) + "\n")
+                           .encode())
+        write_private_file(tmp / "multicentre.md", multicentre_table(record).encode())
     return Path(out)

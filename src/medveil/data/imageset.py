@@ -24,6 +24,10 @@ class ImageSet:
         masks: uint8 {0, 1} shaped (N, 1, H, W) for segmentation, else None.
         class_names: names of the label values, where known.
         meta: where the data came from and how it was read (source, reader, options).
+        withheld: splits whose truth is not known here (a release's or a recovered set's
+            test split: its labels and masks stay with the owner). Their rows hold
+            placeholder labels / masks internally; ``split(name)`` of such a split has
+            none, so no metric or training can use a placeholder.
     """
 
     images: np.ndarray
@@ -33,6 +37,7 @@ class ImageSet:
     masks: np.ndarray | None = None
     class_names: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    withheld: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.images = np.asarray(self.images)
@@ -49,6 +54,7 @@ class ImageSet:
                 f"{self.meta.get('source', 'the data')}; clean or drop those images"
             )
         self.splits = np.asarray(self.splits).astype(str)
+        self.withheld = tuple(s for s in self.withheld if s in set(self.splits.tolist()))
         self.ids = np.asarray(self.ids).astype(str)
         if len(self.splits) != n or len(self.ids) != n:
             raise DataError("splits and ids must have one entry per image")
@@ -103,14 +109,18 @@ class ImageSet:
     # -- selection ----------------------------------------------------------------
     def subset(self, index: np.ndarray) -> ImageSet:
         index = np.asarray(index)
+        splits = set(self.splits[index].tolist())
+        withheld = tuple(s for s in self.withheld if s in splits)
+        no_truth = bool(splits) and splits <= set(withheld)
         return ImageSet(
             images=self.images[index],
             splits=self.splits[index],
             ids=self.ids[index],
-            labels=None if self.labels is None else self.labels[index],
-            masks=None if self.masks is None else self.masks[index],
+            labels=None if self.labels is None or no_truth else self.labels[index],
+            masks=None if self.masks is None or no_truth else self.masks[index],
             class_names=self.class_names,
             meta=dict(self.meta),
+            withheld=() if no_truth else withheld,
         )
 
     def split(self, name: str) -> ImageSet:
@@ -149,14 +159,42 @@ class ImageSet:
         for split in self.split_names:
             part = self.splits == split
             entry: dict[str, Any] = {"n": int(part.sum())}
-            if self.labels is not None:
+            if split in self.withheld:
+                entry["classes"] = "truth withheld (stays with the owner)"
+            elif self.labels is not None:
                 values, counts = np.unique(self.labels[part], return_counts=True)
                 names = self.class_names or [str(v) for v in range(int(values.max()) + 1)]
                 entry["classes"] = {
                     (names[v] if v < len(names) else str(v)): int(c)
                     for v, c in zip(values, counts, strict=True)
                 }
-            if self.masks is not None:
+            if self.masks is not None and split not in self.withheld:
                 entry["foreground_fraction"] = float(self.masks[part].mean())
             info["splits"][split] = entry
         return info
+
+
+def from_splits(parts: list[tuple[str, np.ndarray, np.ndarray | None, np.ndarray | None]], *,
+                class_names: list[str] | None = None, meta: dict[str, Any] | None = None
+                ) -> ImageSet:
+    """One set from per-split ``(name, images, labels or None, masks or None)``.
+
+    A split that lacks the truth the others carry (a release's test split) is
+    ``withheld``: its rows get placeholders that :meth:`ImageSet.split` never shows.
+    """
+    have_labels = any(p[2] is not None for p in parts)
+    have_masks = any(p[3] is not None for p in parts)
+    withheld = tuple(name for name, _, labels, masks in parts
+                     if (have_labels and labels is None) or (have_masks and masks is None))
+    images = np.concatenate([p[1] for p in parts])
+    labels = np.concatenate([
+        p[2] if p[2] is not None else np.zeros(len(p[1]), np.int64) for p in parts
+    ]) if have_labels else None
+    masks = np.concatenate([
+        p[3] if p[3] is not None else np.zeros((len(p[1]), 1, *p[1].shape[2:]), np.uint8)
+        for p in parts]) if have_masks else None
+    return ImageSet(images=images, splits=np.concatenate([np.full(len(p[1]), p[0])
+                                                          for p in parts]),
+                    ids=np.array([f"row{i}" for i in range(len(images))]), labels=labels,
+                    masks=masks, class_names=class_names, meta=dict(meta or {}),
+                    withheld=withheld)

@@ -8,7 +8,10 @@ names the file and the fix.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,10 +25,13 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 SPLIT_FOLDERS = ("train", "val", "test")
+#: Split folder names as public data sets spell them.
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "test": "test", "testing": "test"}
+IMAGE_FOLDERS = ("images", "image", "imgs")
 COLOR_MODES = ("gray", "rgb", "green")
 WINDOW_MODES = ("minmax", "voi")
 MASK_SUFFIXES = ("_1stHO", "_mask", "_seg", "_gt", "_label")
-MASK_FOLDERS = ("masks", "mask", "labels", "gt", "annotations")
 
 Size = int | tuple[int, int] | None
 
@@ -61,16 +67,22 @@ def _minmax(array: np.ndarray) -> np.ndarray:
     return (array - low) / (high - low)
 
 
-def _channels(array: np.ndarray, color: str) -> np.ndarray:
-    """(H, W) or (H, W, C) -> (C, H, W) in the requested colour mode."""
+def _channels(array: np.ndarray, color: str, where: object = "the image") -> np.ndarray:
+    """(H, W) or (H, W, C) -> (C, H, W) in the requested colour mode; a colour mode a gray
+    image cannot give is refused, never ignored."""
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
     if array.ndim == 2:
+        if color != "gray":
+            raise ConfigError(f"{where} is a single-channel (gray) image; --color {color} "
+                              "needs colour images: use --color gray")
         array = array[None]
     elif array.ndim == 3:
         if array.shape[-1] == 4:  # drop alpha
             array = array[..., :3]
-        if array.shape[-1] == 1:
-            array = array[..., 0][None]
-        elif color == "gray":
+        if array.shape[-1] != 3:
+            raise DataError(f"{where} has {array.shape[-1]} channels; medveil reads gray or RGB")
+        if color == "gray":
             weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
             array = (array.astype(np.float32) @ weights)[None]
         elif color == "green":
@@ -143,72 +155,138 @@ def _check_exists(path: Path) -> None:
         )
 
 
+# ----------------------------------------------------------------------------- labels
+#: More classes than this is a mistake (ids or measurements read as labels), not a task.
+MAX_CLASSES = 1000
+
+
+def check_labels(labels: np.ndarray, *, where: str, count: int) -> np.ndarray:
+    """Class labels as int64: integers (or whole-valued floats), non-negative, fewer than
+    :data:`MAX_CLASSES`, exactly one per image; anything else is a clear error."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] != 1:
+        raise DataError(f"{where} is multi-label {labels.shape}; medveil classifies one label "
+                        "per image")
+    labels = labels.reshape(-1) if labels.ndim else labels.reshape(1)
+    if len(labels) != count:
+        raise DataError(f"{where} has {len(labels)} labels for {count} images; give one label "
+                        "per image")
+    if labels.dtype.kind not in "iub" and labels.dtype.kind != "f":
+        raise DataError(f"{where} holds {labels.dtype} values, not integer class labels; "
+                        "encode the classes as 0, 1, 2, ...")
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all() or not np.all(labels == np.round(labels)):
+            raise DataError(f"{where} holds non-integer labels (e.g. "
+                            f"{labels[labels != np.round(labels)][:1]}); class labels must be "
+                            "whole numbers 0, 1, 2, ...")
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{where} holds negative labels ({labels.min()}); class labels must be "
+                        "0, 1, 2, ...")
+    if len(labels) and labels.max() >= MAX_CLASSES:
+        raise DataError(f"{where} holds label {labels.max()}, more than {MAX_CLASSES} classes; "
+                        "these are not class labels (ids or measurements?)")
+    return labels.astype(np.int64)
+
+
+def _npz_channels(arr: np.ndarray, color: str, *, where: str) -> np.ndarray:
+    """(N, C, H, W) pixels in the requested colour mode; a mode the pixels cannot give is
+    refused, never ignored."""
+    channels = arr.shape[1]
+    if channels == 1:
+        if color != "gray":
+            raise ConfigError(f"{where} holds single-channel (gray) images; --color {color} "
+                              "needs colour images: use --color gray")
+        return arr
+    if channels != 3:
+        raise DataError(f"{where} has {channels} channels; medveil reads 1 (gray) or 3 (RGB)")
+    if color == "gray":
+        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return np.einsum("nchw,c->nhw", arr, weights)[:, None].astype(np.float32)
+    if color == "green":
+        return arr[:, 1:2]
+    return arr
+
+
 # ----------------------------------------------------------------------------- npz
-def read_npz(path: Path, *, size: Size = None, **_: Any) -> ImageSet:
-    """An npz in the MedMNIST layout: ``{split}_images``, ``{split}_labels`` (and masks)."""
+def read_npz(path: Path, *, size: Size = None, color: str = "gray", **_: Any) -> ImageSet:
+    """An npz in the MedMNIST layout: ``{split}_images``, ``{split}_labels`` (and masks).
+
+    A split without labels (or masks) while others have them is read with its truth
+    ``withheld`` (a key holder's recovered set: the test truth stays with the owner).
+    """
+    from medveil.data.imageset import from_splits
+
+    look_up_option(color, COLOR_MODES, what="colour mode")
     try:
         archive = np.load(path, allow_pickle=False)
         keys = set(archive.files)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path} is not a readable npz archive ({exc}); re-download it") from None
-    images, labels, masks, splits, ids = [], [], [], [], []
+        raise DataError(f"{path} is not a readable npz archive ({type(exc).__name__}); "
+                        "re-download it") from None
+
+    def member(key: str) -> np.ndarray:
+        try:
+            return archive[key]
+        except Exception as exc:  # noqa: BLE001 - truncated member, pickled objects
+            raise DataError(f"{path}: cannot read '{key}' ({type(exc).__name__}); the file "
+                            "may be truncated or hold pickled objects") from None
+
+    parts = []
     for split in SPLIT_FOLDERS:
         key = f"{split}_images"
         if key not in keys:
             continue
-        try:
-            arr = archive[key]
-        except Exception as exc:  # noqa: BLE001 - truncated member
-            raise DataError(f"{path}: cannot read '{key}' ({exc}); the file may be truncated") \
-                from None
+        arr = member(key)
         if arr.ndim == 3:
             arr = arr[:, None]
         elif arr.ndim == 4 and arr.shape[-1] in (1, 3) and arr.shape[1] not in (1, 3):
             arr = np.moveaxis(arr, -1, 1)
         elif arr.ndim != 4:
             raise DataError(f"{path}: '{key}' is shaped {arr.shape}; expected (N, H, W[, C])")
+        if arr.dtype.kind not in "uif" or arr.dtype.kind == "b":
+            raise DataError(f"{path}: '{key}' holds {arr.dtype} values, not pixels")
         if arr.dtype == np.uint8:
             arr = arr.astype(np.float32) / 255.0
         else:
             arr = arr.astype(np.float32)
-            if np.isfinite(arr).all() and (arr.min() < 0 or arr.max() > 1):
+            if not np.isfinite(arr).all():
+                bad = np.unique(np.nonzero(~np.isfinite(arr))[0])[:3]
+                raise DataError(f"{path}: '{key}' has NaN or infinite pixels (images "
+                                f"{', '.join(map(str, bad))}); clean or drop those images")
+            if arr.min() < 0 or arr.max() > 1:
                 arr = _minmax(arr)
-        images.append(arr)
-        splits.append(np.full(len(arr), split))
-        ids.append(np.array([f"{split}/{i}" for i in range(len(arr))]))
+        arr = _npz_channels(arr, color, where=f"{path}: '{key}'")
+        labels = masks = None
         if f"{split}_labels" in keys:
-            lab = archive[f"{split}_labels"]
-            if lab.ndim == 2 and lab.shape[1] != 1:
-                raise DataError(
-                    f"{path}: '{split}_labels' is multi-label {lab.shape}; "
-                    "medveil classifies one label per image"
-                )
-            lab = lab.reshape(-1)
-            if len(lab) != len(arr):
-                raise DataError(f"{path}: {len(lab)} labels for {len(arr)} {split} images")
-            labels.append(lab.astype(np.int64))
+            labels = check_labels(member(f"{split}_labels"), where=f"{path}: '{split}_labels'",
+                                  count=len(arr))
         if f"{split}_masks" in keys:
-            m = archive[f"{split}_masks"]
-            masks.append((m.reshape(len(arr), 1, *m.shape[-2:]) > 0).astype(np.uint8))
-    if not images:
+            m = member(f"{split}_masks")
+            if m.ndim not in (3, 4) or len(m) != len(arr) or m.shape[-2:] != arr.shape[-2:] \
+                    or (m.ndim == 4 and m.shape[1] != 1):
+                raise DataError(f"{path}: '{split}_masks' is shaped {m.shape} for {len(arr)} "
+                                f"images of {arr.shape[-2]}x{arr.shape[-1]}; give one mask "
+                                "per image, of its size")
+            masks = (m.reshape(len(arr), 1, *m.shape[-2:]) > 0).astype(np.uint8)
+        parts.append((split, arr, labels, masks))
+    if not parts:
         raise DataError(
             f"{path} has no 'train_images' / 'test_images' arrays (found: "
-            f"{', '.join(sorted(keys)) or 'nothing'}); expected the MedMNIST npz layout"
+            f"{', '.join(sorted(keys)[:8]) or 'nothing'}); expected the MedMNIST npz layout"
         )
-    if labels and len(labels) != len(images):
-        raise DataError(f"{path}: some splits have labels and some do not")
-    all_images = np.concatenate(images)
-    all_masks = np.concatenate(masks) if masks else None
+    shapes = {p[1].shape[1:] for p in parts}
+    if len(shapes) > 1 and size is None:
+        raise DataError(f"{path}: the splits' images differ in shape ({sorted(shapes)}); pass "
+                        "--size H to resize them to one working size")
     norm = _normalise_size(size)
     if norm is not None:
-        all_images = _resize(all_images, norm)
-        if all_masks is not None:
-            all_masks = _resize(all_masks.astype(np.float32), norm, masks=True)
-    return ImageSet(
-        images=all_images, splits=np.concatenate(splits), ids=np.concatenate(ids),
-        labels=np.concatenate(labels) if labels else None, masks=all_masks,
-        meta={"reader": "npz"},
-    )
+        parts = [(s, _resize(i, norm), lab,
+                  None if m is None else _resize(m.astype(np.float32), norm, masks=True))
+                 for s, i, lab, m in parts]
+    truth = [p for p in parts if p[2] is not None or p[3] is not None]
+    if truth and "train" in {p[0] for p in parts} and all(p[0] != "train" for p in truth):
+        raise DataError(f"{path}: the train split has no labels or masks while others do")
+    return from_splits(parts, meta={"reader": "npz"})
 
 
 # ----------------------------------------------------------------------------- images
@@ -231,7 +309,7 @@ def _read_picture(path: Path, color: str) -> np.ndarray:
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     unit = _to_unit_range(array)
-    return _channels(unit, color)
+    return _channels(unit, color, path)
 
 
 def _read_mask(path: Path) -> np.ndarray:
@@ -263,69 +341,191 @@ def _reject_non_images(files: list[Path], folder: Path) -> None:
             )
 
 
-def _find_mask_pairs(folder: Path, mask_suffix: str | None) -> list[tuple[Path, Path]] | None:
-    """Image/mask pairs by a naming rule, or None when the folder is not a segmentation set."""
-    # Rule 1: sibling folders images/ + masks/ (same stem).
-    for mask_dir_name in MASK_FOLDERS:
-        mask_dir, image_dir = folder / mask_dir_name, folder / "images"
-        if mask_dir.is_dir() and image_dir.is_dir():
-            images = _files(image_dir)
-            _reject_non_images(images, image_dir)
-            masks = {p.stem: p for p in _files(mask_dir)}
-            pairs = []
-            for img in images:
-                stem = img.stem
-                mask = masks.get(stem) or masks.get(f"{stem}{mask_suffix or '_mask'}")
-                if mask is None:
-                    raise DataError(f"image {img} has no mask in {mask_dir} (same file stem)")
-                pairs.append((img, mask))
-            return pairs
-    # Rule 2: X.ext beside X{suffix}.ext (CHASE_DB1: Image_01L.jpg + Image_01L_1stHO.png).
-    files = _files(folder)
-    stems = {p.stem: p for p in files}
-    suffixes = (mask_suffix,) if mask_suffix else MASK_SUFFIXES
-    for suffix in suffixes:
-        masks = {p.stem[: -len(suffix)]: p for p in files if p.stem.endswith(suffix)}
-        if not masks:
-            continue
-        _reject_non_images(files, folder)
-        pairs = []
-        for stem, mask in sorted(masks.items()):
-            image = stems.get(stem)
-            if image is None:
-                raise DataError(f"mask {mask} has no image named {stem}.* in {folder}")
-            pairs.append((image, mask))
-        return pairs
+def _pair_key(stem: str) -> str | None:
+    """The subject number a stem starts with (DRIVE: ``21_training`` / ``21_manual1``)."""
+    match = re.match(r"^\D*?(\d+)", stem)
+    return match.group(1) if match else None
+
+
+def _pair(images: list[Path], masks: list[Path]) -> list[tuple[Path, Path]] | None:
+    """Each image's mask: the same stem, the stem plus a suffix, or the same leading subject
+    number; None unless every image finds exactly one."""
+    by_stem = {m.stem: m for m in masks}
+    pairs = []
+    for image in images:
+        mask = by_stem.get(image.stem)
+        if mask is None:
+            longer = [m for m in masks if m.stem.startswith(image.stem)]
+            if len(longer) == 1:
+                mask = longer[0]
+        if mask is None:
+            key = _pair_key(image.stem)
+            same = [m for m in masks if key is not None and _pair_key(m.stem) == key]
+            if len(same) == 1 and sum(_pair_key(i.stem) == key for i in images) == 1:
+                mask = same[0]
+        if mask is None:
+            return None
+        pairs.append((image, mask))
+    return pairs if pairs and len({m for _, m in pairs}) == len(pairs) else None
+
+
+def _image_folder(folder: Path) -> Path | None:
+    for name in IMAGE_FOLDERS:
+        if (folder / name).is_dir():
+            return folder / name
     return None
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _glob_pairs(folder: Path, pattern: str) -> list[tuple[Path, Path]]:
+    """Masks are the files matching ``pattern``; each image is the file whose stem the
+    mask's stem starts with (longest such stem)."""
+    files = _files(folder)
+    masks = [p for p in files if fnmatch.fnmatch(p.name, pattern)]
+    if not masks:
+        raise DataError(f"--masks {pattern!r} matches no file in {folder}; give the folder "
+                        "name of the annotations or a pattern such as '*_1stHO.png'")
+    mask_set = set(masks)
+    others = [p for p in files if p not in mask_set]
+    pairs = []
+    for mask in masks:
+        heads = [p for p in others if mask.stem.startswith(p.stem) and p.stem != mask.stem]
+        if not heads:
+            raise DataError(f"mask {mask} has no image whose name it extends in {folder}")
+        pairs.append((max(heads, key=lambda p: len(p.stem)), mask))
+    _reject_non_images([p for pair in pairs for p in pair], folder)
+    return sorted(pairs)
+
+
+def _find_mask_pairs(folder: Path, mask_suffix: str | None, masks: str | None = None
+                     ) -> list[tuple[Path, Path]] | None:
+    """Image/mask pairs of a segmentation folder, or None when ``folder`` is not one.
+
+    Layouts: ``images/`` beside an annotation folder (the same stem, stem + suffix, or the
+    same subject number), or ``X.ext`` beside ``X{suffix}.ext`` (CHASE_DB1). ``masks``
+    names the annotation folder or a file pattern; where several candidates fit and
+    none is named, the error lists them: medveil never guesses a training target.
+    """
+    if masks is not None and any(c in masks for c in "*?["):
+        return _glob_pairs(folder, masks)
+    image_dir = _image_folder(folder)
+    if image_dir is not None:
+        images = _files(image_dir)
+        _reject_non_images(images, image_dir)
+        others = [d for d in _subfolders(folder) if d != image_dir]
+        if masks is not None:
+            chosen = folder / masks
+            if not chosen.is_dir():
+                raise DataError(f"--masks {masks!r}: {folder} has no such folder (it has "
+                                f"{', '.join(d.name for d in others) or 'none'})")
+            pairs = _pair(images, _files(chosen))
+            if pairs is None:
+                raise DataError(f"--masks {masks!r}: the files in {chosen} do not pair one to "
+                                f"one with the images in {image_dir} (same name or subject "
+                                "number)")
+            return pairs
+        candidates = {d.name: pairs for d in others
+                      if (pairs := _pair(images, _files(d))) is not None}
+        if len(candidates) == 1:
+            return next(iter(candidates.values()))
+        if len(candidates) > 1:
+            raise DataError(f"{folder} has several folders that could be the segmentation "
+                            f"target ({', '.join(sorted(candidates))}); name the annotations "
+                            f"with --masks NAME (e.g. --masks {sorted(candidates)[-1]})")
+        if others:
+            raise DataError(f"{folder} looks like an image/mask layout ({image_dir.name}/ "
+                            f"beside {', '.join(d.name for d in others)}/) but no folder pairs "
+                            "with the images; name the annotations with --masks NAME")
+        return None
+    if masks is not None:
+        raise DataError(f"--masks {masks!r}: {folder} has no images/ folder; give a file "
+                        "pattern such as '*_1stHO.png' for images and masks side by side")
+    files = _files(folder)
+    stems = {p.stem: p for p in files}
+    suffixes = (mask_suffix,) if mask_suffix else MASK_SUFFIXES
+    found = {suffix: {p.stem[: -len(suffix)]: p for p in files
+                      if p.stem.endswith(suffix) and p.stem[: -len(suffix)] in stems}
+             for suffix in suffixes}
+    found = {k: v for k, v in found.items() if v}
+    if len(found) > 1:
+        raise DataError(f"{folder} has masks named by several rules ({', '.join(found)}); "
+                        "name the annotations with --masks, e.g. --masks "
+                        f"'*{next(iter(found))}.png'")
+    if not found:
+        return None
+    _reject_non_images(files, folder)
+    return [(stems[stem], mask) for stem, mask in sorted(next(iter(found.values())).items())]
+
+
+def _read_pairs(pairs: list[tuple[Path, Path]], color: str
+                ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    images = [_read_picture(img, color) for img, _ in pairs]
+    masks = [_read_mask(mask) for _, mask in pairs]
+    for (img, mask), im, mk in zip(pairs, images, masks, strict=True):
+        if im.shape[1:] != mk.shape[1:]:
+            raise DataError(
+                f"mask {mask.name} is {mk.shape[1]}x{mk.shape[2]} but its image {img.name} is "
+                f"{im.shape[1]}x{im.shape[2]}; masks must match their images' size"
+            )
+    return images, masks, [img.name for img, _ in pairs]
+
+
+def _split_folders(path: Path) -> dict[str, Path]:
+    """Split folders under ``path`` by their usual names (training/train, validation/val,
+    testing/test); two folders for one split is an error."""
+    layout: dict[str, Path] = {}
+    for folder in _subfolders(path):
+        split = SPLIT_ALIASES.get(folder.name.lower())
+        if split is None:
+            continue
+        if split in layout:
+            raise DataError(f"{path} has two folders for the {split} split ({layout[split].name}, "
+                            f"{folder.name}); keep one")
+        layout[split] = folder
+    return layout
+
+
 def read_folder(path: Path, *, size: Size = None, color: str = "gray",
-                mask_suffix: str | None = None, **_: Any) -> ImageSet:
-    """Class-per-subfolder images (optionally under train/val/test), or image/mask pairs."""
+                mask_suffix: str | None = None, masks: str | None = None,
+                **_: Any) -> ImageSet:
+    """Image/mask pairs (optionally under split folders), or class-per-subfolder images
+    (optionally under split folders), or loose unlabelled images."""
     look_up_option(color, COLOR_MODES, what="colour mode")
     norm = _normalise_size(size)
-    pairs = _find_mask_pairs(path, mask_suffix)
-    if pairs is not None:
-        images = [_read_picture(img, color) for img, _ in pairs]
-        masks = [_read_mask(mask) for _, mask in pairs]
-        names = [img.name for img, _ in pairs]
-        for (img, mask), im, mk in zip(pairs, images, masks, strict=True):
-            if im.shape[1:] != mk.shape[1:]:
-                raise DataError(
-                    f"mask {mask.name} is {mk.shape[1]}x{mk.shape[2]} but its image {img.name} is "
-                    f"{im.shape[1]}x{im.shape[2]}; masks must match their images' size"
-                )
+    split_dirs = _split_folders(path)
+    layout = split_dirs or {"train": path}
+    seg = {split: _find_mask_pairs(folder, mask_suffix, masks) for split, folder in
+           layout.items()}
+    if any(pairs is not None for pairs in seg.values()):
+        missing = [s for s, pairs in seg.items() if pairs is None]
+        if missing:
+            raise DataError(f"{path}: the {', '.join(missing)} folder(s) hold no image/mask "
+                            "pairs while the others do; lay every split out the same way")
+        images, mask_list, names, splits, ids = [], [], [], [], []
+        for split, pairs in seg.items():
+            im, mk, nm = _read_pairs(pairs, color)
+            images += im
+            mask_list += mk
+            names += nm
+            splits += [split] * len(pairs)
+            ids += [f"{split}/{img.stem}" if split_dirs else img.stem for img, _ in pairs]
         return ImageSet(
             images=_stack(images, names, size=norm, source=path),
-            masks=_stack(masks, names, size=norm, source=path, masks=True),
-            splits=np.full(len(pairs), "train"), ids=np.array([img.stem for img, _ in pairs]),
+            masks=_stack(mask_list, names, size=norm, source=path, masks=True),
+            splits=np.array(splits), ids=np.array(ids),
             meta={"reader": "folder", "layout": "image/mask pairs"},
         )
-    subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_FOLDERS]
-    layout = {d.name.lower(): d for d in split_dirs} if split_dirs else {"train": path}
-    class_names = sorted({c.name for root in layout.values() for c in root.iterdir()
-                          if c.is_dir() and not c.name.startswith(".")})
+    if masks is not None:
+        raise DataError(f"--masks {masks!r} was given but {path} holds no image/mask layout")
+    class_names = sorted({c.name for root in layout.values() for c in _subfolders(root)})
+    layout_like = [c for c in class_names if c.lower() in IMAGE_FOLDERS]
+    if layout_like:
+        raise DataError(f"{path} has a '{layout_like[0]}' folder among its class folders: it "
+                        "looks like an image/mask layout, not classes; point at the folder "
+                        "holding images/ and the annotations, with --masks NAME")
     if not class_names:
         loose = _files(path)
         if not loose:
@@ -335,6 +535,12 @@ def read_folder(path: Path, *, size: Size = None, color: str = "gray",
         return ImageSet(images=_stack(images, [p.name for p in loose], size=norm, source=path),
                         splits=np.full(len(loose), "train"), ids=np.array([p.stem for p in loose]),
                         meta={"reader": "folder", "layout": "unlabelled images"})
+    for root in layout.values():
+        for cls in _subfolders(root):
+            if _subfolders(cls):
+                raise DataError(f"class folder {cls} holds folders of its own "
+                                f"({_subfolders(cls)[0].name}/); a class folder holds images "
+                                "only: check the layout (split folders are train/val/test)")
     images, labels, splits, ids, names = [], [], [], [], []
     for split, root in layout.items():
         for label, cls in enumerate(class_names):
@@ -385,6 +591,9 @@ def _dicom_frames(path: Path, *, color: str, window: str) -> list[np.ndarray]:
     out = []
     for frame in pixels:
         if samples == 1:
+            if color != "gray":
+                raise ConfigError(f"{path} is a single-channel (gray) DICOM image; --color "
+                                  f"{color} needs colour images: use --color gray")
             values = apply_modality_lut(frame, ds).astype(np.float64)
             if window == "voi" and "WindowCenter" in ds and "WindowWidth" in ds:
                 unit = _voi_window(values, ds)
@@ -394,7 +603,7 @@ def _dicom_frames(path: Path, *, color: str, window: str) -> list[np.ndarray]:
                 unit = 1.0 - unit
             out.append(unit[None].astype(np.float32))
         else:
-            out.append(_channels(_to_unit_range(np.asarray(frame)), color))
+            out.append(_channels(_to_unit_range(np.asarray(frame)), color, path))
     return out
 
 
@@ -444,8 +653,13 @@ def read_dicom(path: Path, *, size: Size = None, color: str = "gray", window: st
 
 
 # ----------------------------------------------------------------------------- NIfTI
-def read_nifti(path: Path, *, size: Size = None, axis: int = 2, **_: Any) -> ImageSet:
+def read_nifti(path: Path, *, size: Size = None, axis: int = 2, color: str = "gray",
+               **_: Any) -> ImageSet:
     """2D slices of a 3D (or 4D) NIfTI volume along ``axis``, min-max over the volume."""
+    look_up_option(color, COLOR_MODES, what="colour mode")
+    if color != "gray":
+        raise ConfigError(f"{path} is a NIfTI volume of gray values; --color {color} needs "
+                          "colour images: use --color gray")
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
@@ -544,8 +758,21 @@ def _carve(imageset: ImageSet, *, source: str, target: str, fraction: float, see
     return out
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_label(label: str) -> str:
+    """A data-set label: letters, digits, ``._-``, at most 64 characters."""
+    if not _LABEL.match(str(label)):
+        raise ConfigError(f"--label {str(label)[:40]!r} must be 1 to 64 letters, digits, '.', "
+                          "'_' or '-' (it names the data set in everything that leaves you; "
+                          "never use a patient's name)")
+    return str(label)
+
+
 def load_dataset(source: str | os.PathLike[str], *, size: Size = None, color: str = "gray",
                  window: str = "minmax", axis: int = 2, mask_suffix: str | None = None,
+                 masks: str | None = None, label: str | None = None,
                  val_fraction: float = 0.1, test_fraction: float = 0.3,
                  seed: int = 0) -> ImageSet:
     """Read a bundled set name or a path into an :class:`ImageSet`.
@@ -557,6 +784,12 @@ def load_dataset(source: str | os.PathLike[str], *, size: Size = None, color: st
         window: DICOM intensity window: "minmax" per image or "voi" (the file's window).
         axis: NIfTI slicing axis.
         mask_suffix: segmentation naming rule (``X.jpg`` + ``X{suffix}.png``); auto when None.
+        masks: the annotation folder's name, or a file pattern (``*_1stHO.png``), where a
+            segmentation layout offers several candidates.
+        label: the data set's name in everything that leaves (manifests, models,
+            scorecards). A path's file or folder name can identify a patient, so it is
+            never used: without a label, a path is named ``data-`` plus a digest of its
+            pixels; a bundled set keeps its public name.
         val_fraction: share of train carved into "val" when the source has none.
         test_fraction: share carved into "test" for labelled sources without a test split.
         seed: makes the carving reproducible.
@@ -571,12 +804,16 @@ def load_dataset(source: str | os.PathLike[str], *, size: Size = None, color: st
         name = str(source)
     else:
         path = Path(source).expanduser()
-        name = path.name
+        name = None
+    if label is not None:
+        name = check_label(label)
     options.setdefault("size", size)
     if size is not None:
         options["size"] = size
     options.setdefault("color", color)
     options.setdefault("mask_suffix", mask_suffix)
+    if masks is not None:
+        options["masks"] = masks
     fmt = detect_format(path)
     imageset = READERS[fmt](path, window=window, axis=axis, **options)
     if imageset.task != "none":
@@ -586,6 +823,9 @@ def load_dataset(source: str | os.PathLike[str], *, size: Size = None, color: st
         if "val" not in imageset.split_names:
             imageset = _carve(imageset, source="train", target="val", fraction=val_fraction,
                               seed=seed + 1, ordered=False)
+    if name is None:
+        name = "data-" + hashlib.sha256(np.ascontiguousarray(imageset.images).data
+                                        ).hexdigest()[:12]
     imageset.meta.update({"name": name, "source": str(path), "format": fmt,
                           "options": {k: v for k, v in options.items() if v is not None},
                           "seed": seed})

@@ -88,8 +88,8 @@ class HEModel:
                                  "--scheme ckks --state STATE`") from exc
         return cls(net, meta.get("channels_per_segment"), meta.get("info", {}))
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        return atomic_write_bytes(path, self.to_bytes())
+    def save(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
+        return atomic_write_bytes(path, self.to_bytes(), force=force)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> HEModel:

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 Arrays = dict[str, dict[str, np.ndarray]]
 
+#: Splits whose truth (labels, masks) never leaves the owner: the processor trains on
+#: train (val picks the checkpoint) and only predicts on test; the owner scores.
+TRUTH_WITHHELD = ("test",)
+
 
 @dataclass
 class Decoded:
@@ -96,23 +100,16 @@ class Protocol(ABC):
 
     def recover(self, scheme: Any, release: ProtectedStore, *, key: Key) -> ImageSet:
         """Key holders: the images back from a release (invertible schemes)."""
-        images, splits, labels, masks = [], [], [], []
+        from medveil.data.imageset import from_splits
+
+        parts = []
         for split in release.split_names:
             part = release.part(split)
-            images.append(np.clip(scheme.recover(part["view"], key=key), 0.0, 1.0)
-                          .astype(np.float32))
-            splits.append(np.full(len(part["view"]), split))
-            labels.append(part.get("labels"))
-            masks.append(part.get("masks"))
+            images = np.clip(scheme.recover(part["view"], key=key), 0.0, 1.0).astype(np.float32)
+            parts.append((split, images, part.get("labels"), part.get("masks")))
         dataset = release.manifest.get("dataset", {})
-        n = sum(len(i) for i in images)
-        return ImageSet(
-            images=np.concatenate(images), splits=np.concatenate(splits),
-            ids=np.array([f"row{i}" for i in range(n)]),
-            labels=np.concatenate(labels) if all(x is not None for x in labels) else None,
-            masks=np.concatenate(masks) if all(x is not None for x in masks) else None,
-            class_names=dataset.get("class_names"),
-            meta={"name": f"{dataset.get('name', 'release')}[recovered]", "reader": "recover"})
+        return from_splits(parts, class_names=dataset.get("class_names"), meta={
+            "name": f"{dataset.get('name', 'release')}[recovered]", "reader": "recover"})
 
     # -- processor ------------------------------------------------------------------
     def train(self, releases: list[ProtectedStore], *, budget: BenchBudget, seed: int,
@@ -126,7 +123,7 @@ class Protocol(ABC):
         raise ConfigError(f"the '{self.name}' protocol gives the processor nothing to run: "
                           f"{self.summary}")
 
-    def save_model(self, model: Any, path: Any) -> None:
+    def save_model(self, model: Any, path: Any, *, force: bool = False) -> None:
         raise ConfigError(f"the '{self.name}' protocol has no processor model to save")
 
     def load_model(self, record: dict[str, Any], path: Any) -> Any:

@@ -108,7 +108,7 @@ class EncodedSegmentationProtocol(Protocol):
         return ({"encoded_masks": model.server().map_tokens(model.net, tokens, centre=centre)},
                 {"centre": centre})
 
-    def save_model(self, model: MappingModel, path) -> None:
+    def save_model(self, model: MappingModel, path, *, force: bool = False) -> None:
         import torch
 
         from medveil.atomic import atomic_write_bytes
@@ -120,7 +120,7 @@ class EncodedSegmentationProtocol(Protocol):
                   "net_config": model.net.config, "state_dict": model.net.state_dict()}
         buffer = io.BytesIO()
         torch.save(record, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue(), force=force)
 
     def load_model(self, record: dict[str, Any], path) -> MappingModel:
         from medveil.nets.encoded_seg import MappingNetwork

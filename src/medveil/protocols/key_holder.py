@@ -1,6 +1,6 @@
 """``key_holder``: key holders recover the images and run the task on them (primis).
 
-The release holds every split's codes (with labels or masks, as a view release
+The release holds every split's codes (with train and val labels or masks, as a view release
 does), but codes are not images to train on: the processor has nothing to train.
 A key holder, given the key and the owner state by the owner, recovers the
 images (``medveil recover``) and trains and predicts with the standard model on

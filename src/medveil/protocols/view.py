@@ -1,9 +1,9 @@
 """``view``: the processor trains the standard model on the views themselves.
 
 For schemes whose views are images (plain, obfuscation, fesf, the reference
-schemes). The release holds every split's views with their labels or masks; the
-processor trains the standard classifier or U-Net on the train split (val picks
-the checkpoint) and predicts on a split; its predictions are already readable, so
+schemes). The release holds every split's views with the labels or masks of train
+and val (the test split's truth stays with the owner); the processor trains the
+standard classifier or U-Net on the train split (val picks the checkpoint) and predicts on a split; its predictions are already readable, so
 the owner's ``decode`` only scores them. The same standard training serves the
 key holder on recovered images (see ``key_holder``).
 """
@@ -18,6 +18,7 @@ import numpy as np
 from medveil.data.imageset import ImageSet
 from medveil.errors import DataError, ModelFileError
 from medveil.protocols.base import (
+    TRUTH_WITHHELD,
     Arrays,
     BenchRun,
     Protocol,
@@ -43,7 +44,8 @@ def concat_imagesets(parts: list[ImageSet]) -> ImageSet:
                     splits=np.concatenate([p.splits for p in parts]),
                     ids=np.array([f"row{i}" for i in range(n)]), labels=cat("labels"),
                     masks=cat("masks"), class_names=parts[0].class_names,
-                    meta={"name": "+".join(p.name for p in parts), "reader": "pooled"})
+                    meta={"name": "+".join(p.name for p in parts), "reader": "pooled"},
+                    withheld=tuple(sorted({s for p in parts for s in p.withheld})))
 
 
 def train_standard(data: ImageSet, *, budget, seed: int, progress: bool = False):
@@ -77,6 +79,8 @@ class ViewProtocol(Protocol):
         for split in data.split_names:
             part = data.split(split)
             arrays[split] = {"view": protect_batched(scheme, part.images, key)}
+            if split in TRUTH_WITHHELD:
+                continue  # the owner keeps the test truth and scores with `decode`
             if part.labels is not None:
                 arrays[split]["labels"] = part.labels
             if part.masks is not None:
@@ -91,8 +95,9 @@ class ViewProtocol(Protocol):
         data = release.as_imageset().split(split)
         return predict_standard(model, data.images), {"task": model.task}
 
-    def save_model(self, model, path) -> None:
-        model.save(path)
+
+    def save_model(self, model, path, *, force: bool = False) -> None:
+        model.save(path, force=force)
 
     def load_model(self, record: dict[str, Any], path) -> Any:
         from medveil.tasks import TrainedModel

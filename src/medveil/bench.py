@@ -39,6 +39,7 @@ from medveil.errors import ConfigError
 from medveil.metrics import image_similarity
 from medveil.progress import progress_bar
 from medveil.schemes import available_schemes, create, get_scheme_class
+from medveil.schemes.base import check_params
 
 SCORECARD_SCHEMA = "medveil.scorecard/2"
 SCHEMA_FILE = Path(__file__).parent / "scorecard.schema.json"
@@ -96,6 +97,7 @@ def parse_schemes(text: str) -> list[SchemeSpec]:
                 raise ConfigError(f"'{item}': parameter '{assignment}' must look like NAME=VALUE")
             key, raw = assignment.split("=", 1)
             params.append((key, parse_value(raw)))
+        check_params(get_scheme_class(name), dict(params))
         specs[item] = SchemeSpec(item, name, tuple(params))
     plain = specs.pop("plain", SchemeSpec("plain", "plain"))
     return [plain, *specs.values()]
@@ -271,11 +273,32 @@ def _resumable_rows(path: Path, header: dict[str, Any]) -> dict[str, dict[str, A
     return {row["scheme"]: row for row in partial["results"] if row.get("status") == "ok"}
 
 
+BENCH_FILES = ("scorecard.json", "scorecard.partial.json", "report.md")
+
+
+def _bench_folder(out: str | os.PathLike[str]) -> Path:
+    """The bench's output folder (0700: its report may hold patient images); an existing
+    folder must be empty or a former bench's, never a user's folder to write into."""
+    out = Path(out)
+    if out.is_symlink() or out.is_file():
+        raise ConfigError(f"--out {out} is a file or a link; give a folder for the bench")
+    if out.is_dir():
+        if any(out.iterdir()) and not any((out / name).is_file() for name in BENCH_FILES):
+            raise ConfigError(f"--out {out} is a folder with other files in it, not a former "
+                              "bench's output; give a new or empty folder")
+    else:
+        if not out.parent.is_dir():
+            raise ConfigError(f"--out: folder {out.parent} does not exist; create it first")
+        out.mkdir(mode=0o700)
+    os.chmod(out, 0o700)
+    return out
+
+
 def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all",
               quick: bool = False, seed: int = 0, out: str | os.PathLike[str] = "bench-output",
               progress: bool = True, read_options: dict[str, Any] | None = None,
-              budget: BenchBudget | str | None = None, resume: bool = False
-              ) -> dict[str, Any]:
+              budget: BenchBudget | str | None = None, resume: bool = False,
+              pictures: bool = True) -> dict[str, Any]:
     """Run the benchmark and write scorecard.json, report.md, report.html and pictures.
 
     With ``resume``, rows that finished ``ok`` in an interrupted run into the same
@@ -297,8 +320,7 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
         budget = get_budget(budget)
     budget = budget or BenchBudget.for_mode(quick)
     dataset = subsample_for_budget(dataset, budget, seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _bench_folder(out)
     header = run_header(dataset, budget, seed)
     finished = _resumable_rows(out / "scorecard.partial.json", header) if resume else {}
     started = time.perf_counter()
@@ -330,7 +352,9 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
                                (json.dumps(partial, indent=2, default=float) + "\n").encode(),
                                check=False)
             bar.update(task, advance=1)
-    pictures = {row["scheme"]: row.pop("_pictures", None) for row in rows}
+    grids = {row["scheme"]: row.pop("_pictures", None) for row in rows}
+    if not pictures:  # a report that holds no patient image
+        grids = {name: None for name in grids}
     tracebacks = {row["scheme"]: row.pop("_traceback", None) for row in rows}
     scorecard = {
         "schema": SCORECARD_SCHEMA,
@@ -350,7 +374,7 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
     (out / "scorecard.partial.json").unlink(missing_ok=True)
     atomic_write_bytes(out / "scorecard.json", (json.dumps(scorecard, indent=2) + "\n").encode(),
                        check=False)
-    write_report(out, scorecard, pictures)
+    write_report(out, scorecard, grids)
     failed = {n: tb for n, tb in tracebacks.items() if tb}
     if failed:
         atomic_write_bytes(out / "errors.log",

@@ -23,14 +23,34 @@ data_app = typer.Typer(help="Inspect bundled and user data sets.", no_args_is_he
 app.add_typer(data_app, name="data")
 out = Console()
 
-Size = Annotated[int | None, typer.Option(help="Working size: resize images to SIZE x SIZE.")]
-Seed = Annotated[int, typer.Option(help="Seed for splits, initialisation and shuffling.")]
+Size = Annotated[int | None, typer.Option(
+    min=4, max=4096, help="Working size: resize images to SIZE x SIZE (4 to 4096).")]
+Seed = Annotated[int, typer.Option(
+    min=0, max=2**32 - 1, help="Seed for splits, initialisation and shuffling (0 to 2^32-1).")]
 Color = Annotated[str, typer.Option(help="gray, rgb or green (colour images).")]
+Masks = Annotated[str | None, typer.Option(
+    help="Segmentation: the annotation folder's name or a file pattern ('*_1stHO.png'), "
+         "where the layout offers several.")]
+Label = Annotated[str | None, typer.Option(
+    help="The data set's name in what leaves you (default: a digest of the pixels; file "
+         "and folder names are never written).")]
 
 
 def _read_options(size: int | None, color: str, window: str = "minmax", axis: int = 2,
-                  seed: int = 0) -> dict[str, Any]:
-    return {"size": size, "color": color, "window": window, "axis": axis, "seed": seed}
+                  seed: int = 0, masks: str | None = None, label: str | None = None
+                  ) -> dict[str, Any]:
+    from medveil.data.readers import COLOR_MODES, WINDOW_MODES, check_label, look_up_option
+
+    look_up_option(color, COLOR_MODES, what="colour mode (--color)")
+    look_up_option(window, WINDOW_MODES, what="DICOM window (--window)")
+    if label is not None:
+        check_label(label)
+    return {"size": size, "color": color, "window": window, "axis": axis, "seed": seed,
+            "masks": masks, "label": label}
+
+
+def _metrics_json(record: dict[str, Any]) -> bytes:
+    return (json.dumps({"format": "medveil.metrics/1", **record}, indent=2) + "\n").encode()
 
 
 def _params(values: list[str] | None) -> dict[str, Any]:
@@ -69,14 +89,18 @@ def data_show(
     grid: Annotated[Path | None, typer.Option(help="Write a PNG grid of sample images.")] = None,
     size: Size = None, color: Color = "gray",
     window: Annotated[str, typer.Option(help="DICOM window: minmax or voi.")] = "minmax",
-    axis: Annotated[int, typer.Option(help="NIfTI slicing axis.")] = 2,
-    seed: Seed = 0,
+    axis: Annotated[int, typer.Option(min=0, max=2, help="NIfTI slicing axis.")] = 2,
+    seed: Seed = 0, masks: Masks = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing grid picture.")] = False,
 ) -> None:
     """Counts per split and class, image size, value range; optionally a sample grid."""
+    from medveil.atomic import check_output
     from medveil.pictures import save_dataset_grid
     from medveil.sources import load_source
 
-    imageset = load_source(source, **_read_options(size, color, window, axis, seed))
+    if grid is not None:
+        check_output(grid, force=force, option="--grid")
+    imageset = load_source(source, **_read_options(size, color, window, axis, seed, masks))
     info = imageset.describe()
     out.print(f"[bold]{info['name']}[/bold]  ({info['reader']}, {info['task']})  "
               f"source: {info['source']}")
@@ -135,7 +159,8 @@ def protect(
              "anything.")] = None,
     param: Annotated[list[str] | None, typer.Option(help="Scheme parameter NAME=VALUE.")] = None,
     budget: Budget = "full",
-    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    size: Size = None, color: Color = "gray", seed: Seed = 0, masks: Masks = None,
+    label: Label = None,
     force: Annotated[bool, typer.Option(help="Replace an existing release / state.")] = False,
 ) -> None:
     """Owner: fit a scheme on the training split; write the release and the owner state."""
@@ -143,7 +168,8 @@ def protect(
     from medveil.workflow import protect_dataset
 
     owner_key = _load_key(key)
-    imageset = load_dataset(data, **_read_options(size, color, seed=seed))
+    imageset = load_dataset(data, **_read_options(size, color, seed=seed, masks=masks,
+                                                  label=label))
     summary = protect_dataset(imageset, scheme=scheme, key=owner_key, out=out_dir, state=state,
                               seed=seed, params=_params(param), budget=budget, force=force)
     counts = ", ".join(f"{s} {n}" for s, n in summary["splits"].items())
@@ -183,17 +209,20 @@ def train(
              "(a key holder's recovered npz).")],
     model_out: Annotated[Path, typer.Option("--out", help="Model file to write.")],
     budget: Budget = "full",
-    epochs: Annotated[int | None, typer.Option(help="Classifier epochs.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Segmenter training steps.")] = None,
-    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    epochs: Annotated[int | None, typer.Option(min=1, max=10000,
+                                               help="Classifier epochs.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, max=10_000_000,
+                                              help="Segmenter training steps.")] = None,
+    size: Size = None, color: Color = "gray", seed: Seed = 0, masks: Masks = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing model file.")] = False,
 ) -> None:
     """Processor: train what the releases' protocol trains (no key, no owner state)."""
     from medveil.workflow import train as train_releases
 
     summary = train_releases(data, out=model_out, budget=budget, seed=seed, epochs=epochs,
-                             steps=steps, progress=not quiet,
-                             read_options=_read_options(size, color, seed=seed))
+                             steps=steps, progress=not quiet, force=force,
+                             read_options=_read_options(size, color, seed=seed, masks=masks))
     out.print(f"{summary['task']} model ({summary['protocol']}) trained in "
               f"{summary['train_s']:.1f}s on {len(data)} source(s), written to {model_out}")
 
@@ -205,14 +234,14 @@ def predict(
     model: Annotated[Path | None, typer.Option(
         help="Model file from `medveil train` (ckks: none, the release carries it).")] = None,
     split: Annotated[str, typer.Option(help="Split to predict on.")] = "test",
-    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    size: Size = None, color: Color = "gray", seed: Seed = 0, masks: Masks = None,
     force: Annotated[bool, typer.Option(help="Replace an existing results folder.")] = False,
 ) -> None:
     """Processor: predictions, encoded masks or encrypted logits on a release's split."""
     from medveil.workflow import predict as predict_release
 
     summary = predict_release(model, data, split=split, out=results_out, force=force,
-                              read_options=_read_options(size, color, seed=seed))
+                              read_options=_read_options(size, color, seed=seed, masks=masks))
     out.print(f"{summary['images']} {split} results ({summary['protocol']}, "
               f"{summary['ms_per_image']:.0f} ms per image) written to {results_out}")
 
@@ -228,18 +257,20 @@ def decode(
         help="The owner's data set the release was made from: score against its truth.")] =
         None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON.")] = None,
-    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    size: Size = None, color: Color = "gray", seed: Seed = 0, masks: Masks = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Owner: the processor's results -> predictions; with --data, metrics."""
-    from medveil.atomic import atomic_write_bytes
+    from medveil.atomic import atomic_write_bytes, check_output
     from medveil.workflow import decode_results
 
+    if json_out is not None:
+        check_output(json_out, force=force, inputs=(results, state), option="--json")
     truth = None
     if data is not None:
         from medveil.data import load_dataset
 
-        truth = load_dataset(data, **_read_options(size, color, seed=seed))
+        truth = load_dataset(data, **_read_options(size, color, seed=seed, masks=masks))
     summary = decode_results(results, key=_load_key(key), state=state, out=decoded_out,
                              truth=truth, force=force)
     out.print(f"decoded {summary['images']} {summary['task']} results into {decoded_out}")
@@ -247,7 +278,7 @@ def decode(
     if metrics:
         out.print(" ".join(f"{k} {v:.6f}" for k, v in metrics.items()))
         if json_out is not None:
-            atomic_write_bytes(json_out, (json.dumps(metrics, indent=2) + "\n").encode())
+            atomic_write_bytes(json_out, _metrics_json(metrics), force=force, option="--json")
 
 
 @app.command()
@@ -273,18 +304,22 @@ def recover(
 def multicentre(
     data: Annotated[str, typer.Option(help="Bundled set or path, dealt to the centres.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the table and record.")],
-    centres: Annotated[int, typer.Option(help="Number of centres.")] = 2,
+    centres: Annotated[int, typer.Option(min=1, max=64, help="Number of centres.")] = 2,
     scheme: Annotated[str, typer.Option(help="Scheme every centre uses.")] = "privacy_sf",
     param: Annotated[list[str] | None, typer.Option(help="Scheme parameter NAME=VALUE.")] = None,
     budget: Budget = "quick",
-    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    size: Size = None, color: Color = "gray", seed: Seed = 0, masks: Masks = None,
+    label: Label = None,
     force: Annotated[bool, typer.Option(help="Replace an existing folder.")] = False,
 ) -> None:
     """Several centres, one processor: the pooled model against each centre alone."""
+    from medveil.atomic import check_output
     from medveil.data import load_dataset
     from medveil.workflow import multicentre_table, run_multicentre, write_multicentre
 
-    imageset = load_dataset(data, **_read_options(size, color, seed=seed))
+    check_output(out_dir, force=force, inputs=(data,))
+    imageset = load_dataset(data, **_read_options(size, color, seed=seed, masks=masks,
+                                                  label=label))
     record = run_multicentre(imageset, centres=centres, scheme=scheme, budget=budget,
                              seed=seed, params=_params(param))
     write_multicentre(record, out_dir, force=force)
@@ -299,15 +334,19 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
     key: Annotated[Path | None, typer.Option(help="Key to check a store against.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write metrics JSON.")] = None,
-    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    size: Size = None, color: Color = "gray", seed: Seed = 0, masks: Masks = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --json file.")] = False,
 ) -> None:
     """Metrics of a trained model on a split (accuracy/AUC/F1/MCC or Dice/IoU)."""
-    from medveil.atomic import atomic_write_bytes
+    from medveil.atomic import atomic_write_bytes, check_output
     from medveil.sources import load_source
     from medveil.tasks import TrainedModel, evaluate_model
 
+    if json_out is not None:
+        check_output(json_out, force=force, inputs=(model, data), option="--json")
     trained = TrainedModel.load(model)
-    imageset = load_source(data, key=_load_key(key), **_read_options(size, color, seed=seed))
+    imageset = load_source(data, key=_load_key(key), **_read_options(size, color, seed=seed,
+                                                                      masks=masks))
     metrics = evaluate_model(trained, imageset, split=split)
     table = Table("metric", "value")
     for name, value in metrics.items():
@@ -315,8 +354,8 @@ def evaluate(
     out.print(f"{trained.task} on {imageset.name} [{split}]")
     out.print(table)
     if json_out is not None:
-        record = {"model": str(model), "data": imageset.name, "split": split, **metrics}
-        atomic_write_bytes(json_out, (json.dumps(record, indent=2) + "\n").encode())
+        record = {"data": imageset.name, "split": split, **metrics}
+        atomic_write_bytes(json_out, _metrics_json(record), force=force, option="--json")
 
 
 @app.command()
@@ -330,19 +369,24 @@ def bench(
         help="Named budget (full, quick, smoke); --quick is --budget quick.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for scorecard and report.")] =
         Path("bench-output"),
-    size: Size = None, color: Color = "gray", seed: Seed = 0,
+    size: Size = None, color: Color = "gray", seed: Seed = 0, masks: Masks = None,
+    label: Label = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     resume: Annotated[bool, typer.Option(
         help="Keep the finished rows of an interrupted run into the same --out.")] = False,
+    pictures: Annotated[bool, typer.Option(
+        help="Put test images, views and recoveries in the report (--no-pictures: a report "
+             "that holds no patient image).")] = True,
 ) -> None:
     """Every scheme, the same data, the same attacks: a privacy / utility / cost scorecard."""
     from medveil.bench import run_bench
     from medveil.report import HEADLINE, strongest_attack
 
-    options = {"size": size, "color": color}
+    options = _read_options(size, color, masks=masks, label=label)
+    options = {k: options[k] for k in ("size", "color", "masks", "label")}
     scorecard = run_bench(data=data, schemes=scheme_list, quick=quick, seed=seed, out=out_dir,
                           progress=not quiet, read_options=options, resume=resume,
-                          budget=budget)
+                          budget=budget, pictures=pictures)
     metric = HEADLINE[scorecard["dataset"]["task"]]
     table = Table("scheme", "status", metric, "strongest attack SSIM", "re-id top-1",
                   "recovery SSIM", "time s", title=f"{scorecard['dataset']['name']} "
@@ -370,17 +414,52 @@ def bench(
 
 
 
-def main() -> None:
-    """Console entry point: user errors are one line on stderr and exit code 2."""
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else "a file"
+    reason = exc.strerror or type(exc).__name__
+    return (f"{where}: {reason}; check that the path exists, is the right kind (file or "
+            "folder) and that you may read or write it")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: every user-caused failure is one line on stderr, exit code 2.
+
+    Usage errors (a missing or malformed option), medveil's own errors and operating-
+    system errors on inputs and outputs all end the same way, never with a traceback;
+    SIGTERM unwinds like Ctrl-C so that temporary outputs are removed.
+    """
+    import signal
+
+    def _terminate(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app()
+        code = app(args=argv, standalone_mode=False, prog_name="medveil")
     except MedveilError as exc:
-        message = " ".join(str(exc).split())
-        print(f"medveil: error: {message}", file=sys.stderr)
+        print(f"medveil: error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         print("medveil: interrupted; no output was left half-written", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:
+        print(f"medveil: error: {_one_line(_os_error_line(exc))}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # a usage error
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                print(exc.format_message())
+                sys.exit(0)
+            command = getattr(getattr(exc, "ctx", None), "command_path", "medveil")
+            print(f"medveil: error: {_one_line(exc.format_message())} (see `{command} "
+                  "--help`)", file=sys.stderr)
+            sys.exit(2)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -195,6 +195,14 @@ def _summary(scorecard: dict[str, Any], metric: str) -> str:
     return " ".join(lines)
 
 
+PATIENT_NOTICE = (
+    "This report holds patient images: test images of the data set it ran on, their "
+    "views and key holders' recoveries. Keep it where those images may be kept; do not "
+    "mail it around. `medveil bench --no-pictures` writes a report without them.")
+NO_PATIENT_NOTICE = ("This report holds no patient image (written with --no-pictures, or "
+                     "no row had pictures); only figures.")
+
+
 def write_report(out: Path, scorecard: dict[str, Any],
                  pictures: dict[str, dict[str, np.ndarray] | None]) -> dict[str, Path]:
     """Write report.md, report.html and the PNGs they name into ``out``."""
@@ -206,6 +214,11 @@ def write_report(out: Path, scorecard: dict[str, Any],
     for scheme, pics in pictures.items():
         if pics:
             files[f"grid:{scheme}"] = _grid(out / f"grid_{scheme}.png", pics)
+    if not any(key.startswith("grid:") for key in files):
+        for stale in out.glob("grid_*.png"):  # a former run's patient pictures
+            stale.unlink(missing_ok=True)
+    notice = (PATIENT_NOTICE if any(key.startswith("grid:") for key in files)
+              else NO_PATIENT_NOTICE)
     header, body = _table_rows(scorecard)
     metric = HEADLINE[scorecard["dataset"]["task"]]
     plain = next((r for r in scorecard["results"] if r["scheme"] == "plain"), None)
@@ -223,7 +236,8 @@ def write_report(out: Path, scorecard: dict[str, Any],
                    "the strongest reconstruction attack on held-out test images (SSIM 1 = "
                    "perfect copy; a scheme is only as private as its best attack says) and "
                    "re-identification top-1 against chance.")
-    md = [f"# medveil benchmark: {ds['name']}", "", intro, "", how_to_read, "",
+    md = [f"# medveil benchmark: {ds['name']}", "", f"**{notice}**", "", intro, "",
+          how_to_read, "",
           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(cells) + " |" for cells in body]
     summary = _summary(scorecard, metric)
@@ -253,6 +267,7 @@ def write_report(out: Path, scorecard: dict[str, Any],
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:4px 6px}}
 th{{background:#f0f0f0}}img{{max-width:100%}}</style></head><body>
 <h1>medveil benchmark: {html.escape(ds['name'])}</h1>
+<p><strong>{html.escape(notice)}</strong></p>
 <p>{html.escape(intro)}</p><p>{html.escape(how_to_read)}</p>
 <table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in header)}</tr>{rows_html}</table>
 <h2>Which scheme</h2><p>{html.escape(summary)}</p>

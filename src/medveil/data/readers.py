@@ -718,6 +718,12 @@ def detect_format(path: Path) -> str:
             f"{path} is not a format medveil reads (npz, DICOM, NIfTI); for single pictures "
             "point at their folder"
         )
+    for marker, what in (("manifest.json", "release or results set"),
+                         ("state.json", "owner-state folder")):
+        if (path / marker).is_file():
+            raise DataError(f"{path} is a medveil {what}, not a plaintext data set; point "
+                            "at the original images (the command takes a release where it "
+                            "says so)")
     entries = [p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
     if not entries:
         raise DataError(f"{path} is empty; put images in it (one subfolder per class)")

@@ -3,8 +3,9 @@
 For schemes whose views are images (plain, obfuscation, fesf, the reference
 schemes). The release holds every split's views with the labels or masks of train
 and val (the test split's truth stays with the owner); the processor trains the
-standard classifier or U-Net on the train split (val picks the checkpoint) and predicts on a split; its predictions are already readable, so
-the owner's ``decode`` only scores them. The same standard training serves the
+standard classifier or U-Net on the train split (val picks the checkpoint) and
+predicts on a split; its predictions are already readable, so the owner's
+``decode`` only scores them. The same standard training serves the
 key holder on recovered images (see ``key_holder``).
 """
 

@@ -11,6 +11,7 @@ only writes the method itself.
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -260,12 +261,76 @@ def get_scheme_class(name: str) -> type[Scheme]:
     return SCHEMES[name]
 
 
+def _allowed_types(hint: Any) -> tuple[Any, ...] | None:
+    """The plain types a parameter's annotation admits (None: anything)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        found: list[Any] = []
+        for arg in typing.get_args(hint):
+            allowed = _allowed_types(arg)
+            if allowed is None:
+                return None
+            found += allowed
+        return tuple(found)
+    if origin in (tuple, list):
+        return (tuple, list)
+    if hint in (int, float, bool, str, type(None)):
+        return (hint,)
+    return None
+
+
+def _fits(value: Any, allowed: tuple[Any, ...]) -> bool:
+    if value is None:
+        return type(None) in allowed
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int):
+        return int in allowed or float in allowed
+    if isinstance(value, float):
+        return float in allowed and math.isfinite(value)
+    return any(t not in (int, float, bool, type(None)) and isinstance(value, t)
+               for t in allowed)
+
+
+def check_params(cls: type[Scheme], params: dict[str, Any]) -> None:
+    """Every parameter one the scheme takes, of the type it declares: ``levels=3.7`` or
+    ``levels=abc`` is an error naming the parameter, never a silent ``int()``."""
+    import inspect
+    import typing
+
+    signature = inspect.signature(cls.__init__)
+    names = [n for n, p in signature.parameters.items()
+             if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: no type check
+        hints = {}
+    for name, value in params.items():
+        if name not in names:
+            import difflib
+
+            near = difflib.get_close_matches(name, names, n=1)
+            raise ConfigError(f"scheme '{cls.name}' has no parameter '{name}'."
+                              + (f" Did you mean '{near[0]}'?" if near else "")
+                              + f" Its parameters: {', '.join(names) or 'none'}")
+        allowed = _allowed_types(hints.get(name))
+        if allowed is not None and not _fits(value, allowed):
+            kinds = " or ".join(sorted({t.__name__.replace("NoneType", "none")
+                                        for t in allowed}))
+            raise ConfigError(f"scheme '{cls.name}': parameter {name} must be {kinds}, got "
+                              f"{str(value)[:40]!r}")
+
+
 def create(name: str, **params: Any) -> Scheme:
     """A new, unfitted instance of the scheme registered as ``name``."""
     cls = get_scheme_class(name)
+    check_params(cls, params)
     try:
         return cls(**params)
-    except TypeError as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"bad parameters for scheme '{name}': {exc}") from None
 
 

@@ -132,11 +132,17 @@ def read_sent_release(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """What the owner sent with this state (the release's content digest and split sizes),
     or None for a state written before medveil recorded it."""
     path = Path(path)
+    if path.is_file():
+        raise DataNotFoundError(f"{path} is a file, not an owner-state folder; pass the --state "
+                                "folder `medveil protect` wrote")
+    if not (path / STATE_FILE).is_file():
+        raise DataNotFoundError(f"{path} is not an owner-state folder (no {STATE_FILE}); pass "
+                                "the --state folder `medveil protect` wrote")
     try:
         record = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        raise IntegrityError(f"owner state {path} is missing or corrupt; pass the --state "
-                             "folder `medveil protect` wrote") from None
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        raise IntegrityError(f"owner state {path} is corrupt (its {STATE_FILE} is not JSON); "
+                             "use the folder `medveil protect` wrote") from None
     sent = record.get("release") if isinstance(record, dict) else None
     if not isinstance(sent, dict) or not isinstance(sent.get("content_id"), str) or \
             not isinstance(sent.get("splits"), dict):

@@ -405,6 +405,11 @@ def train_model(data: ImageSet, *, seed: int = 0, progress: bool = False,
 def evaluate_model(model: TrainedModel, data: ImageSet, *, split: str = "test"
                    ) -> dict[str, float]:
     part = data.split(split)
+    if (part.labels if model.task == "classification" else part.masks) is None:
+        truth = "labels" if model.task == "classification" else "masks"
+        raise DataError(f"{data.name} has no {truth} on its '{split}' split to score against "
+                        "(a release's test truth stays with the owner: the owner scores with "
+                        "`medveil decode --data`)")
     if part.image_shape[1:] != tuple(model.image_shape[1:]) and model.task == "classification":
         raise ModelFileError(
             f"the model was trained on {model.image_shape[1]}x{model.image_shape[2]} images, "

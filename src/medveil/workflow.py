@@ -122,10 +122,10 @@ def decode_results(results: str | os.PathLike[str], *, key: Key | None,
     if manifest.get("scheme"):
         scheme = scheme_for(manifest, state, key=key)
     decoded = protocol.decode(scheme, bundle, key=key)
-    _write_predictions(Path(out), decoded, force=force, inputs=(results, state))
     summary: dict[str, Any] = {"out": str(out), "images": len(decoded), "task": decoded.task}
-    if truth is not None:
+    if truth is not None:  # scored first: a wrong --data writes nothing
         summary["metrics"] = decoded.metrics(truth.split(manifest["split"]))
+    _write_predictions(Path(out), decoded, force=force, inputs=(results, state))
     return summary
 
 

@@ -818,9 +818,12 @@ def load_dataset(source: str | os.PathLike[str], *, size: Size = None, color: st
         options["size"] = size
     options.setdefault("color", color)
     options.setdefault("mask_suffix", mask_suffix)
-    if masks is not None:
-        options["masks"] = masks
     fmt = detect_format(path)
+    if masks is not None:
+        if fmt != "folder":
+            raise ConfigError(f"--masks names annotations in an image folder; {path} is "
+                              f"{fmt} data, which carries its masks itself: drop --masks")
+        options["masks"] = masks
     imageset = READERS[fmt](path, window=window, axis=axis, **options)
     if imageset.task != "none":
         if "test" not in imageset.split_names:

@@ -148,11 +148,24 @@ class Protocol(ABC):
 
 def decoded_predictions(predictions: dict[str, np.ndarray], *,
                         where: str = "the results") -> Decoded:
-    """Predictions in clear (probabilities or masks) as the owner reads them."""
+    """Predictions in clear (probabilities or masks) as the owner reads them, checked: the
+    processor is an adversary, and a NaN or a mis-shaped array is refused, not written."""
     if "probabilities" in predictions:
-        return Decoded("classification", probabilities=predictions["probabilities"])
+        probs = np.asarray(predictions["probabilities"])
+        if probs.ndim != 2 or probs.shape[1] < 1 or probs.dtype.kind != "f" or \
+                not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1 + 1e-6:
+            raise DataError(f"{where} holds probabilities shaped {probs.shape} {probs.dtype} "
+                            "that are not finite per-class probabilities in [0, 1]; refuse "
+                            "them and ask the processor for `medveil predict` output")
+        return Decoded("classification", probabilities=probs)
     if "masks" in predictions:
-        return Decoded("segmentation", masks=predictions["masks"])
+        masks = np.asarray(predictions["masks"])
+        if masks.ndim != 4 or masks.shape[1] != 1 or masks.dtype.kind not in "ub" or \
+                (masks.size and masks.max() > 1):
+            raise DataError(f"{where} holds masks shaped {masks.shape} {masks.dtype}, not "
+                            "binary (N, 1, H, W) masks; ask the processor for `medveil "
+                            "predict` output")
+        return Decoded("segmentation", masks=masks)
     raise DataError(f"{where} holds neither probabilities nor masks; it is not a "
                     "results set of this protocol")
 

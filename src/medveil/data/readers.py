@@ -291,7 +291,7 @@ def read_npz(path: Path, *, size: Size = None, color: str = "gray", **_: Any) ->
 
 # ----------------------------------------------------------------------------- images
 def _read_picture(path: Path, color: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
@@ -301,7 +301,7 @@ def _read_picture(path: Path, color: str) -> np.ndarray:
             if img.mode == "CMYK" or img.mode == "YCbCr":
                 img = img.convert("RGB")
             array = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a corrupt file fails in many ways inside PIL
         raise DataError(
             f"{path} is not a readable image ({type(exc).__name__}); remove it from the folder "
             "or replace it with a valid PNG/JPEG/TIFF/GIF"
@@ -313,12 +313,12 @@ def _read_picture(path: Path, color: str) -> np.ndarray:
 
 
 def _read_mask(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
             array = np.asarray(img.convert("L"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a corrupt file fails in many ways inside PIL
         raise DataError(f"mask {path} is not a readable image ({type(exc).__name__})") from None
     peak = float(array.max())
     return (array > (0.5 * peak if peak > 0 else 0)).astype(np.uint8)[None]
@@ -665,7 +665,7 @@ def read_nifti(path: Path, *, size: Size = None, axis: int = 2, color: str = "gr
 
     try:
         volume = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
-    except (ImageFileError, OSError, ValueError, EOFError) as exc:
+    except (ImageFileError, Exception) as exc:  # noqa: BLE001 - corrupt volumes fail many ways
         raise DataError(
             f"{path} is not a readable NIfTI file ({type(exc).__name__}); check that it is a "
             ".nii / .nii.gz volume and not truncated"

@@ -522,6 +522,8 @@ case("train --steps -3", "--steps", out="m.pt")(
     lambda w, t: train_args(w, t, None, "m.pt", "--steps", "-3"))
 case("train --budget nope", "budget", out="m.pt")(
     lambda w, t: [*train_args(w, t)[:-3], "--budget", "nope"])
+case("train --budget quik", "Did you mean 'quick'", out="m.pt")(
+    lambda w, t: [*train_args(w, t)[:-3], "--budget", "quik"])
 case("train mixing releases and plaintext", "mixes", out="m.pt")(
     lambda w, t: [*train_args(w, t), "--data", str(w["data"])])
 case("train on negative labels", "negative", out="m.pt")(
@@ -804,6 +806,9 @@ case("data show a missing path", "does not exist")(
     lambda w, t: ["data", "show", str(t / "none")])
 case("data show --axis 7", "--axis")(lambda w, t: ["data", "show", str(w["data"]), "--axis",
                                                    "7"])
+case("data show a file named .nii that is not NIfTI", "NIfTI")(
+    lambda w, t: [(t / "fake.nii").write_bytes(b"x" * 400) and "data", "show",
+                  str(t / "fake.nii")])
 case("data show --window bogus", "window")(
     lambda w, t: ["data", "show", str(w["data"]), "--window", "bogus"])
 case("data show --masks on an npz", "--masks")(

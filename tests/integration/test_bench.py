@@ -91,3 +91,20 @@ def test_report_is_self_contained_and_names_its_pictures(bench_out):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "privacy_utility.png" in md and "grid_intensity_lut.png" in md
     assert "intensity_lut" in result.stdout and "report.html" in result.stdout
+
+
+def test_the_report_says_when_it_holds_patient_images(bench_out, tmp_path):
+    """With pictures the report says so at its top; without (`--no-pictures`) it holds no
+    grid of patient images, also none left by a former run in the same folder."""
+    import shutil
+
+    from medveil.report import NO_PATIENT_NOTICE, PATIENT_NOTICE, write_report
+
+    out, _ = bench_out
+    assert PATIENT_NOTICE in " ".join((out / "report.md").read_text().split()[:80])
+    copy = Path(shutil.copytree(out, tmp_path / "again"))
+    card = json.loads((copy / "scorecard.json").read_text())
+    write_report(copy, card, {row["scheme"]: None for row in card["results"]})
+    md, html = (copy / "report.md").read_text(), (copy / "report.html").read_text()
+    assert NO_PATIENT_NOTICE in md and not list(copy.glob("grid_*.png"))
+    assert html.count("data:image/png;base64,") == 1  # the privacy/utility plot only

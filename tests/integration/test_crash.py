@@ -56,9 +56,9 @@ def _check_modes(modes: dict[str, int]) -> None:
 
 
 def _protect(key: Path, out: Path, *extra: str) -> list[str]:
-    # cxr-demo at 256 px: the release is 168 MB of views, so a kill often lands mid-write.
+    # cxr-demo at 192 px: the release is 94 MB of views, so a kill often lands mid-write.
     return ["protect", "--scheme", "plain", "--key", str(key), "--data", "cxr-demo",
-            "--size", "256", "--out", str(out), *extra]
+            "--size", "192", "--out", str(out), *extra]
 
 
 def _protect_trials(tmp_path: Path, trials: int) -> int:
@@ -71,7 +71,7 @@ def _protect_trials(tmp_path: Path, trials: int) -> int:
     for trial in range(trials):
         forced = out.exists()
         modes = _run_and_kill(_protect(key, out, *(["--force"] if forced else [])), out,
-                              rng.uniform(0.5, 7.0))
+                              rng.uniform(0.5, 5.0))
         _check_modes(modes)
         seen += len(modes)
         if out.exists():  # the old or the new release, complete: it verifies

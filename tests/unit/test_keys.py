@@ -44,6 +44,7 @@ def test_corrupt_and_foreign_key_files_are_refused(tmp_path, key):
     with pytest.raises(KeyFileError, match="corrupt"):
         Key.load(path)
     (tmp_path / "junk").write_text("hello")
+    (tmp_path / "junk").chmod(0o600)
     with pytest.raises(KeyFileError, match="not a medveil key file"):
         Key.load(tmp_path / "junk")
     with pytest.raises(KeyFileError, match="does not exist"):

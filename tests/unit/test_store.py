@@ -26,7 +26,8 @@ def test_manifest_records_scheme_key_and_hashes(store, key, cxr):
     assert manifest["splits"] == {"train": {"count": 20}, "val": {"count": 20},
                                   "test": {"count": 20}}
     kinds = {(s["split"], s["kind"]) for s in manifest["shards"]}
-    assert ("test", "labels") in kinds and ("train", "view") in kinds
+    assert ("train", "labels") in kinds and ("train", "view") in kinds
+    assert ("test", "labels") not in kinds  # the test truth stays with the owner
     assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
     assert not any("ids" in s["file"] for s in manifest["shards"])  # file names never leave
 
@@ -35,8 +36,11 @@ def test_labels_travel_with_the_view_and_views_differ(store, key, cxr):
     loaded = open_store(store, key=key)
     view = loaded.arrays["test"]["view"]
     assert view.shape == (20, 1, 64, 64) and view.dtype == np.float32
-    assert loaded.arrays["test"]["labels"].shape == (20,)
-    assert loaded.as_imageset().task == "classification"
+    assert loaded.arrays["train"]["labels"].shape == (20,)
+    assert "labels" not in loaded.arrays["test"]  # withheld: the owner scores the test split
+    views = loaded.as_imageset()
+    assert views.task == "classification" and views.withheld == ("test",)
+    assert views.split("test").labels is None and views.split("train").labels is not None
 
 
 def test_tampered_shard_is_detected(store):
@@ -60,7 +64,7 @@ def test_missing_shard_and_manifest(store):
     with pytest.raises(IntegrityError, match="missing shard"):
         open_store(store)
     (store / "manifest.json").unlink()
-    with pytest.raises(IntegrityError, match="not a medveil store"):
+    with pytest.raises(IntegrityError, match="not a medveil release"):
         open_store(store)
 
 

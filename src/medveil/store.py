@@ -204,6 +204,7 @@ class ProtectedStore:
         """The views as an :class:`ImageSet`, for processors that train on image views
         (the test split's truth stays with the owner: it is ``withheld`` here)."""
         from medveil.data.imageset import from_splits
+        from medveil.data.readers import check_labels
 
         parts = []
         for split, arrays in self.arrays.items():
@@ -213,8 +214,11 @@ class ProtectedStore:
                     f"store {self.label} holds '{self.scheme_name}' views shaped {view.shape} "
                     f"{view.dtype}, which are not images; this scheme's task runs another way"
                 )
-            parts.append((split, np.clip(view, 0.0, 1.0), arrays.get("labels"),
-                          arrays.get("masks")))
+            labels = arrays.get("labels")
+            if labels is not None:  # a release without a key is an adversary's file
+                labels = check_labels(labels, where=f"{self.label}: {split}.labels",
+                                      count=len(view))
+            parts.append((split, np.clip(view, 0.0, 1.0), labels, arrays.get("masks")))
         dataset = self.manifest.get("dataset", {})
         return from_splits(parts, class_names=dataset.get("class_names"), meta={
             "name": f"{dataset.get('name', 'store')}[{self.scheme_name}]",

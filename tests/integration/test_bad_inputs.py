@@ -539,6 +539,22 @@ def _(w, t):
     return train_args(w, t, rel)
 
 
+@case("train on a release with forged negative labels (consistent, no key)", "negative",
+      out="m.pt")
+def _(w, t):
+    rel = copy_release(w, t)
+    reseal_shard(rel, "train.labels.npy", -np.ones(40, np.int64))
+    return train_args(w, t, rel)
+
+
+@case("train on a release with forged huge labels (consistent, no key)", "1000 classes",
+      out="m.pt")
+def _(w, t):
+    rel = copy_release(w, t)
+    reseal_shard(rel, "train.labels.npy", np.full(40, 10**9, np.int64))
+    return train_args(w, t, rel)
+
+
 @case("train over an existing model", "already exists", out="m.pt")
 def _(w, t):
     shutil.copy(w["model"], t / "m.pt")

@@ -99,6 +99,7 @@ def test_an_attackers_own_key_decodes_no_better_than_the_mean_image(cxr, fitted,
     assert bad < image_similarity(images, mean)["ssim"] < good
 
 
+@pytest.mark.slow  # 45 s; the bench-row test checks the same attacks are reported
 def test_code_attacks_are_reported(cxr, fitted, images, owner_key):
     from medveil.attacks import AttackBudget
 

@@ -414,6 +414,123 @@ def bench(
 
 
 
+serve_app = typer.Typer(help="The processor as an HTTP service (needs medveil[service]).")
+app.add_typer(serve_app, name="serve")
+remote_app = typer.Typer(help="A centre's side of `medveil serve`: push, train, predict, pull.",
+                         no_args_is_help=True)
+app.add_typer(remote_app, name="remote")
+DataDir = Annotated[Path, typer.Option(help="The service's folder (database, releases, "
+                                            "models, results; 0700).")]
+Server = Annotated[str, typer.Option(help="The service's URL, e.g. http://127.0.0.1:8000.")]
+TokenFile = Annotated[Path, typer.Option(help="This centre's token file (0600).")]
+
+
+@serve_app.callback(invoke_without_command=True)
+def serve(
+    ctx: typer.Context,
+    data_dir: DataDir = Path("medveil-service"),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest release accepted.")] =
+        2048,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Job processes (CPU-bound "
+                                                            "jobs: 1).")] = 1,
+) -> None:
+    """Serve the processor's side of every protocol (no key, no owner state)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from medveil.service.app import run_server
+
+    out.print(f"medveil service on http://{host}:{port} (OpenAPI at /docs), data in {data_dir}")
+    run_server(data_dir, host=host, port=port, max_upload_mb=max_upload_mb, workers=workers)
+
+
+token_app = typer.Typer(help="Centres' bearer tokens.", no_args_is_help=True)
+serve_app.add_typer(token_app, name="token")
+
+
+@token_app.command("add")
+def token_add(
+    centre: Annotated[str, typer.Argument(help="The centre's name.")],
+    data_dir: DataDir = Path("medveil-service"),
+    token_out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the token to this file (0600) instead of printing it.")] = None,
+) -> None:
+    """A new token for CENTRE: shown (or written) once; the service keeps only its hash."""
+    from medveil.atomic import atomic_write_bytes, check_output
+    from medveil.service.db import ServiceDB
+
+    if token_out is not None:
+        check_output(token_out)
+    token = ServiceDB(data_dir).add_centre(centre)
+    if token_out is None:
+        print(token)
+    else:
+        atomic_write_bytes(token_out, (token + "\n").encode())
+        out.print(f"token for {centre} written to {token_out} (mode 0600)")
+
+
+@remote_app.command("push")
+def remote_push(server: Server, token_file: TokenFile,
+                data: Annotated[Path, typer.Option(help="The release folder to upload.")],
+                pooling: Annotated[bool, typer.Option(
+                    help="Allow other centres' pooled models to train on it.")] = False,
+                ) -> None:
+    """Upload a release (verified here first, then by the service)."""
+    from medveil.service.client import Remote
+
+    answer = Remote(server, token_file).push(data, pooling=pooling)
+    print(answer["id"])
+
+
+@remote_app.command("train")
+def remote_train(server: Server, token_file: TokenFile,
+                 release: Annotated[list[str], typer.Option(
+                     help="A release id (repeat: one pooled model).")],
+                 budget: Budget = "full", seed: Seed = 0,
+                 epochs: Annotated[int | None, typer.Option(min=1, max=10000)] = None,
+                 steps: Annotated[int | None, typer.Option(min=1, max=10_000_000)] = None,
+                 ) -> None:
+    """Train on the service; waits and prints the model id."""
+    from medveil.service.client import Remote
+
+    remote = Remote(server, token_file)
+    job = remote.submit({"kind": "train", "releases": release, "budget": budget, "seed": seed,
+                         "epochs": epochs, "steps": steps})
+    print(remote.wait(job)["output"])
+
+
+@remote_app.command("predict")
+def remote_predict(server: Server, token_file: TokenFile,
+                   release: Annotated[str, typer.Option(help="The release id.")],
+                   results_out: Annotated[Path, typer.Option("--out", help="Results folder.")],
+                   model: Annotated[str | None, typer.Option(
+                       help="Model id (ckks: none, the release carries it).")] = None,
+                   split: Annotated[str, typer.Option(help="Split to predict on.")] = "test",
+                   force: Annotated[bool, typer.Option(help="Replace an existing folder.")] =
+                   False) -> None:
+    """Predict on the service, wait, and pull the results (verified) into --out."""
+    from medveil.atomic import check_output
+    from medveil.service.client import Remote
+
+    check_output(results_out, force=force)
+    remote = Remote(server, token_file)
+    job = remote.submit({"kind": "predict", "release": release, "model": model,
+                         "split": split})
+    result_id = remote.wait(job)["output"]
+    remote.pull(result_id, results_out, force=force)
+    out.print(f"results {result_id} pulled into {results_out}")
+
+
+@remote_app.command("status")
+def remote_status(server: Server, token_file: TokenFile,
+                  job: Annotated[str, typer.Argument(help="The job id.")]) -> None:
+    """A job's status."""
+    from medveil.service.client import Remote
+
+    print(json.dumps(Remote(server, token_file).status(job)))
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 

@@ -1,0 +1,232 @@
+"""``medveil serve``: the processor's side of every protocol, over HTTP.
+
+A FastAPI application (OpenAPI page at ``/docs``) that holds no key and no owner
+state, ever. Centres authenticate with bearer tokens (only their SHA-256 is
+stored); a centre sees only its own releases, the models trained on them (pooled
+models: every contributing centre) and its own results. Uploads are streamed to
+disk under a size limit, extracted as flat bundle files only, verified against
+their manifest and only then listed. Training and prediction are jobs, run by a
+worker process (``medveil.service.worker``), never in a request handler.
+
+This module imports FastAPI at once: only `medveil serve` imports it (install with
+``pip install 'medveil[service]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from medveil.errors import IntegrityError, MedveilError
+from medveil.service.db import ServiceDB, new_id, now
+from medveil.service.transfer import extract_bundle, tar_size, tar_stream
+
+DEFAULT_MAX_UPLOAD_MB = 2048
+#: After the limit, this much more of a body is read and discarded (not stored), so that a
+#: client that sent no length still reads the 413 instead of a broken connection.
+DRAIN_BYTES = 64 * 2**20
+
+
+class ServiceError(Exception):
+    """An error with its HTTP status; the body is ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _clean_start(db: ServiceDB) -> None:
+    """What a killed server left: partial uploads and unlisted folders go, running jobs fail."""
+    for entry in (db.dir / "incoming").iterdir():
+        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+    listed = {r["id"] for r in db.rows("releases")}
+    for entry in (db.dir / "releases").iterdir():
+        if entry.name not in listed:
+            shutil.rmtree(entry, ignore_errors=True)
+    db.fail_interrupted_jobs()
+
+
+def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
+               workers: int = 1):
+    """The application over ``data_dir``; ``workers`` job processes (CPU-bound: 1)."""
+    db = ServiceDB(data_dir)
+    limit = int(max_upload_mb) * 1024 * 1024
+
+    @asynccontextmanager
+    async def lifespan(app):
+        _clean_start(db)
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        procs = [subprocess.Popen([sys.executable, "-m", "medveil.service.worker",
+                                   "--data-dir", str(db.dir)], env=env)
+                 for _ in range(max(1, int(workers)))]
+        try:
+            yield
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    app = FastAPI(title="medveil processor service", lifespan=lifespan,
+                  description="The processor's side of every medveil protocol: no key, no "
+                              "owner state. Authenticate with `Authorization: Bearer TOKEN`.")
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request, exc: ServiceError):
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(MedveilError)
+    async def _medveil_error(request, exc: MedveilError):
+        status = 422 if isinstance(exc, IntegrityError) else 400
+        return JSONResponse({"error": " ".join(str(exc).split())}, status_code=status)
+
+    def centre(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            raise ServiceError(401, "no bearer token; send `Authorization: Bearer TOKEN` "
+                                    "(`medveil serve token add CENTRE` makes one)")
+        name = db.centre_for(header[7:].strip())
+        if name is None:
+            raise ServiceError(401, "unknown token; ask the service's operator for yours")
+        return name
+
+    def own(table: str, row_id: str, who: str, *, what: str) -> dict[str, Any]:
+        row = db.get(table, row_id)
+        visible = row is not None and (
+            who in json.loads(row["centres"]) if table == "models" else row["centre"] == who)
+        if not visible:
+            raise ServiceError(404, f"{what} {row_id} does not exist or is not yours")
+        return row
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    @app.post("/releases", status_code=201)
+    async def upload_release(request: Request, pooling: bool = False,
+                             who: str = Depends(centre)) -> dict[str, Any]:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ServiceError(413, f"the release is {int(declared) // 2**20} MiB, over this "
+                                    f"service's limit of {limit // 2**20} MiB")
+        release_id = new_id("release")
+        archive = db.dir / "incoming" / f"{release_id}.tar"
+        folder = db.dir / "incoming" / release_id
+        received = 0
+        try:
+            fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                async for chunk in request.stream():
+                    received += len(chunk)
+                    if received > limit:  # stop writing; drain a little so the client
+                        if received > limit + DRAIN_BYTES:  # reads the answer, then stop
+                            break
+                        continue
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if received > limit:
+                raise ServiceError(413, f"the release is over this service's limit of "
+                                        f"{limit // 2**20} MiB; nothing was kept")
+            folder.mkdir(mode=0o700)
+            await run_in_threadpool(extract_bundle, archive, folder, what="the upload")
+            from medveil.store import open_store
+
+            store = await run_in_threadpool(open_store, folder)
+            target = db.dir / "releases" / release_id
+            os.rename(folder, target)
+            db.insert("releases", id=release_id, centre=who, protocol=store.protocol_name,
+                      scheme=store.scheme_name, content_id=store.content_id,
+                      pooling=int(pooling), bytes=received,
+                      splits={s: v["count"] for s, v in store.manifest["splits"].items()},
+                      created=now())
+        finally:
+            archive.unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
+        return {"id": release_id, "protocol": store.protocol_name, "scheme": store.scheme_name,
+                "content_id": store.content_id, "bytes": received}
+
+    @app.get("/releases")
+    def list_releases(who: str = Depends(centre)) -> list[dict[str, Any]]:
+        return db.rows("releases", centre=who)
+
+    @app.post("/jobs", status_code=202)
+    async def submit(request: Request, who: str = Depends(centre)) -> dict[str, Any]:
+        try:
+            spec = await request.json()
+        except ValueError:
+            raise ServiceError(400, "the job must be a JSON object") from None
+        if not isinstance(spec, dict) or spec.get("kind") not in ("train", "predict"):
+            raise ServiceError(400, "a job is {\"kind\": \"train\" | \"predict\", ...}")
+        if spec["kind"] == "train":
+            names = spec.get("releases")
+            if not isinstance(names, list) or not names or not all(isinstance(n, str)
+                                                                 for n in names):
+                raise ServiceError(400, "a train job names its releases: a non-empty list")
+            rows = [db.get("releases", n) for n in names]
+            for name, row in zip(names, rows, strict=True):
+                if row is None or (row["centre"] != who and not row["pooling"]):
+                    raise ServiceError(404, f"release {name} does not exist, or is not yours "
+                                            "and its centre did not allow pooling")
+            if all(row["centre"] != who for row in rows):
+                raise ServiceError(400, "a pooled model needs at least one of your releases")
+            if len(rows) > 1 and not all(row["pooling"] for row in rows):
+                raise ServiceError(409, "every release of a pooled model must allow pooling "
+                                        "(push with --pooling)")
+            if spec.get("budget", "full") not in ("full", "quick", "smoke"):
+                raise ServiceError(400, "budget must be full, quick or smoke")
+        else:
+            own("releases", str(spec.get("release")), who, what="release")
+            if spec.get("model") is not None:
+                own("models", str(spec["model"]), who, what="model")
+            if not isinstance(spec.get("split", "test"), str):
+                raise ServiceError(400, "split must be a name")
+        job_id = new_id("job")
+        db.insert("jobs", id=job_id, centre=who, kind=spec["kind"], spec=spec, status="queued",
+                  created=now())
+        return {"id": job_id, "status": "queued"}
+
+    @app.get("/jobs/{job_id}")
+    def job_status(job_id: str, who: str = Depends(centre)) -> dict[str, Any]:
+        row = own("jobs", job_id, who, what="job")
+        ahead = [j for j in db.rows("jobs", status="queued") if j["created"] < row["created"]]
+        return {"id": row["id"], "kind": row["kind"], "status": row["status"],
+                "error": row["error"], "output": row["output"], "queued_ahead": len(ahead),
+                "created": row["created"], "started": row["started"],
+                "finished": row["finished"]}
+
+    @app.get("/models/{model_id}")
+    def model_info(model_id: str, who: str = Depends(centre)) -> dict[str, Any]:
+        row = own("models", model_id, who, what="model")
+        return {"id": row["id"], "protocol": row["protocol"],
+                "centres": json.loads(row["centres"]), "created": row["created"]}
+
+    @app.get("/results/{result_id}")
+    def download(result_id: str, who: str = Depends(centre)):
+        own("results", result_id, who, what="results")
+        folder = db.dir / "results" / result_id
+        return StreamingResponse(tar_stream(folder), media_type="application/x-tar",
+                                 headers={"content-length": str(tar_size(folder))})
+
+    return app
+
+
+def run_server(data_dir: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000,
+               max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, workers: int = 1) -> None:
+    """Serve until stopped (Ctrl-C or SIGTERM)."""
+    import uvicorn
+
+    uvicorn.run(create_app(data_dir, max_upload_mb=max_upload_mb, workers=workers), host=host,
+                port=port, log_level="warning")

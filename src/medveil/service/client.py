@@ -1,0 +1,123 @@
+"""The owner's and key holder's side of the wire: push releases, run jobs, pull results.
+
+Everything the service returns is checked as an adversary's: results arrive as a
+tar of flat bundle files only, are verified against their manifest before they
+appear at ``--out``, and ``decode`` then checks them against the owner state as
+for results carried by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from medveil.atomic import atomic_directory, check_output
+from medveil.errors import ConfigError, MedveilError, MissingDependencyError
+from medveil.service.transfer import extract_bundle, tar_size, tar_stream
+
+
+class RemoteError(MedveilError):
+    """The service refused a request or could not be reached."""
+
+
+def read_token(path: str | os.PathLike[str]) -> str:
+    """A bearer token from its file (owner-only, like a key)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"token file {path} does not exist; ask the service's operator for "
+                          "one (`medveil serve token add CENTRE --out FILE`)")
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(f"token file {path} can be read by other users; `chmod 600 {path}`")
+    token = path.read_text(encoding="utf-8").strip()
+    if not token or len(token) > 200 or any(c.isspace() for c in token):
+        raise ConfigError(f"token file {path} does not hold a token")
+    return token
+
+
+class Remote:
+    """A session with one service, as one centre."""
+
+    def __init__(self, server: str, token_file: str | os.PathLike[str], *,
+                 timeout_s: float = 600.0) -> None:
+        try:
+            import httpx
+        except ImportError:
+            raise MissingDependencyError("the client needs httpx: pip install "
+                                         "'medveil[service]'") from None
+        if not server.startswith(("http://", "https://")):
+            raise ConfigError(f"--server {server[:60]!r} must be a URL such as "
+                              "http://127.0.0.1:8000")
+        self.server = server.rstrip("/")
+        self._client = httpx.Client(base_url=self.server, timeout=timeout_s, headers={
+            "authorization": f"Bearer {read_token(token_file)}"})
+
+    def _call(self, method: str, path: str, **kwargs: Any):
+        import httpx
+
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"cannot reach {self.server} ({type(exc).__name__}); check "
+                              "--server and that `medveil serve` runs there") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error") or response.json().get("detail")
+            except ValueError:
+                message = response.text[:200]
+            raise RemoteError(f"{self.server} answered {response.status_code}: {message}")
+        return response
+
+    def push(self, release: str | os.PathLike[str], *, pooling: bool = False) -> dict[str, Any]:
+        """Upload a release folder (verified locally first, streamed)."""
+        from medveil.store import open_store
+
+        open_store(release)
+        response = self._call("POST", "/releases", params={"pooling": str(pooling).lower()},
+                              content=tar_stream(release), headers={
+                                  "content-type": "application/x-tar",
+                                  "content-length": str(tar_size(release))})
+        return response.json()
+
+    def submit(self, spec: dict[str, Any]) -> str:
+        return str(self._call("POST", "/jobs", json=spec).json()["id"])
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}").json()
+
+    def wait(self, job_id: str, *, poll_s: float = 0.3, timeout_s: float = 24 * 3600
+             ) -> dict[str, Any]:
+        """Poll until the job ends; a failed job is an error with the server's reason."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = self.status(job_id)
+            if status["status"] == "done":
+                return status
+            if status["status"] == "failed":
+                raise RemoteError(f"job {job_id} failed on the server: {status['error']}")
+            if time.monotonic() > deadline:
+                raise RemoteError(f"job {job_id} did not finish within {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+    def pull(self, result_id: str, out: str | os.PathLike[str], *, force: bool = False) -> Path:
+        """Download a results set into ``out``, verified before it appears there."""
+        from medveil.store import RESULTS_FORMAT, open_store
+
+        check_output(out, force=force)
+        with tempfile.TemporaryDirectory(prefix="medveil-pull-") as scratch:
+            archive = Path(scratch) / "results.tar"
+            fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle, self._client.stream(
+                    "GET", f"/results/{result_id}") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise RemoteError(f"{self.server} answered {response.status_code}: "
+                                      f"{response.json().get('error')}")
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+            with atomic_directory(out, force=force) as tmp:
+                extract_bundle(archive, tmp, what=f"results {result_id} from {self.server}")
+                open_store(tmp, fmt=RESULTS_FORMAT)
+        return Path(out)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medveil-installed
 
-.PHONY: install test demo lint clean
+.PHONY: install test demo demo-service lint clean
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: install
 	$(BIN)/medveil bench --quick --schemes all --out demo-output
 	$(BIN)/medveil bench --quick --data chase-demo --schemes plain,primis,privacy_sf \
 		--out demo-output/segmentation
+
+# The wire: a local server, two centres push, one pooled model, each centre decodes.
+demo-service: install
+	$(BIN)/python -m medveil.service.demo --workdir demo-output/service
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

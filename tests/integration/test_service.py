@@ -262,3 +262,58 @@ def test_a_server_killed_mid_training_reports_the_job_failed(site, tmp_path):
         assert list((data_dir / "models").iterdir()) == []
     finally:
         server.stop()
+
+
+SLOW_CASES = {  # the workflow tests' small parameters, on their data
+    "ckks": (["epochs=2", "encrypted_model=true"], ["--data", "cxr.npz"]),
+    "privacy_sf": (["steps=8", "map_steps=8", "crop=32", "width=16", "map_width=16",
+                    "map_blocks=1", "client_copies=flips", "test_copies=flips"],
+                   ["--data", "chase-demo", "--size", "64"]),
+    "primis": (["epochs=1", "min_steps=0"], ["--data", "cxr.npz"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", list(SLOW_CASES))
+def test_every_protocol_through_the_service_equals_the_local_workflow(site, scheme):
+    """ckks: the processor evaluates the release's encrypted model; privacy_sf: it trains
+    the mapping network and returns encoded masks; primis: it has nothing to train (the
+    job fails with the protocol's reason) and the key holder works locally."""
+    from medveil.keys import Key
+    from medveil.workflow import decode_results, predict, train
+
+    root = site["root"]
+    params, data = SLOW_CASES[scheme]
+    args = ["protect", "--scheme", scheme, "--key", "owner.key", *data, "--out",
+            f"{scheme}-rel", "--state", f"{scheme}-state", "--budget", "smoke"]
+    for param in params:
+        args += ["--param", param]
+    run(*args, cwd=root)
+    release = remote(site, "a", "push", "--data", f"{scheme}-rel").stdout.strip()
+    key = Key.load(root / "owner.key")
+    if scheme == "primis":
+        refused = remote(site, "a", "train", "--release", release, "--budget", "smoke",
+                         ok=False)
+        assert refused.returncode == 2 and "recover" in refused.stderr
+        return
+    model_args: list[str] = []
+    local_model = None
+    if scheme != "ckks":
+        model = remote(site, "a", "train", "--release", release, "--budget",
+                       "smoke").stdout.strip()
+        model_args = ["--model", model]
+        train([str(root / f"{scheme}-rel")], out=root / f"{scheme}-local.pt", budget="smoke")
+        local_model = root / f"{scheme}-local.pt"
+    remote(site, "a", "predict", "--release", release, *model_args, "--out", f"{scheme}-wire")
+    predict(local_model, str(root / f"{scheme}-rel"), split="test",
+            out=root / f"{scheme}-local-res")
+    source = root / data[1] if (root / data[1]).exists() else data[1]
+    truth = load_dataset(source, **({"size": 64} if "--size" in data else {}))
+    figures = {}
+    for mode in ("wire", "local-res"):
+        out = root / f"{scheme}-{mode}-decoded"
+        figures[mode] = decode_results(
+            root / f"{scheme}-{mode}", key=key, state=root / f"{scheme}-state", out=out,
+            truth=truth)["metrics"]
+    for name, value in figures["local-res"].items():
+        assert figures["wire"][name] == pytest.approx(value, abs=1e-6), name

@@ -45,7 +45,7 @@ def free_port() -> int:
 class Server:
     """`medveil serve` in its own process group (so a SIGKILL takes its worker too)."""
 
-    def __init__(self, data_dir: Path, *, max_upload_mb: int = 64) -> None:
+    def __init__(self, data_dir: Path, *, max_upload_mb: int = 1024) -> None:
         self.data_dir, self.max_upload_mb = data_dir, max_upload_mb
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -182,9 +182,19 @@ def test_a_tampered_or_oversize_upload_is_refused(site, pushed):
                      + b"x" * 1024)
         status_line = sock.recv(4096).split(b"\r\n")[0]
     assert b" 413 " in status_line, status_line
-    streamed = httpx.post(f"{site['url']}/releases", headers=headers,
-                          content=(b"\0" * 2**20 for _ in range(80)))  # no length, 80 MiB
-    assert streamed.status_code == 413
+    small_dir = root / "small-srv"
+    run("serve", "token", "add", "a", "--data-dir", str(small_dir), "--out", "small.token",
+        cwd=root)
+    small = Server(small_dir, max_upload_mb=8).start()
+    small_headers = {**headers, "authorization":
+                     f"Bearer {(root / 'small.token').read_text().strip()}"}
+    try:  # a body without a length is cut at the limit: nothing past it is stored
+        streamed = httpx.post(f"{small.url}/releases", headers=small_headers,
+                              content=(b"\0" * 2**20 for _ in range(16)))
+        assert streamed.status_code == 413
+        assert list((small_dir / "incoming").iterdir()) == []
+    finally:
+        small.stop()
     assert tar_size(rel) == len(b"".join(tar_stream(rel)))
     assert list((site["server"].data_dir / "incoming").iterdir()) == []
 

@@ -30,7 +30,8 @@ demo: install
 
 # The wire: a local server, two centres push, one pooled model, each centre decodes.
 demo-service: install
-	$(BIN)/python -m medveil.service.demo --workdir demo-output/service
+	rm -rf demo-output/service
+	$(BIN)/python -m medveil.service.demo --budget quick --workdir demo-output/service
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

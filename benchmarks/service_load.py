@@ -112,7 +112,7 @@ def main() -> None:
                                 status = session.get(f"/jobs/{job_id}").raise_for_status()
                                 if status.json()["status"] in ("done", "failed"):
                                     break
-                                time.sleep(0.05)
+                                time.sleep(0.3)  # as `medveil remote` polls
                             record = status.json()
                             if record["status"] != "done":
                                 raise RuntimeError(record["error"])

@@ -80,12 +80,8 @@ class ServiceDB:
         db.execute("PRAGMA synchronous=FULL")
         try:
             yield db
-        finally:
+        finally:  # SQLite gives its -wal / -shm files the database file's mode (0600)
             db.close()
-        for suffix in ("-wal", "-shm"):
-            side = Path(f"{self.path}{suffix}")
-            if side.exists():
-                os.chmod(side, 0o600)
 
     # -- centres ------------------------------------------------------------------------
     def add_centre(self, name: str) -> str:

@@ -327,3 +327,24 @@ def test_every_protocol_through_the_service_equals_the_local_workflow(site, sche
             truth=truth)["metrics"]
     for name, value in figures["local-res"].items():
         assert figures["wire"][name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_concurrent_clients_get_no_errors(site, pushed):
+    """Sixteen clients at once (the load benchmark's shape, shorter): every answer 200."""
+    import threading
+
+    token = (site["root"] / "a.token").read_text().strip()
+    codes: list[int] = []
+
+    def client() -> None:
+        with httpx.Client(base_url=site["url"], timeout=60,
+                          headers={"authorization": f"Bearer {token}"}) as session:
+            for _ in range(10):
+                codes.append(session.get("/releases").status_code)
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [200] * 160

@@ -490,14 +490,15 @@ def remote_train(server: Server, token_file: TokenFile,
                  budget: Budget = "full", seed: Seed = 0,
                  epochs: Annotated[int | None, typer.Option(min=1, max=10000)] = None,
                  steps: Annotated[int | None, typer.Option(min=1, max=10_000_000)] = None,
+                 quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
                  ) -> None:
-    """Train on the service; waits and prints the model id."""
-    from medveil.service.client import Remote
+    """Train on the service; waits (progress on stderr) and prints the model id."""
+    from medveil.service.client import Remote, wait_with_progress
 
     remote = Remote(server, token_file)
     job = remote.submit({"kind": "train", "releases": release, "budget": budget, "seed": seed,
                          "epochs": epochs, "steps": steps})
-    print(remote.wait(job)["output"])
+    print(wait_with_progress(remote, job, show=not quiet)["output"])
 
 
 @remote_app.command("predict")
@@ -508,16 +509,18 @@ def remote_predict(server: Server, token_file: TokenFile,
                        help="Model id (ckks: none, the release carries it).")] = None,
                    split: Annotated[str, typer.Option(help="Split to predict on.")] = "test",
                    force: Annotated[bool, typer.Option(help="Replace an existing folder.")] =
-                   False) -> None:
+                   False,
+                   quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
+                   ) -> None:
     """Predict on the service, wait, and pull the results (verified) into --out."""
     from medveil.atomic import check_output
-    from medveil.service.client import Remote
+    from medveil.service.client import Remote, wait_with_progress
 
     check_output(results_out, force=force)
     remote = Remote(server, token_file)
     job = remote.submit({"kind": "predict", "release": release, "model": model,
                          "split": split})
-    result_id = remote.wait(job)["output"]
+    result_id = wait_with_progress(remote, job, show=not quiet)["output"]
     remote.pull(result_id, results_out, force=force)
     out.print(f"results {result_id} pulled into {results_out}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +88,15 @@ class Remote:
     def status(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}").json()
 
-    def wait(self, job_id: str, *, poll_s: float = 0.3, timeout_s: float = 24 * 3600
-             ) -> dict[str, Any]:
-        """Poll until the job ends; a failed job is an error with the server's reason."""
+    def wait(self, job_id: str, *, poll_s: float = 0.3, timeout_s: float = 24 * 3600,
+             on_status: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until the job ends; a failed job is an error with the server's reason.
+        ``on_status`` sees every answer (a progress display)."""
         deadline = time.monotonic() + timeout_s
         while True:
             status = self.status(job_id)
+            if on_status is not None:
+                on_status(status)
             if status["status"] == "done":
                 return status
             if status["status"] == "failed":
@@ -121,3 +125,22 @@ class Remote:
                 extract_bundle(archive, tmp, what=f"results {result_id} from {self.server}")
                 open_store(tmp, fmt=RESULTS_FORMAT)
         return Path(out)
+
+
+def wait_with_progress(remote: Remote, job_id: str, *, show: bool = True) -> dict[str, Any]:
+    """``remote.wait`` with a one-line live status on stderr (queue position, state)."""
+    if not show:
+        return remote.wait(job_id)
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(f"job {job_id}: submitted")
+
+        def show_status(status: dict[str, Any]) -> None:
+            where = (f"queued, {status['queued_ahead']} ahead" if status["status"] == "queued"
+                     else status["status"])
+            progress.update(task, description=f"{status['kind']} job {job_id}: {where}")
+
+        return remote.wait(job_id, on_status=show_status)

@@ -41,7 +41,7 @@ from medveil.progress import progress_bar
 from medveil.schemes import available_schemes, create, get_scheme_class
 from medveil.schemes.base import check_params
 
-SCORECARD_SCHEMA = "medveil.scorecard/2"
+SCORECARD_SCHEMA = "medveil.scorecard/3"
 SCHEMA_FILE = Path(__file__).parent / "scorecard.schema.json"
 GRID_IMAGES = 4
 RECOVERY_IMAGES = 32
@@ -221,7 +221,7 @@ def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
                    pictures: dict[str, np.ndarray], train: ImageSet, test: ImageSet,
                    views: dict[str, np.ndarray], budget: BenchBudget, seed: int) -> None:
     """The shared suite (and the scheme's own attacks) on the views, into ``row``."""
-    vis = visual(scheme.view_as_image(views["test"]), test.images)
+    vis = visual(scheme.view_as_image(views["test"]), test.images, public=train.images)
     row["attacks"]["visual"] = vis.figures
     if vis.reconstructions is not None:
         pictures["view"] = vis.reconstructions[:GRID_IMAGES]

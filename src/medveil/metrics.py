@@ -89,6 +89,31 @@ def image_similarity(reference: np.ndarray, estimate: np.ndarray) -> dict[str, f
     return {"ssim": float(ssim.mean()), "psnr": float(psnr.mean())}
 
 
+def affine_fitted(reference: np.ndarray, picture: np.ndarray) -> np.ndarray:
+    """``picture`` after the best per-image, per-channel affine intensity map onto
+    ``reference`` (least squares, slope of either sign), clipped to [0, 1].
+
+    A reader can invert a picture's contrast and rescale it without any training; a
+    contrast-inverted or rescaled view scores low on raw SSIM although it shows the
+    same anatomy. Scoring after this map makes the visual figure invariant to that.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    pic = np.asarray(picture, dtype=np.float64)
+    axes = (2, 3)
+    pic_mean, ref_mean = pic.mean(axis=axes, keepdims=True), ref.mean(axis=axes, keepdims=True)
+    centred = pic - pic_mean
+    variance = (centred ** 2).mean(axis=axes, keepdims=True)
+    slope = np.where(variance > 1e-12, (centred * (ref - ref_mean)).mean(
+        axis=axes, keepdims=True) / np.maximum(variance, 1e-12), 0.0)
+    return np.clip(slope * centred + ref_mean, 0.0, 1.0).astype(np.float32)
+
+
+def advantage(figure: float, floor: float) -> float:
+    """How far an attack's SSIM gets above the attacker's best guess without the view,
+    towards a perfect copy: ``(figure - floor) / (1 - floor)`` (0: nothing learned)."""
+    return float((figure - floor) / max(1e-9, 1.0 - floor))
+
+
 GLCM_FEATURES = ("contrast", "homogeneity", "energy", "correlation")
 
 

@@ -79,3 +79,19 @@ def test_visual_and_topk():
     similarity = np.array([[1.0, 0.0, 0.5], [0.9, 0.1, 0.0], [0.0, 0.2, 0.8]])
     top1, top5 = _topk(similarity)
     assert top1 == pytest.approx(2 / 3) and top5 == 1.0
+
+
+def test_the_invariant_visual_figure_sees_an_inverted_rescaled_copy(cxr):
+    """A contrast-inverted, rescaled copy of real images shows the same anatomy: raw SSIM
+    misses it, the affine-invariant figure finds it far above the mean-image floor."""
+    from medveil.attacks.suite import visual
+
+    images = cxr.split("test").images[:16]
+    copy = 0.8 - 0.6 * images  # inverted, compressed to [0.2, 0.8]
+    figures = visual(copy, images, public=cxr.split("train").images).figures
+    assert figures["ssim"] < 0.3
+    assert figures["invariant"]["ssim"] > 0.95
+    assert figures["advantage"] > 0.9
+    assert 0.0 < figures["floor_ssim"] < 0.9
+    noise = np.random.default_rng(0).random(images.shape).astype(np.float32)
+    assert visual(noise, images, public=cxr.split("train").images).figures["advantage"] < 0.1

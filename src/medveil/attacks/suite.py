@@ -62,16 +62,30 @@ def _as_comparable(view: np.ndarray, like: np.ndarray) -> np.ndarray | None:
     return np.clip(t.numpy(), 0, 1).astype(np.float32)
 
 
-def visual(view: np.ndarray | None, images: np.ndarray) -> AttackResult:
+def visual(view: np.ndarray | None, images: np.ndarray, *,
+           public: np.ndarray | None = None) -> AttackResult:
     """The view as a reader would see it, compared with the plaintext.
 
     ``view`` is image-shaped (a scheme's ``view_as_image``); None or a code view
-    means there is no picture to compare, and the figures are None.
+    means there is no picture to compare, and the figures are None. Besides the raw
+    SSIM / PSNR: ``invariant``, the same after the best per-image affine intensity
+    map (a reader inverts and rescales contrast for free); with the attacker's
+    ``public`` images, ``floor_ssim`` (their mean image against the victims: the
+    best guess without any view) and ``advantage`` of the stronger figure over it.
     """
+    from medveil.metrics import advantage, affine_fitted
+
     comparable = None if view is None else _as_comparable(view, images)
     if comparable is None:
         return AttackResult(None)
-    return AttackResult(image_similarity(images, comparable), comparable)
+    figures: dict[str, Any] = image_similarity(images, comparable)
+    figures["invariant"] = image_similarity(images, affine_fitted(images, comparable))
+    if public is not None and len(public):
+        mean = np.repeat(public.mean(axis=0, keepdims=True), len(images), axis=0)
+        floor = image_similarity(images, mean)["ssim"]
+        best = max(figures["ssim"], figures["invariant"]["ssim"])
+        figures.update(floor_ssim=floor, advantage=advantage(best, floor))
+    return AttackResult(figures, comparable)
 
 
 def leak_count(n_train: int, budget: AttackBudget) -> int:

@@ -31,7 +31,7 @@ from medveil.attacks import (
     shadow_key,
     visual,
 )
-from medveil.attacks.suite import seeded_key
+from medveil.attacks.suite import attacker_floor, seeded_key, with_advantages
 from medveil.budgets import BenchBudget, get_budget
 from medveil.data import ImageSet, load_dataset
 from medveil.data.bundled import DEFAULT_CLASSIFICATION
@@ -240,6 +240,7 @@ def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
     row["attacks"].update(scheme.extra_attacks(
         views["test"], test.images, leaked_views=views["train"][leak],
         leaked_images=train.images[leak], budget=attack_budget, seed=seed))
+    with_advantages(row["attacks"], attacker_floor(train.images, test.images))
     best = max((kp, sk), key=lambda r: r.figures["ssim"])
     pictures["best attack"] = best.reconstructions[:GRID_IMAGES]
 

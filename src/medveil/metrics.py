@@ -114,6 +114,16 @@ def advantage(figure: float, floor: float) -> float:
     return float((figure - floor) / max(1e-9, 1.0 - floor))
 
 
+def wilson_interval(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a hit rate measured on ``n`` trials."""
+    if n <= 0:
+        return 0.0, 1.0
+    denominator = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denominator
+    half = z * np.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denominator
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 GLCM_FEATURES = ("contrast", "homogeneity", "energy", "correlation")
 
 

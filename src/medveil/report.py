@@ -140,7 +140,9 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
         level = "images are largely recovered" if best["ssim"] >= 0.8 else \
             "much of the structure is recovered" if best["ssim"] >= 0.5 else \
             "reconstructions are poor"
-        parts.append(f"strongest attack SSIM {best['ssim']:.3f}: {level}")
+        floor = (f" (advantage {best['advantage']:.2f} over the {best.get('floor_ssim', 0):.3f} "
+                 "floor of a guess without the view)" if "advantage" in best else "")
+        parts.append(f"strongest attack SSIM {best['ssim']:.3f}{floor}: {level}")
     not_applicable = (row.get("attacks") or {}).get("not_applicable")
     if not_applicable:
         parts.append(f"image attacks not applicable ({not_applicable})")
@@ -158,8 +160,10 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
                      f"{wrong_masks['dice']:.3f}")
     reid = (row.get("attacks") or {}).get("reidentify")
     if reid:
+        interval = (f", 95 % interval {reid['top1_ci95'][0]:.0%} to {reid['top1_ci95'][1]:.0%}"
+                    if "top1_ci95" in reid else "")
         parts.append(f"re-identified {reid['top1']:.0%} of held-out images at top-1 "
-                     f"(chance {reid['chance']:.0%})")
+                     f"(chance {reid['chance']:.0%}{interval})")
     recovery, texture = row.get("recovery"), row.get("texture")
     if recovery and texture:
         parts.append(f"key holder recovers SSIM {recovery['ssim']:.3f} / {recovery['psnr']:.1f} "

@@ -95,3 +95,18 @@ def test_the_invariant_visual_figure_sees_an_inverted_rescaled_copy(cxr):
     assert 0.0 < figures["floor_ssim"] < 0.9
     noise = np.random.default_rng(0).random(images.shape).astype(np.float32)
     assert visual(noise, images, public=cxr.split("train").images).figures["advantage"] < 0.1
+
+
+def test_every_figure_gets_its_advantage_and_re_identification_its_interval():
+    from medveil.attacks.suite import with_advantages
+    from medveil.metrics import wilson_interval
+
+    attacks = {"known_plaintext": {"ssim": 0.75, "psnr": 20.0, "pairs": 10},
+               "reidentify": {"top1": 0.25, "top5": 0.5, "chance": 0.125, "gallery": 8},
+               "not_applicable": None}
+    with_advantages(attacks, 0.5)
+    assert attacks["known_plaintext"]["advantage"] == pytest.approx(0.5)
+    low, high = attacks["reidentify"]["top1_ci95"]
+    assert low < 0.125 < 0.25 < high  # 2 of 8 is within noise of chance
+    assert attacks["reidentify"]["top1_over_chance"] == pytest.approx(0.125)
+    assert wilson_interval(0.5, 1000)[1] - wilson_interval(0.5, 1000)[0] < 0.07

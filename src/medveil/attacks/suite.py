@@ -81,11 +81,32 @@ def visual(view: np.ndarray | None, images: np.ndarray, *,
     figures: dict[str, Any] = image_similarity(images, comparable)
     figures["invariant"] = image_similarity(images, affine_fitted(images, comparable))
     if public is not None and len(public):
-        mean = np.repeat(public.mean(axis=0, keepdims=True), len(images), axis=0)
-        floor = image_similarity(images, mean)["ssim"]
+        floor = attacker_floor(public, images)
         best = max(figures["ssim"], figures["invariant"]["ssim"])
+        figures["invariant"]["advantage"] = advantage(figures["invariant"]["ssim"], floor)
         figures.update(floor_ssim=floor, advantage=advantage(best, floor))
     return AttackResult(figures, comparable)
+
+
+def attacker_floor(public: np.ndarray, victims: np.ndarray) -> float:
+    """The SSIM of the attacker's best guess without any view (the mean of its public
+    images) against the victims: what every reconstruction must beat to show a leak."""
+    mean = np.repeat(public.mean(axis=0, keepdims=True), len(victims), axis=0)
+    return image_similarity(victims, mean)["ssim"]
+
+
+def with_advantages(attacks: dict[str, Any], floor: float) -> None:
+    """Add ``floor_ssim`` and ``advantage`` to every reconstruction figure, and the
+    re-identification rate over chance with its 95 % interval."""
+    from medveil.metrics import advantage, wilson_interval
+
+    for figures in attacks.values():
+        if isinstance(figures, dict) and "ssim" in figures and "advantage" not in figures:
+            figures.update(floor_ssim=floor, advantage=advantage(figures["ssim"], floor))
+    reid = attacks.get("reidentify")
+    if isinstance(reid, dict) and "top1" in reid:
+        reid["top1_over_chance"] = reid["top1"] - reid["chance"]
+        reid["top1_ci95"] = list(wilson_interval(reid["top1"], int(reid["gallery"])))
 
 
 def leak_count(n_train: int, budget: AttackBudget) -> int:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,6 +55,7 @@ def main() -> None:
     import httpx
 
     from medveil.data import load_dataset
+    from medveil.service.local import LocalServer
     from medveil.workflow import predict
 
     root = Path(tempfile.mkdtemp(prefix="medveil-load-"))
@@ -73,19 +72,9 @@ def main() -> None:
     local = [predict(None, str(root / "release"), split="test", out=root / f"local{i}")
              ["ms_per_image"] for i in range(3)]
     _run("serve", "token", "add", "load", "--data-dir", "srv", "--out", "load.token", cwd=root)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([*MEDVEIL, "serve", "--data-dir", "srv", "--port", str(port)],
-                              cwd=root, start_new_session=True)
+    server = LocalServer(root / "srv", cwd=root).start()
+    url = server.url
     try:
-        for _ in range(300):
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         release = _run("remote", "push", "--server", url, "--token-file", "load.token",
                        "--data", "release", cwd=root)
         headers = {"authorization": f"Bearer {(root / 'load.token').read_text().strip()}"}
@@ -140,8 +129,7 @@ def main() -> None:
             thread.join()
         wall = time.perf_counter() - began
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        server.stop()
     done = sum(len(v) for v in latencies.values())
     record = {
         "clients": args.clients, "requests_per_client": args.requests,

@@ -136,7 +136,8 @@ def _torch_medveil(path: Path) -> bool:
         return False
 
 
-def _same_or_inside(a: Path, b: Path) -> bool:
+def same_or_inside(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are one path or one lies inside the other."""
     a, b = a.resolve(), b.resolve()
     return a == b or b in a.parents or a in b.parents
 
@@ -151,7 +152,7 @@ def check_output(path: str | os.PathLike[str], *, force: bool = False,
         raise ConfigError(f"{option} name {path.name[:40]}... is too long; choose a shorter one")
     try:
         for source in inputs:
-            if source is not None and Path(source).exists() and _same_or_inside(path,
+            if source is not None and Path(source).exists() and same_or_inside(path,
                                                                                 Path(source)):
                 raise ConfigError(f"{option} {path} is (or holds, or lies inside) the input "
                                   f"{source}; write the output somewhere else")

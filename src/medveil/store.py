@@ -125,8 +125,9 @@ def build_manifest(*, arrays: dict[str, dict[str, np.ndarray]],
 def write_bundle(out: str | os.PathLike[str], *, arrays: dict[str, dict[str, np.ndarray]],
                  extras: dict[str, np.ndarray] | None = None, header: dict[str, Any],
                  key: Key | None, fmt: str = STORE_FORMAT, force: bool = False,
-                 inputs: tuple[Any, ...] = ()) -> Path:
-    """Write ``arrays[split][kind]``, ``extras[name]`` and a manifest into ``out``, atomically.
+                 inputs: tuple[Any, ...] = ()) -> dict[str, Any]:
+    """Write ``arrays[split][kind]``, ``extras[name]`` and a manifest into ``out``, atomically;
+    returns the manifest written (its shards are hashed once, here).
 
     Args:
         out: the folder; must not exist unless ``force``.
@@ -141,7 +142,7 @@ def write_bundle(out: str | os.PathLike[str], *, arrays: dict[str, dict[str, np.
         for name, data in files:
             write_private_file(tmp / name, data)
         write_private_file(tmp / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
-    return Path(out)
+    return manifest
 
 
 def write_store(out: str | os.PathLike[str], *, arrays: dict[str, dict[str, np.ndarray]],
@@ -151,7 +152,8 @@ def write_store(out: str | os.PathLike[str], *, arrays: dict[str, dict[str, np.n
     """A release: the views of every split with what travels beside them (see
     :func:`write_bundle`)."""
     header = {"scheme": scheme, "dataset": dataset, "protocol": protocol or {}}
-    return write_bundle(out, arrays=arrays, extras=extras, header=header, key=key, force=force)
+    write_bundle(out, arrays=arrays, extras=extras, header=header, key=key, force=force)
+    return Path(out)
 
 
 @dataclass

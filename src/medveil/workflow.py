@@ -28,6 +28,7 @@ from medveil.atomic import (
     atomic_directory,
     atomic_write_bytes,
     check_output,
+    same_or_inside,
     write_private_file,
 )
 from medveil.budgets import BenchBudget, get_budget
@@ -41,17 +42,11 @@ from medveil.protocols.view import release_header, train_standard
 from medveil.store import (
     RESULTS_FORMAT,
     ProtectedStore,
-    build_manifest,
     content_id,
     is_store,
     open_store,
     write_bundle,
 )
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    child, parent = child.resolve(), parent.resolve()
-    return child == parent or parent in child.parents
 
 
 # ----------------------------------------------------------------------------- owner
@@ -73,7 +68,7 @@ def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.
         raise ConfigError(f"scheme '{scheme}' keeps owner state (what it fits: networks, host "
                           "images, the HE model); pass --state FOLDER, a folder that stays "
                           "with you, apart from the release")
-    if state is not None and (_inside(Path(state), Path(out)) or _inside(Path(out), Path(state))):
+    if state is not None and same_or_inside(Path(state), Path(out)):
         raise ConfigError(f"--state {state} and --out {out} must be separate folders: the "
                           "release leaves, the owner state stays")
     source = imageset.meta.get("source")
@@ -89,16 +84,15 @@ def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.
     arrays, extras, info = protocol.release(instance, imageset, key=key)
     protect_s = time.perf_counter() - started
     header = release_header(instance, imageset, protocol, info)
-    manifest, _ = build_manifest(arrays=arrays, extras=extras, header=header, key=key)
-    path = write_bundle(out, arrays=arrays, extras=extras, header=header, key=key, force=force,
-                        inputs=(source, state))
+    manifest = write_bundle(out, arrays=arrays, extras=extras, header=header, key=key,
+                            force=force, inputs=(source, state))
     if state is not None:
         # What the owner sent, so that `decode` can refuse results for anything else.
         sent = {"content_id": content_id(manifest),
                 "splits": {s: v["count"] for s, v in manifest["splits"].items()}}
         save_owner_state(state, instance, protocol=protocol.name, force=force,
                          inputs=(source, out), release=sent)
-    return {"store": str(Path(path)), "state": None if state is None else str(state),
+    return {"store": str(Path(out)), "state": None if state is None else str(state),
             "scheme": instance.name, "protocol": protocol.name,
             "splits": {s: len(next(iter(a.values()))) for s, a in arrays.items()},
             "fit_s": fit_s, "protect_s": protect_s, "key_fingerprint": key.fingerprint}

@@ -25,6 +25,7 @@ import pytest
 
 from medveil.cli import main
 from medveil.data import load_dataset
+from tests.forge import edit_manifest, reseal_shard, swap_views
 
 MEDVEIL = [sys.executable, "-m", "medveil.cli"]
 
@@ -101,31 +102,6 @@ def copy_release(w, tmp: Path, name: str = "rel") -> Path:
     target = tmp / name
     shutil.copytree(w["release"], target)
     return target
-
-
-def edit_manifest(folder: Path, edit) -> None:
-    path = folder / "manifest.json"
-    manifest = json.loads(path.read_text())
-    edit(manifest)
-    path.write_text(json.dumps(manifest))
-
-
-def reseal_shard(folder: Path, shard_file: str, array: np.ndarray) -> None:
-    """Replace a shard and write its new hash, size, shape into the manifest (a forger who
-    knows the format but not the key)."""
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    data = buffer.getvalue()
-    (folder / shard_file).write_bytes(data)
-
-    def edit(m):
-        for shard in m["shards"]:
-            if shard["file"] == shard_file:
-                shard.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
-                             shape=list(array.shape), dtype=str(array.dtype))
-    edit_manifest(folder, edit)
 
 
 def bad_npz(tmp: Path, **changes) -> Path:
@@ -474,7 +450,7 @@ _FORGERIES = {
                        "HMAC is missing"),
     "swapped shards": (
         lambda w, r: edit_manifest(r, lambda m: m["shards"].sort(
-            key=lambda s: s["file"], reverse=True) or _swap_views(r, m)), "HMAC"),
+            key=lambda s: s["file"], reverse=True) or swap_views(r, m)), "HMAC"),
     "edited labels with a new hash": (
         lambda w, r: reseal_shard(r, "train.labels.npy", np.zeros(40, np.uint8)), "HMAC"),
     "changed scheme parameters": (
@@ -484,20 +460,6 @@ _FORGERIES = {
             file="../../etc/passwd")), "HMAC"),
     "an unlisted file": (lambda w, r: _write(r, "labels.npy", b"x"), "labels.npy"),
 }
-
-
-def _swap_views(rel: Path, manifest: dict) -> None:
-    """Exchange the train and test views' files and entries' hashes consistently."""
-    a, b = rel / "train.view.npy", rel / "test.view.npy"
-    data_a, data_b = a.read_bytes(), b.read_bytes()
-    a.write_bytes(data_b)
-    b.write_bytes(data_a)
-    entries = {s["file"]: s for s in manifest["shards"]}
-    ea, eb = entries["train.view.npy"], entries["test.view.npy"]
-    for field_name in ("sha256", "bytes", "shape", "dtype"):
-        ea[field_name], eb[field_name] = eb[field_name], ea[field_name]
-    manifest["splits"]["train"]["count"], manifest["splits"]["test"]["count"] = (
-        manifest["splits"]["test"]["count"], manifest["splits"]["train"]["count"])
 
 
 for _name, (_edit, _frag) in _FORGERIES.items():

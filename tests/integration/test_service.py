@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 
 from medveil.data import load_dataset
+from medveil.service.local import LocalServer
 
 MEDVEIL = [sys.executable, "-m", "medveil.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
@@ -36,46 +36,9 @@ def run(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
+def server_at(data_dir: Path, *, max_upload_mb: int = 1024) -> LocalServer:
     """`medveil serve` in its own process group (so a SIGKILL takes its worker too)."""
-
-    def __init__(self, data_dir: Path, *, max_upload_mb: int = 1024) -> None:
-        self.data_dir, self.max_upload_mb = data_dir, max_upload_mb
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> Server:
-        self.process = subprocess.Popen(
-            [*MEDVEIL, "serve", "--data-dir", str(self.data_dir), "--port", str(self.port),
-             "--max-upload-mb", str(self.max_upload_mb)], env=ENV, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError(f"the server did not start: {self.process.stderr.read()}")
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    return LocalServer(data_dir, max_upload_mb=max_upload_mb, env=ENV)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +57,7 @@ def site(tmp_path_factory):
         run("serve", "token", "add", centre, "--data-dir", str(data_dir), "--out",
             f"{centre}.token", cwd=root)
     run("keygen", "owner.key", cwd=root)
-    server = Server(data_dir).start()
+    server = server_at(data_dir).start()
     yield {"root": root, "server": server, "url": server.url}
     server.stop()
 
@@ -185,7 +148,7 @@ def test_a_tampered_or_oversize_upload_is_refused(site, pushed):
     small_dir = root / "small-srv"
     run("serve", "token", "add", "a", "--data-dir", str(small_dir), "--out", "small.token",
         cwd=root)
-    small = Server(small_dir, max_upload_mb=8).start()
+    small = server_at(small_dir, max_upload_mb=8).start()
     small_headers = {**headers, "authorization":
                      f"Bearer {(root / 'small.token').read_text().strip()}"}
     try:  # a body without a length is cut at the limit: nothing past it is stored
@@ -218,7 +181,7 @@ def test_a_server_killed_mid_upload_shows_no_partial_release(site, tmp_path):
     data_dir = tmp_path / "srv"
     run("serve", "token", "add", "a", "--data-dir", str(data_dir), "--out", "k.token",
         cwd=tmp_path)
-    server = Server(data_dir).start()
+    server = server_at(data_dir).start()
     token = (tmp_path / "k.token").read_text().strip()
 
     def slow_body():
@@ -247,7 +210,7 @@ def test_a_server_killed_mid_training_reports_the_job_failed(site, tmp_path):
     data_dir = tmp_path / "srv"
     run("serve", "token", "add", "a", "--data-dir", str(data_dir), "--out",
         str(tmp_path / "k.token"), cwd=root)
-    server = Server(data_dir).start()
+    server = server_at(data_dir).start()
     headers = {"authorization": f"Bearer {(tmp_path / 'k.token').read_text().strip()}"}
     try:
         release = run("remote", "push", "--server", server.url, "--token-file",

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import shutil
 import stat
@@ -23,6 +20,7 @@ from medveil.data import load_dataset
 from medveil.errors import IntegrityError, KeyMismatchError, MedveilError
 from medveil.keys import Key
 from medveil.store import open_store, write_store
+from tests.forge import edit_manifest, reseal_shard, swap_views
 
 
 @pytest.fixture()
@@ -35,52 +33,21 @@ def release(tmp_path, cxr_crops, key) -> Path:
                        dataset={"name": "crops", "task": "classification"})
 
 
-def _edit(path: Path, change) -> None:
-    manifest = json.loads((path / "manifest.json").read_text())
-    change(manifest)
-    (path / "manifest.json").write_text(json.dumps(manifest))
-
-
-def _reseal(path: Path, name: str, array: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    data = buffer.getvalue()
-    (path / name).write_bytes(data)
-
-    def change(m):
-        for shard in m["shards"]:
-            if shard["file"] == name:
-                shard.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data),
-                             shape=list(array.shape), dtype=str(array.dtype))
-    _edit(path, change)
-
-
 def _swap(path: Path) -> None:
-    a, b = path / "train.view.npy", path / "test.view.npy"
-    data_a, data_b = a.read_bytes(), b.read_bytes()
-    a.write_bytes(data_b)
-    b.write_bytes(data_a)
-
-    def change(m):
-        entries = {s["file"]: s for s in m["shards"]}
-        for f in ("sha256", "bytes", "shape", "dtype"):
-            entries["train.view.npy"][f], entries["test.view.npy"][f] = (
-                entries["test.view.npy"][f], entries["train.view.npy"][f])
-        m["splits"]["train"]["count"], m["splits"]["test"]["count"] = 2, 6
-    _edit(path, change)
+    edit_manifest(path, lambda m: swap_views(path, m))
 
 
 FORGERIES = {
-    "null fingerprint": lambda p: _edit(p, lambda m: (m.update(key_fingerprint=None),
+    "null fingerprint": lambda p: edit_manifest(p, lambda m: (m.update(key_fingerprint=None),
                                                       m.pop("manifest_hmac"))),
-    "missing HMAC": lambda p: _edit(p, lambda m: m.pop("manifest_hmac")),
-    "shard path outside": lambda p: _edit(p, lambda m: m["shards"][0].update(
+    "missing HMAC": lambda p: edit_manifest(p, lambda m: m.pop("manifest_hmac")),
+    "shard path outside": lambda p: edit_manifest(p, lambda m: m["shards"][0].update(
         file="../outside.npy")),
     "unlisted file": lambda p: (p / "notes.npy").write_bytes(b"x"),
     "swapped shards": _swap,
-    "edited labels with new hash": lambda p: _reseal(p, "train.labels.npy",
+    "edited labels with new hash": lambda p: reseal_shard(p, "train.labels.npy",
                                                      np.ones(6, np.int64)),
-    "changed scheme params": lambda p: _edit(p, lambda m: m["scheme"]["params"].update(
+    "changed scheme params": lambda p: edit_manifest(p, lambda m: m["scheme"]["params"].update(
         levels=2)),
 }
 

@@ -10,22 +10,14 @@ Every step is the command line a hospital would type.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from medveil.service.local import LocalServer
 
 
 def _medveil(*args: str, cwd: Path) -> str:
@@ -63,23 +55,12 @@ def main() -> None:
     args = parser.parse_args()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="medveil-service-demo-"))
     root.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     _halves(root)
     for name in ("a", "b"):
         _medveil("serve", "token", "add", name, "--data-dir", "srv", "--out", f"{name}.token",
                  cwd=root)
-    server = subprocess.Popen([sys.executable, "-m", "medveil.cli", "serve", "--data-dir",
-                               "srv", "--port", str(port)], cwd=root, start_new_session=True)
-    try:
-        import httpx
-
-        for _ in range(300):
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with LocalServer(root / "srv", cwd=root, quiet=False) as server:
+        url = server.url
         releases = {}
         for index, name in enumerate(("a", "b")):
             _medveil("keygen", f"{name}.key", cwd=root)
@@ -100,9 +81,6 @@ def main() -> None:
                      "--results", f"{name}-results", "--out", f"{name}-predictions.csv",
                      "--data", f"centre{index}.npz", cwd=root)
         print(f"done: the pooled model served both centres; files in {root}")
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -26,12 +26,18 @@ from medveil import __version__
 from medveil.atomic import atomic_write_bytes
 from medveil.attacks import (
     known_plaintext,
-    leak_count,
     reidentification,
     shadow_key,
     visual,
 )
-from medveil.attacks.suite import attacker_floor, seeded_key, with_advantages
+from medveil.attacks.suite import (
+    attacker_floor,
+    leak_sizes,
+    seeded_key,
+    third_parties,
+    visual_reidentification,
+    with_advantages,
+)
 from medveil.budgets import BenchBudget, get_budget
 from medveil.data import ImageSet, load_dataset
 from medveil.data.bundled import DEFAULT_CLASSIFICATION
@@ -40,8 +46,9 @@ from medveil.metrics import image_similarity
 from medveil.progress import progress_bar
 from medveil.schemes import available_schemes, create, get_scheme_class
 from medveil.schemes.base import check_params
+from medveil.verdicts import actor_verdicts
 
-SCORECARD_SCHEMA = "medveil.scorecard/3"
+SCORECARD_SCHEMA = "medveil.scorecard/4"
 SCHEMA_FILE = Path(__file__).parent / "scorecard.schema.json"
 GRID_IMAGES = 4
 RECOVERY_IMAGES = 32
@@ -195,6 +202,16 @@ def finish_view_row(run, model, task_data: ImageSet, views: dict[str, np.ndarray
     return row
 
 
+PUBLIC_SPLIT = "val"
+
+
+def public_images(data: ImageSet) -> ImageSet | None:
+    """The bench's stand-in for a public or consented image set (fesf's hosts): the
+    validation split, which the owner's patients (train and test, the only images
+    the third-party attack counts as the owner's) never include."""
+    return data.split(PUBLIC_SPLIT) if PUBLIC_SPLIT in data.split_names else None
+
+
 def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
                ) -> dict[str, Any]:
     """One scorecard row, plus the images the report shows: the scheme's protocol runs
@@ -210,7 +227,7 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
                            "error": None, "utility": None, "recovery": None, "wrong_key": None,
                            "attacks": {}, "cost": {}}
     started = time.perf_counter()
-    scheme.fit(data.split("train"), key=victim_key, seed=seed)
+    scheme.fit(data.split("train"), key=victim_key, seed=seed, public=public_images(data))
     fit_s = time.perf_counter() - started
     return protocol.bench_row(BenchRun(spec=spec, scheme=scheme, row=row, data=data,
                                        budget=budget, seed=seed, key=victim_key,
@@ -218,31 +235,82 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
 
 
 def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
-                   pictures: dict[str, np.ndarray], train: ImageSet, test: ImageSet,
-                   views: dict[str, np.ndarray], budget: BenchBudget, seed: int) -> None:
-    """The shared suite (and the scheme's own attacks) on the views, into ``row``."""
-    vis = visual(scheme.view_as_image(views["test"]), test.images, public=train.images)
+                  pictures: dict[str, np.ndarray], train: ImageSet, test: ImageSet,
+                  views: dict[str, np.ndarray], budget: BenchBudget, seed: int) -> None:
+    """The shared suite (and the scheme's own attacks) on the views, into ``row``, then
+    a verdict per threat actor.
+
+    Victims are the test split. Re-identification queries ``gallery`` of them against
+    a gallery of their plaintexts plus distractors the attacker never saw (the other
+    test images and the training images outside the largest leak). The leak curve
+    refits the inverter on nested leaks of K pairs; its largest K is the headline
+    known-plaintext and re-identification figure.
+    """
+    attack_budget = budget.attacks
+    rng = np.random.default_rng(seed + 11)
+    order = rng.permutation(len(train))
+    sizes = leak_sizes(len(train), attack_budget)
+    largest = np.sort(order[:sizes[-1]])
+    queries = np.sort(np.random.default_rng(seed).choice(
+        len(test), min(attack_budget.gallery, len(test)), replace=False))
+    distractors = _distractors(train, test, largest, queries, attack_budget.distractors, seed)
+    victim_pictures = scheme.view_as_image(views["test"])
+
+    vis = visual(victim_pictures, test.images, public=train.images)
     row["attacks"]["visual"] = vis.figures
     if vis.reconstructions is not None:
         pictures["view"] = vis.reconstructions[:GRID_IMAGES]
-    attack_budget = budget.attacks
-    k = leak_count(len(train), attack_budget)
-    leak = np.sort(np.random.default_rng(seed + 11).choice(len(train), k, replace=False))
-    kp, kp_net = known_plaintext(views["train"][leak], train.images[leak], views["test"],
-                                 test.images, budget=attack_budget, seed=seed)
-    row["attacks"]["known_plaintext"] = kp.figures
-    sk = shadow_key(lambda: create(spec.name, **row["params"]), train, views["test"], test.images,
-                    budget=attack_budget, seed=seed)
-    row["attacks"]["shadow_key"] = sk.figures
-    reid = reidentification(kp_net, views["train"][leak], train.images[leak], views["test"],
-                            test.images, budget=attack_budget, seed=seed)
-    row["attacks"]["reidentify"] = reid.figures
+        vis.figures["reidentify"] = visual_reidentification(
+            vis.reconstructions[queries], test.images[queries], distractors)
+        owner = np.concatenate([train.images, test.images])
+        third = np.sort(np.random.default_rng(seed + 13).choice(
+            len(test), min(attack_budget.third_party_victims, len(test)), replace=False))
+        row["attacks"]["third_parties"] = third_parties(
+            vis.reconstructions[third], owner, len(train) + third)
+
+    extra = scheme.attack_inverters()
+    curve, best_kp = [], None
+    for k in sizes:
+        leak = np.sort(order[:k])
+        kp, inverter = known_plaintext(views["train"][leak], train.images[leak], views["test"],
+                                       test.images, budget=attack_budget, seed=seed, extra=extra)
+        reid = reidentification(inverter, views["train"][leak], train.images[leak],
+                                views["test"][queries], test.images[queries], distractors,
+                                budget=attack_budget, seed=seed)
+        curve.append({**{f: kp.figures[f] for f in ("pairs", "ssim", "psnr", "method")},
+                      "reidentify": reid.figures})
+        best_kp = kp
+    row["attacks"]["known_plaintext"] = best_kp.figures
+    row["attacks"]["reidentify"] = curve[-1]["reidentify"]
+    row["attacks"]["leak_curve"] = curve
+
+    shadow = shadow_key(lambda: create(spec.name, **row["params"]), train, views["test"],
+                        test.images, budget=attack_budget, seed=seed)
+    row["attacks"]["shadow_key"] = shadow.result.figures
+    n_own = min(sizes[-1], len(shadow.own_views))
+    shadow.result.figures["reidentify"] = reidentification(
+        shadow.inverter, shadow.own_views[:n_own], shadow.own_images[:n_own],
+        views["test"][queries], test.images[queries], distractors, budget=attack_budget,
+        seed=seed).figures
     row["attacks"].update(scheme.extra_attacks(
-        views["test"], test.images, leaked_views=views["train"][leak],
-        leaked_images=train.images[leak], budget=attack_budget, seed=seed))
+        views["test"], test.images, leaked_views=views["train"][largest],
+        leaked_images=train.images[largest], budget=attack_budget, seed=seed))
     with_advantages(row["attacks"], attacker_floor(train.images, test.images))
-    best = max((kp, sk), key=lambda r: r.figures["ssim"])
+    row["verdicts"] = actor_verdicts(row["attacks"])
+    best = max((best_kp, shadow.result), key=lambda r: r.figures["ssim"])
     pictures["best attack"] = best.reconstructions[:GRID_IMAGES]
+
+
+def _distractors(train: ImageSet, test: ImageSet, leaked: np.ndarray, queries: np.ndarray,
+                 limit: int, seed: int) -> np.ndarray:
+    """Gallery distractors the attacker never saw: test images that are not queries and
+    training images outside the largest leak, at most ``limit``, seeded."""
+    pool = np.concatenate([np.delete(test.images, queries, axis=0),
+                           np.delete(train.images, leaked, axis=0)])
+    if len(pool) > limit:
+        pool = pool[np.sort(np.random.default_rng(seed + 17).choice(len(pool), limit,
+                                                                     replace=False))]
+    return pool
 
 
 def run_header(dataset: ImageSet, budget: BenchBudget, seed: int) -> dict[str, Any]:

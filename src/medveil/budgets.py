@@ -64,7 +64,8 @@ def _smoke() -> BenchBudget:
                        AttackBudget(inversion=InversionBudget(steps=20, batch_size=8,
                                                               channels=(8, 16, 32)),
                                     reid=ReidBudget(steps=10, batch_size=16), shadow_images=64,
-                                    max_pairs=64, gallery=32),
+                                    leak_sizes=(8, 32), gallery=16, distractors=32,
+                                    third_party_victims=32),
                        max_train=None, max_test=None, scheme_cut=True)
 
 

@@ -161,6 +161,9 @@ def protect(
     budget: Budget = "full",
     size: Size = None, color: Color = "gray", seed: Seed = 0, masks: Masks = None,
     label: Label = None,
+    public: Annotated[str | None, typer.Option(
+        help="Images that are not your patients (a public or consented set), for schemes "
+             "that take them (fesf's hosts): a split of --data or a data set.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing release / state.")] = False,
 ) -> None:
     """Owner: fit a scheme on the training split; write the release and the owner state."""
@@ -171,7 +174,8 @@ def protect(
     imageset = load_dataset(data, **_read_options(size, color, seed=seed, masks=masks,
                                                   label=label))
     summary = protect_dataset(imageset, scheme=scheme, key=owner_key, out=out_dir, state=state,
-                              seed=seed, params=_params(param), budget=budget, force=force)
+                              seed=seed, params=_params(param), budget=budget, force=force,
+                              public=public)
     counts = ", ".join(f"{s} {n}" for s, n in summary["splits"].items())
     out.print(f"protected {imageset.name} with {summary['scheme']} ({summary['protocol']}) "
               f"into {summary['store']} ({counts}); key fingerprint "

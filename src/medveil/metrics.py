@@ -89,6 +89,24 @@ def image_similarity(reference: np.ndarray, estimate: np.ndarray) -> dict[str, f
     return {"ssim": float(ssim.mean()), "psnr": float(psnr.mean())}
 
 
+def per_image_ssim(reference: np.ndarray, estimate: np.ndarray) -> np.ndarray:
+    """SSIM of each image pair (the same window as :func:`image_similarity`)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    ref = _tensor(reference).float().clamp(0, 1)
+    est = _tensor(estimate).float().clamp(0, 1)
+    return structural_similarity_index_measure(est, ref, data_range=1.0, kernel_size=11,
+                                               sigma=1.5, reduction="none").numpy()
+
+
+def standardized(images: np.ndarray) -> np.ndarray:
+    """Each image flattened, centred and scaled to unit norm: the dot product of two rows
+    is their Pearson correlation, the quality of the best affine map between them."""
+    flat = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
+    flat = flat - flat.mean(axis=1, keepdims=True)
+    return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-8)
+
+
 def affine_fitted(reference: np.ndarray, picture: np.ndarray) -> np.ndarray:
     """``picture`` after the best per-image, per-channel affine intensity map onto
     ``reference`` (least squares, slope of either sign), clipped to [0, 1].

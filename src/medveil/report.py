@@ -17,6 +17,7 @@ import numpy as np
 
 from medveil.atomic import atomic_write_bytes
 from medveil.pictures import save_image_grid
+from medveil.verdicts import ANATOMY_BLURRED
 
 HEADLINE = {"classification": "auc", "segmentation": "dice"}
 
@@ -52,7 +53,7 @@ def _table_rows(scorecard: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     task = scorecard["dataset"]["task"]
     utility_keys = ["auc", "accuracy", "f1", "mcc"] if task == "classification" else \
         ["dice", "iou"]
-    header = ["scheme", "status", *utility_keys, "strongest attack (SSIM / PSNR)",
+    header = ["scheme", "status", *utility_keys, "strongest attack (SSIM / PSNR, advantage)",
               "known-plaintext SSIM", "shadow-key SSIM", "re-id top-1 (chance)",
               "recovery SSIM", "wrong-key SSIM", "protect ms/img", "view bytes/img"]
     body = []
@@ -64,7 +65,8 @@ def _table_rows(scorecard: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         body.append([
             row["scheme"], row["status"] if row["status"] == "ok" else f"error: {row['error']}",
             *[_fmt(utility.get(k)) for k in utility_keys],
-            f"{name}: {best['ssim']:.3f} / {best['psnr']:.1f} dB" if best else "-",
+            (f"{name}: {best['ssim']:.3f} / {best['psnr']:.1f} dB"
+             + (f", {best['advantage']:.2f}" if "advantage" in best else "")) if best else "-",
             _fmt((attacks.get("known_plaintext") or {}).get("ssim")),
             _fmt((attacks.get("shadow_key") or {}).get("ssim")),
             f"{reid['top1']:.3f} ({reid['chance']:.3f})" if reid else "-",
@@ -74,6 +76,67 @@ def _table_rows(scorecard: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             _fmt((row.get("cost") or {}).get("view_bytes_per_image"), 0),
         ])
     return header, body
+
+
+def _verdict_cell(verdict: dict[str, Any] | None) -> str:
+    if not verdict:
+        return "-"
+    parts = []
+    if verdict.get("advantage") is not None:
+        parts.append(f"advantage {verdict['advantage']:.2f}")
+    if "reid_top1" in verdict:
+        parts.append(f"re-id {verdict['reid_top1']:.0%} vs {verdict['reid_chance']:.1%}")
+    if "third_party_rate" in verdict:
+        parts.append(f"others {verdict['third_party_rate']:.0%}")
+    return verdict["verdict"] + (f" ({', '.join(parts)})" if parts else "")
+
+
+def verdict_table(scorecard: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One line per row, one column per threat actor (medveil.verdicts)."""
+    from medveil.verdicts import ACTORS
+
+    header = ["scheme", *[f"{number}: {who}" for _, number, who in ACTORS]]
+    body = [[row["scheme"], *[_verdict_cell((row.get("verdicts") or {}).get(name))
+                              for name, _, _ in ACTORS]]
+            for row in scorecard["results"] if row["status"] == "ok"]
+    return header, body
+
+
+def _leak_plot(path: Path, scorecard: dict[str, Any]) -> Path | None:
+    """How many leaked pairs break each scheme: advantage and re-identification over
+    chance against K, one line per scheme."""
+    curves = {row["scheme"]: row["attacks"]["leak_curve"] for row in scorecard["results"]
+              if row["status"] == "ok" and (row.get("attacks") or {}).get("leak_curve")}
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for index, (scheme, curve) in enumerate(curves.items()):
+        pairs = [point["pairs"] for point in curve]
+        style = {"color": f"C{index % 10}", "marker": "o", "label": scheme}
+        left.plot(pairs, [point.get("advantage", point["ssim"]) for point in curve], **style)
+        right.plot(pairs, [point["reidentify"]["top1"] for point in curve], **style)
+    for axis in (left, right):
+        axis.set_xscale("log")
+        axis.set_xlabel("leaked (view, plaintext) pairs K")
+        axis.grid(alpha=0.3)
+    left.set_ylabel("known-plaintext advantage over the floor")
+    left.axhline(0, color="k", linewidth=0.5)
+    right.set_ylabel("re-identification top-1")
+    chance = next(iter(curves.values()))[-1]["reidentify"]["chance"]
+    right.axhline(chance, color="k", linewidth=0.5, linestyle="--")
+    right.annotate("chance", (0.02, chance), xycoords=("axes fraction", "data"), fontsize=7)
+    left.legend(fontsize=7)
+    fig.suptitle(f"how many leaked pairs break it: {scorecard['dataset']['name']}",
+                 fontsize=9)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue(), check=False)
 
 
 def _plot(path: Path, scorecard: dict[str, Any]) -> Path | None:
@@ -143,6 +206,19 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
         floor = (f" (advantage {best['advantage']:.2f} over the {best.get('floor_ssim', 0):.3f} "
                  "floor of a guess without the view)" if "advantage" in best else "")
         parts.append(f"strongest attack SSIM {best['ssim']:.3f}{floor}: {level}")
+    visual = (row.get("attacks") or {}).get("visual") or {}
+    invariant = visual.get("invariant") or {}
+    if "advantage" in invariant and invariant["advantage"] >= ANATOMY_BLURRED:
+        parts.append(f"a reader sees the patient's anatomy in the view once its contrast "
+                     f"is inverted or rescaled (SSIM {invariant['ssim']:.3f} after the best "
+                     f"intensity map, raw {visual['ssim']:.3f}; advantage "
+                     f"{invariant['advantage']:.2f})")
+    third = (row.get("attacks") or {}).get("third_parties")
+    if third:
+        parts.append(f"views matched against all {third['owner_images']} owner images: "
+                     f"{third['disclosure_rate']:.0%} of {third['victims']} views show "
+                     f"another patient beyond look-alikes (chance {third['chance']:.0%}; "
+                     f"{third['third_parties_disclosed']} distinct patients)")
     not_applicable = (row.get("attacks") or {}).get("not_applicable")
     if not_applicable:
         parts.append(f"image attacks not applicable ({not_applicable})")
@@ -188,7 +264,8 @@ def _summary(scorecard: dict[str, Any], metric: str) -> str:
         return best["ssim"] if best else 0.0
 
     useful = [r for r in ok if base - r["utility"][metric] <= 0.05]
-    broken = [r["scheme"] for r in ok if ssim(r) >= 0.8]
+    broken = [r["scheme"] for r in ok
+              if ((r.get("verdicts") or {}).get("leaked_pairs") or {}).get("level") == "broken"]
     lines = []
     if useful:
         pick = min(useful, key=ssim)
@@ -198,9 +275,18 @@ def _summary(scorecard: dict[str, Any], metric: str) -> str:
     else:
         lines.append(f"No scheme stays within 0.05 {metric.upper()} of plain ({base:.3f}).")
     if broken:
-        lines.append("Broken in this run (an attack recovers the images, SSIM >= 0.8): "
-                     + ", ".join(broken) + ".")
+        lines.append("Broken in this run for an attacker with leaked pairs (images, "
+                     "identities or other patients recovered; docs/threat-model.md has the "
+                     "thresholds): " + ", ".join(broken) + ".")
     return " ".join(lines)
+
+
+VERDICT_NOTE = (
+    "Each attacker knows what the one before knows. 'advantage' is how far the strongest "
+    "reconstruction gets above the attacker's best guess without the view (0: nothing; "
+    "1: a perfect copy); 're-id' is the top-1 rate of matching a view to its patient in a "
+    "gallery with distractors, against chance; 'others' is the share of views that show "
+    "another of the owner's patients. Thresholds: docs/threat-model.md.")
 
 
 PATIENT_NOTICE = (
@@ -219,6 +305,10 @@ def write_report(out: Path, scorecard: dict[str, Any],
     plot = _plot(out / "privacy_utility.png", scorecard)
     if plot:
         files["plot"] = plot
+    leak_plot = _leak_plot(out / "leak_curve.png", scorecard)
+    if leak_plot:
+        files["leak_curve"] = leak_plot
+    verdict_header, verdict_body = verdict_table(scorecard)
     for scheme, pics in pictures.items():
         if pics:
             files[f"grid:{scheme}"] = _grid(out / f"grid_{scheme}.png", pics)
@@ -245,12 +335,16 @@ def write_report(out: Path, scorecard: dict[str, Any],
                    "perfect copy; a scheme is only as private as its best attack says) and "
                    "re-identification top-1 against chance.")
     md = [f"# medveil benchmark: {ds['name']}", "", f"**{notice}**", "", intro, "",
-          how_to_read, "",
-          "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+          "## Verdicts by attacker", "", VERDICT_NOTE, "",
+          "| " + " | ".join(verdict_header) + " |", "|" + "---|" * len(verdict_header)]
+    md += ["| " + " | ".join(cells) + " |" for cells in verdict_body]
+    md += ["", "## Figures", "", how_to_read, "",
+           "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(cells) + " |" for cells in body]
     summary = _summary(scorecard, metric)
     md += ["", "## Which scheme", "", summary, "",
            "![privacy vs utility](privacy_utility.png)" if plot else "", "",
+           "![leak curve](leak_curve.png)" if leak_plot else "", "",
            "## Per scheme", ""]
     for row in scorecard["results"]:
         md += [f"### {row['scheme']}", "", _verdict(row, plain, metric), ""]
@@ -264,6 +358,9 @@ def write_report(out: Path, scorecard: dict[str, Any],
 
     rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
                         for cells in body)
+    verdict_heads = "".join(f"<th>{html.escape(h)}</th>" for h in verdict_header)
+    verdicts_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+                            + "</tr>" for cells in verdict_body)
     sections = "".join(
         f"<h3>{html.escape(r['scheme'])}</h3><p>{html.escape(_verdict(r, plain, metric))}</p>"
         + (img(files[f"grid:{r['scheme']}"]) if f"grid:{r['scheme']}" in files else "")
@@ -276,10 +373,14 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
 th{{background:#f0f0f0}}img{{max-width:100%}}</style></head><body>
 <h1>medveil benchmark: {html.escape(ds['name'])}</h1>
 <p><strong>{html.escape(notice)}</strong></p>
-<p>{html.escape(intro)}</p><p>{html.escape(how_to_read)}</p>
+<p>{html.escape(intro)}</p>
+<h2>Verdicts by attacker</h2><p>{html.escape(VERDICT_NOTE)}</p>
+<table><tr>{verdict_heads}</tr>{verdicts_html}</table>
+<h2>Figures</h2><p>{html.escape(how_to_read)}</p>
 <table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in header)}</tr>{rows_html}</table>
 <h2>Which scheme</h2><p>{html.escape(summary)}</p>
 {img(plot) if plot else ''}
+{img(leak_plot) if leak_plot else ''}
 <h2>Per scheme</h2>{sections}
 </body></html>
 """

@@ -50,11 +50,28 @@ from medveil.store import (
 
 
 # ----------------------------------------------------------------------------- owner
+def public_images(imageset: ImageSet, source: str) -> ImageSet:
+    """``--public``: a split of the data being protected, or a data set read like it."""
+    from medveil.data import load_dataset
+
+    if source in imageset.split_names:
+        if source == "train":
+            raise ConfigError("--public train: the training split is the owner's patients; "
+                              "name another split or a public data set")
+        return imageset.split(source)
+    c, h, w = imageset.image_shape
+    return load_dataset(source, size=(h, w), color="rgb" if c == 3 else "gray")
+
+
 def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.PathLike[str],
                     state: str | os.PathLike[str] | None = None, seed: int = 0,
                     params: dict[str, Any] | None = None, budget: str | BenchBudget = "full",
-                    force: bool = False) -> dict[str, Any]:
+                    force: bool = False, public: str | None = None) -> dict[str, Any]:
     """Fit ``scheme`` on the train split; write the release and the owner state apart.
+
+    ``public`` names images that are not the owner's patients (a public or consented
+    set) for schemes that take them (fesf's hosts): a split of ``imageset`` or a data
+    set to read at the same size and colour.
 
     The release is what the scheme's protocol ships (views, and what travels with
     them); the owner state is the fitted scheme, in its own 0700 folder. Image ids
@@ -78,7 +95,8 @@ def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.
     instance = create(scheme, **budget.scheme_params(cls, params))
     protocol = get_protocol(instance.protocol)
     started = time.perf_counter()
-    instance.fit(imageset.split("train"), key=key, seed=seed)
+    instance.fit(imageset.split("train"), key=key, seed=seed,
+                 public=None if public is None else public_images(imageset, public))
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
     arrays, extras, info = protocol.release(instance, imageset, key=key)

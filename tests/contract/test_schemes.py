@@ -57,13 +57,15 @@ _FITTED: dict[tuple[str, str], object] = {}
 
 
 def fitted(name, train, key, seed=0, *, fresh=False):
-    """A fitted instance; cached per (scheme, key) unless ``fresh`` (fitting can be slow)."""
+    """A fitted instance; cached per (scheme, key) unless ``fresh`` (fitting can be slow).
+    Schemes that take public images (fesf's hosts) get the training crops as such."""
     params = get_scheme_class(name).contract_params
     if fresh:
-        return create(name, **params).fit(train, key=key, seed=seed)
+        return create(name, **params).fit(train, key=key, seed=seed, public=train)
     cache_key = (name, key.fingerprint)
     if cache_key not in _FITTED:
-        _FITTED[cache_key] = create(name, **params).fit(train, key=key, seed=seed)
+        _FITTED[cache_key] = create(name, **params).fit(train, key=key, seed=seed,
+                                                        public=train)
     return _FITTED[cache_key]
 
 

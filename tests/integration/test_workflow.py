@@ -171,10 +171,16 @@ def _metrics(result: subprocess.CompletedProcess) -> dict[str, float]:
     return {line[i]: float(line[i + 1]) for i in range(0, len(line), 2)}
 
 
+#: protect options beyond the parameters: fesf's hosts are the split the bench uses
+#: as its public set (never the owner's patients)
+PROTECT_OPTIONS = {"fesf": ["--public", "val"]}
+
+
 def _protect(room, scheme: str, data_kind: str, params: list[str]) -> tuple[Path, Path]:
     root = room["root"]
     args = ["protect", "--scheme", scheme, "--key", "owner.key", *room["sources"][data_kind],
-            "--out", f"{scheme}-release", "--state", f"{scheme}-state", "--budget", "smoke"]
+            "--out", f"{scheme}-release", "--state", f"{scheme}-state", "--budget", "smoke",
+            *PROTECT_OPTIONS.get(scheme, [])]
     for param in params:
         args += ["--param", param]
     run(*args, cwd=root)

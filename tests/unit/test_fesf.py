@@ -47,7 +47,8 @@ def test_surrogate_carries_plaintext_low_frequencies_and_host_look(pair):
 
 def test_hosts_are_keyed_deterministic_and_never_the_image(cxr):
     train = cxr.split("train").head(40)
-    scheme = create("fesf", use_iqem=False).fit(train, key=Key.generate(), seed=0)
+    scheme = create("fesf", use_iqem=False).fit(train, key=Key.generate(), seed=0,
+                                                public=cxr.split("val"))
     key, other = Key.generate(), Key.generate()
     pool = scheme._hosts  # noqa: SLF001
     images = np.ascontiguousarray(pool[:6])  # the worst case: images from the pool itself
@@ -63,7 +64,8 @@ def test_bad_parameters_and_shapes_are_refused(cxr):
     with pytest.raises(ConfigError, match="beta"):
         create("fesf", beta=1.5)
     key = Key.generate()
-    scheme = create("fesf", use_iqem=False).fit(cxr.split("train").head(20), key=key)
+    scheme = create("fesf", use_iqem=False).fit(cxr.split("train").head(20), key=key,
+                                                public=cxr.split("val"))
     with pytest.raises(DataError, match="--size"):
         scheme.protect(cxr.split("test").images[:1, :, :32, :32], key=key)
 
@@ -72,7 +74,8 @@ def test_low_frequency_amplitude_attack_reads_the_band_and_reports_chance(cxr):
     train = cxr.split("train")
     victims = np.ascontiguousarray(cxr.split("test").images[:12])
     key = Key.generate()
-    scheme = create("fesf", use_iqem=False, beta=1.0).fit(train.head(80), key=key, seed=0)
+    scheme = create("fesf", use_iqem=False, beta=1.0).fit(train.head(80), key=key, seed=0,
+                                                          public=cxr.split("val"))
     figures = scheme.extra_attacks(scheme.protect(victims, key=key), victims,
                                    leaked_views=victims[:0], leaked_images=train.images[:200],
                                    budget=None, seed=0)["low_frequency_amplitude"]
@@ -81,3 +84,32 @@ def test_low_frequency_amplitude_attack_reads_the_band_and_reports_chance(cxr):
     assert figures["psnr"] > figures["chance_psnr"]
     assert scheme.extra_attacks(victims, victims, leaked_views=victims[:0],
                                 leaked_images=victims[:0], budget=None, seed=0) == {}
+
+
+def test_hosts_must_be_named_and_owner_hosts_warn(cxr):
+    train = cxr.split("train").head(20)
+    with pytest.raises(ConfigError, match="hosts=PATH"):
+        create("fesf", use_iqem=False).fit(train, key=Key.generate())
+    with pytest.warns(UserWarning, match="owner's own training patients"):
+        create("fesf", use_iqem=False, hosts="owner").fit(train, key=Key.generate())
+
+
+def test_third_party_attack_finds_owner_hosts_and_nothing_with_public_hosts(cxr):
+    """With the owner's own patients as hosts every surrogate shows another patient; with
+    a public host set (here the validation split) no owner patient shows beyond chance."""
+    from medveil.attacks import third_parties
+
+    train, test = cxr.split("train"), cxr.split("test")
+    owner = np.concatenate([train.images, test.images])
+    rows = len(train) + np.arange(len(test))
+    key = Key.generate()
+    with pytest.warns(UserWarning):
+        own = create("fesf", use_iqem=False, hosts="owner").fit(train, key=key, seed=0)
+    disclosed = third_parties(own.protect(test.images, key=key), owner, rows)
+    assert disclosed["disclosure_ci95"][0] > 0.5 and disclosed["third_parties_disclosed"] > 20
+    public = create("fesf", use_iqem=False).fit(train, key=key, seed=0, public=cxr.split("val"))
+    clean = third_parties(public.protect(test.images, key=key), owner, rows)
+    assert clean["disclosure_ci95"][0] <= clean["chance"]
+    # plain views disclose their own patient only: third parties at chance
+    plain = third_parties(test.images, owner, rows)
+    assert plain["disclosure_ci95"][0] <= plain["chance"] <= plain["disclosure_ci95"][1]

@@ -1,4 +1,4 @@
-"""The attack suite: visual, known-plaintext, shadow-key, re-identification."""
+"""The attack suite: visual, known-plaintext, shadow-key, re-identification, third parties."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from medveil.attacks.suite import (
     AttackBudget,
     AttackResult,
     known_plaintext,
-    leak_count,
+    leak_sizes,
     reidentification,
     shadow_key,
+    third_parties,
     visual,
 )
 
-__all__ = ["AttackBudget", "AttackResult", "known_plaintext", "leak_count", "reidentification",
-           "shadow_key", "visual"]
+__all__ = ["AttackBudget", "AttackResult", "known_plaintext", "leak_sizes", "reidentification",
+           "shadow_key", "third_parties", "visual"]

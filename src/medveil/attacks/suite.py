@@ -30,15 +30,22 @@ class AttackBudget:
 
     inversion: InversionBudget = field(default_factory=InversionBudget)
     reid: ReidBudget = field(default_factory=ReidBudget)
-    leak_fraction: float = 0.2
-    max_pairs: int = 1000
+    #: the leak curve: known-plaintext and re-identification at each K leaked pairs
+    #: (capped by the training split); the largest is the row's headline figure
+    leak_sizes: tuple[int, ...] = (10, 100, 1000)
+    #: victims whose views are re-identified (queries)
     gallery: int = 100
+    #: images of the same modality the attacker never saw, added to the gallery
+    distractors: int = 1000
     shadow_images: int = 1000
+    #: victims whose views are matched against every image the owner holds
+    third_party_victims: int = 200
 
     @classmethod
     def quick(cls) -> AttackBudget:
         return cls(inversion=InversionBudget(steps=200, batch_size=16, channels=(16, 32, 64)),
-                   reid=ReidBudget(steps=100, batch_size=32))
+                   reid=ReidBudget(steps=100, batch_size=32), leak_sizes=(10, 100),
+                   distractors=300)
 
 
 @dataclass
@@ -96,33 +103,33 @@ def attacker_floor(public: np.ndarray, victims: np.ndarray) -> float:
 
 
 def with_advantages(attacks: dict[str, Any], floor: float) -> None:
-    """Add ``floor_ssim`` and ``advantage`` to every reconstruction figure, and the
-    re-identification rate over chance with its 95 % interval."""
-    from medveil.metrics import advantage, wilson_interval
+    """Add ``floor_ssim`` and ``advantage`` to every reconstruction figure (the leak
+    curve's points too)."""
+    from medveil.metrics import advantage
 
-    for figures in attacks.values():
-        if isinstance(figures, dict) and "ssim" in figures and "advantage" not in figures:
+    figures_list = [f for f in attacks.values() if isinstance(f, dict)]
+    figures_list += [point for point in attacks.get("leak_curve") or []]
+    for figures in figures_list:
+        if "ssim" in figures and "advantage" not in figures:
             figures.update(floor_ssim=floor, advantage=advantage(figures["ssim"], floor))
-    reid = attacks.get("reidentify")
-    if isinstance(reid, dict) and "top1" in reid:
-        reid["top1_over_chance"] = reid["top1"] - reid["chance"]
-        reid["top1_ci95"] = list(wilson_interval(reid["top1"], int(reid["gallery"])))
 
 
-def leak_count(n_train: int, budget: AttackBudget) -> int:
-    return max(2, min(budget.max_pairs, int(round(budget.leak_fraction * n_train))))
+def leak_sizes(n_train: int, budget: AttackBudget) -> list[int]:
+    """The leak curve's K values, capped by the training split, without repeats."""
+    return sorted({max(2, min(k, n_train)) for k in budget.leak_sizes})
 
 
 class Inverter:
-    """The attacker's best view -> image map: a U-Net or a pixel correspondence.
+    """The attacker's best view -> image map: a U-Net, a pixel correspondence, or an
+    inverter the scheme's public layout invites (``Scheme.attack_inverters``).
 
-    Both are fitted on all but a held-out tenth of the attacker's pairs; the one
-    with the higher SSIM on that held-out tenth is kept. The choice never looks
-    at the victims' plaintext.
+    All are fitted on all but a held-out tenth of the attacker's pairs; the one
+    with the higher SSIM on that held-out tenth is kept (``scores``). The choice
+    never looks at the victims' plaintext.
     """
 
     def __init__(self, views: np.ndarray, images: np.ndarray, *, budget: AttackBudget,
-                 seed: int) -> None:
+                 seed: int, extra: dict[str, Any] | None = None) -> None:
         rng = np.random.default_rng(seed + 5)
         order = rng.permutation(len(views))
         n_check = max(1, len(views) // 10) if len(views) >= 10 else 0
@@ -135,12 +142,16 @@ class Inverter:
             corr = fit_correspondence(views[fit], images[fit])
             if corr is not None:
                 candidates["correspondence"] = corr
+        for name, fit_inverter in (extra or {}).items():
+            candidates[name] = fit_inverter(views[fit], images[fit], budget=budget, seed=seed)
+        self.scores: dict[str, float] = {}
         if n_check and len(candidates) > 1:
-            scores = {name: image_similarity(images[check], c.invert(views[check]))["ssim"]
-                      for name, c in candidates.items()}
-            self.method = max(scores, key=scores.get)
+            self.scores = {name: image_similarity(images[check], c.invert(views[check]))["ssim"]
+                           for name, c in candidates.items()}
+            self.method = max(self.scores, key=self.scores.get)
         else:
             self.method = "unet"
+        self.candidates = candidates
         self._chosen = candidates[self.method]
 
     def invert(self, views: np.ndarray) -> np.ndarray:
@@ -157,43 +168,140 @@ class _UNetInverter:
 
 def known_plaintext(leaked_views: np.ndarray, leaked_images: np.ndarray,
                     victim_views: np.ndarray, victim_images: np.ndarray, *,
-                    budget: AttackBudget, seed: int) -> tuple[AttackResult, Inverter]:
-    """Fit the inverter on K leaked pairs, invert the held-out victims."""
-    inverter = Inverter(leaked_views, leaked_images, budget=budget, seed=seed)
+                    budget: AttackBudget, seed: int, extra: dict[str, Any] | None = None
+                    ) -> tuple[AttackResult, Inverter]:
+    """Fit the inverter on K leaked pairs, invert the held-out victims.
+
+    ``by_method`` gives every candidate's figure on the victims, for the record; the
+    headline is the candidate chosen on the attacker's own held-out pairs.
+    """
+    inverter = Inverter(leaked_views, leaked_images, budget=budget, seed=seed, extra=extra)
     recon = inverter.invert(victim_views)
+    by_method = {name: image_similarity(victim_images, c.invert(victim_views))["ssim"]
+                 for name, c in inverter.candidates.items() if name != inverter.method}
+    by_method[inverter.method] = image_similarity(victim_images, recon)["ssim"]
     figures = {**image_similarity(victim_images, recon), "pairs": int(len(leaked_views)),
-               "method": inverter.method}
+               "method": inverter.method, "by_method": by_method,
+               "held_out_scores": inverter.scores}
     return AttackResult(figures, recon), inverter
 
 
+@dataclass
+class ShadowAttack:
+    """The shadow-key attacker's result, its inverter and its own (view, image) pairs."""
+
+    result: AttackResult
+    inverter: Inverter
+    own_views: np.ndarray
+    own_images: np.ndarray
+
+
 def shadow_key(scheme_factory, public_train, victim_views: np.ndarray,
-               victim_images: np.ndarray, *, budget: AttackBudget, seed: int) -> AttackResult:
+               victim_images: np.ndarray, *, budget: AttackBudget, seed: int) -> ShadowAttack:
     """Fit the attacker's own instance (own random key) on public images, invert the victims.
 
-    ``public_train`` is an ImageSet of images disjoint from the victims.
+    ``public_train`` is an ImageSet of images disjoint from the victims; a scheme that
+    takes public images (fesf's hosts) gets the attacker's own.
     """
     attacker_key = seeded_key("attacker", seed)  # the attacker's own, unrelated to the victim's
     rng = np.random.default_rng(seed)
     if len(public_train) > budget.shadow_images:
         public_train = public_train.subset(
             np.sort(rng.choice(len(public_train), budget.shadow_images, replace=False)))
-    scheme = scheme_factory().fit(public_train, key=attacker_key, seed=seed + 7)
+    scheme = scheme_factory()
+    scheme.fit(public_train, key=attacker_key, seed=seed + 7,
+               **({"public": public_train} if scheme.uses_public_images else {}))
     own_views = np.concatenate([scheme.protect(public_train.images[i:i + 256], key=attacker_key)
                                 for i in range(0, len(public_train), 256)])
-    inverter = Inverter(own_views, public_train.images, budget=budget, seed=seed + 3)
+    inverter = Inverter(own_views, public_train.images, budget=budget, seed=seed + 3,
+                        extra=scheme.attack_inverters())
     recon = inverter.invert(victim_views)
-    return AttackResult({**image_similarity(victim_images, recon), "method": inverter.method},
-                        recon)
+    return ShadowAttack(AttackResult({**image_similarity(victim_images, recon),
+                                      "method": inverter.method}, recon),
+                        inverter, own_views, public_train.images)
 
 
 def reidentification(inverter: Inverter, leaked_views: np.ndarray, leaked_images: np.ndarray,
-                     victim_views: np.ndarray, victim_images: np.ndarray, *,
-                     budget: AttackBudget, seed: int) -> AttackResult:
-    """Rank a gallery of N plaintexts (containing the victims) for each victim view."""
-    n = min(budget.gallery, len(victim_views))
-    pick = np.sort(np.random.default_rng(seed).choice(len(victim_views), n, replace=False))
-    queries = inverter.invert(victim_views[pick])
-    leaked_inverted = inverter.invert(leaked_views)
-    figures = reidentify(queries, victim_images[pick], leaked_inverted=leaked_inverted,
+                     query_views: np.ndarray, query_images: np.ndarray,
+                     distractors: np.ndarray, *, budget: AttackBudget, seed: int
+                     ) -> AttackResult:
+    """Rank a gallery (the queries' plaintexts plus distractors the attacker never saw)
+    for each query view, through the attacker's chosen inverter."""
+    figures = reidentify(inverter.invert(query_views), query_images,
+                         distractors=distractors,
+                         leaked_inverted=inverter.invert(leaked_views),
                          leaked_plain=leaked_images, budget=budget.reid, seed=seed)
-    return AttackResult(figures)
+    return AttackResult(with_interval(figures))
+
+
+def visual_reidentification(pictures: np.ndarray, query_images: np.ndarray,
+                            distractors: np.ndarray) -> dict[str, Any]:
+    """A reader who sees only the views ranks a gallery by each picture's correlation
+    with every gallery image, sign ignored (the best affine intensity map's fit): no
+    training, no pairs."""
+    gallery = np.concatenate([query_images, distractors]) if len(distractors) else query_images
+    top1, top5 = rank_by_correlation(pictures, gallery)
+    return with_interval({"top1": top1, "top5": top5, "chance": 1.0 / len(gallery),
+                          "gallery": len(gallery), "queries": len(pictures),
+                          "method": "correlation"})
+
+
+def with_interval(reid: dict[str, Any]) -> dict[str, Any]:
+    """Re-identification over chance, with the 95 % Wilson interval over its queries."""
+    from medveil.metrics import wilson_interval
+
+    queries = int(reid.get("queries", reid["gallery"]))
+    reid["top1_over_chance"] = reid["top1"] - reid["chance"]
+    reid["top1_ci95"] = list(wilson_interval(reid["top1"], queries))
+    return reid
+
+
+def third_parties(pictures: np.ndarray, owner_images: np.ndarray, victim_rows: np.ndarray, *,
+                  shortlist: int = 5, null_quantile: float = 0.95) -> dict[str, Any]:
+    """How many *other* patients a view discloses, among every image the owner holds.
+
+    Each picture is matched against all owner images but its own victim's: the
+    ``shortlist`` best by correlation (sign ignored) are scored by SSIM after the
+    best affine intensity map, and the best is the picture's third-party match. The
+    same is done for the victims' own plaintexts, whose best other-patient match is
+    what look-alikes give by chance; a picture *discloses* a third party when its
+    match beats that null's ``null_quantile`` (so about 5 % of pictures do by chance).
+    """
+    from medveil.metrics import wilson_interval
+
+    best, best_rows = _best_third_party(pictures, owner_images, victim_rows, shortlist)
+    null, _ = _best_third_party(owner_images[victim_rows], owner_images, victim_rows,
+                                shortlist)
+    threshold = float(np.quantile(null, null_quantile))
+    disclosed = best > threshold
+    rate = float(disclosed.mean())
+    return {"disclosure_rate": rate, "chance": 1.0 - null_quantile,
+            "disclosure_ci95": list(wilson_interval(rate, len(best))),
+            "over_chance": rate - (1.0 - null_quantile),
+            "third_parties_disclosed": int(len(np.unique(best_rows[disclosed]))),
+            "mean_match_ssim": float(best.mean()), "null_threshold_ssim": threshold,
+            "victims": int(len(best)), "owner_images": int(len(owner_images))}
+
+
+def _best_third_party(pictures: np.ndarray, owner_images: np.ndarray, victim_rows: np.ndarray,
+                      shortlist: int) -> tuple[np.ndarray, np.ndarray]:
+    from medveil.metrics import affine_fitted, per_image_ssim, standardized
+
+    correlation = np.abs(standardized(pictures) @ standardized(owner_images).T)
+    correlation[np.arange(len(pictures)), victim_rows] = -np.inf  # the victim is no third party
+    candidates = np.argsort(-correlation, axis=1)[:, :shortlist]
+    scores = np.empty(candidates.shape, dtype=np.float64)
+    for j in range(candidates.shape[1]):
+        others = owner_images[candidates[:, j]]
+        scores[:, j] = per_image_ssim(others, affine_fitted(others, pictures))
+    pick = scores.argmax(axis=1)
+    rows = np.arange(len(pictures))
+    return scores[rows, pick], candidates[rows, pick]
+
+
+def rank_by_correlation(queries: np.ndarray, gallery: np.ndarray) -> tuple[float, float]:
+    """Top-1 / top-5 of ranking the gallery by absolute correlation; query i is item i."""
+    from medveil.attacks.reidentify import topk
+    from medveil.metrics import standardized
+
+    return topk(np.abs(standardized(queries) @ standardized(gallery).T))

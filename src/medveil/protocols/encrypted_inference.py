@@ -159,6 +159,9 @@ class EncryptedInferenceProtocol(Protocol):
                                             scheme.recover_bypassing_check(view, run.wrong_key))
         row["attacks"] = {"visual": None, "known_plaintext": None, "shadow_key": None,
                           "reidentify": None, "not_applicable": scheme.not_applicable_reason()}
+        from medveil.verdicts import actor_verdicts
+
+        row["verdicts"] = actor_verdicts(row["attacks"])
         row["cost"] = {"fit_s": run.fit_s,
                        "protect_ms_per_image": figures["release_ms_per_image"],
                        "train_s": scheme.model.info.get("train_s"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -81,6 +82,9 @@ class Scheme(ABC):
     quick_params: ClassVar[dict[str, Any]] = {}
     #: The tasks a scheme serves; `--schemes all` skips the others for a data set.
     tasks: ClassVar[tuple[str, ...]] = ("classification", "segmentation")
+    #: Schemes whose fit takes ``public`` images (same modality, not the owner's
+    #: patients: a public or consented set), e.g. fesf's hosts.
+    uses_public_images: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
@@ -92,10 +96,18 @@ class Scheme(ABC):
         return f"{type(self).__name__}({shown})"
 
     # -- the interface ------------------------------------------------------------
-    def fit(self, train: ImageSet, *, key: Key, seed: int = 0) -> Self:
-        """Learn owner-side parameters from the owner's training images."""
+    def fit(self, train: ImageSet, *, key: Key, seed: int = 0,
+            public: ImageSet | None = None) -> Self:
+        """Learn owner-side parameters from the owner's training images.
+
+        ``public``: images of the same modality that are not the owner's patients, for
+        schemes that take them (``uses_public_images``); the others ignore it.
+        """
         self._bind(key)
-        self._fit(train, key=key, seed=seed)
+        if self.uses_public_images:
+            self._fit(train, key=key, seed=seed, public=public)
+        else:
+            self._fit(train, key=key, seed=seed)
         self._fitted = True
         return self
 
@@ -137,6 +149,16 @@ class Scheme(ABC):
         shared known-plaintext attacker gets, and ``budget`` its ``AttackBudget``. The
         bench adds the figures to the row's ``attacks`` beside the shared suite; most
         schemes have none.
+        """
+        return {}
+
+    def attack_inverters(self) -> dict[str, Callable[..., Any]]:
+        """Known-plaintext inverters this scheme's public view layout invites, by name.
+
+        Each ``fit(views, images, *, budget, seed)`` returns an object with
+        ``invert(views) -> images``. The shared inverter fits them beside its own and
+        keeps whichever scores best on the attacker's held-out pairs, so a stronger
+        scheme-specific reconstruction also feeds re-identification.
         """
         return {}
 

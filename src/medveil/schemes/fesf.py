@@ -12,12 +12,14 @@ models are trained and tested on surrogates only.
 Choices where the paper is silent (docs/schemes.md): the low-frequency mask is
 a centred square of half-width ``round(alpha * min(H, W))`` (FDA's
 convention); inside it the amplitude is ``(1 - beta) * A_host + beta *
-A_plain``; the host pool is a seeded, disjoint part of the owner's training
-split (or a named data set); the host of each image is drawn from the key's
-stream under a purpose bound to the image's hash; the IQEM is a residual
-generator against a PatchGAN critic (least-squares GAN loss plus an L1 term
-that keeps the generator close to its input), and the second pass uses the
-generator's output as the host.
+A_plain``; the host pool is a set the user names (``hosts=PATH`` or the
+``public`` images handed to ``fit``: a public or consented set, never the
+owner's patients unless ``hosts=owner`` says so, with a warning, because every
+surrogate keeps its host's phase and so shows the host's anatomy); the host
+of each image is drawn from the key's stream under a purpose bound to the
+image's hash; the IQEM is a residual generator against a PatchGAN critic
+(least-squares GAN loss plus an L1 term that keeps the generator close to its
+input), and the second pass uses the generator's output as the host.
 """
 
 from __future__ import annotations
@@ -61,7 +63,11 @@ class FesfScheme(Scheme):
     invertible = False
     needs_fit = True
 
-    def __init__(self, *, alpha: float = 0.1, beta: float = 0.9, hosts: str = "split",
+    uses_public_images = True
+    #: the value of ``hosts`` that takes the owner's own training patients as hosts
+    OWNER_HOSTS = "owner"
+
+    def __init__(self, *, alpha: float = 0.1, beta: float = 0.9, hosts: str = "public",
                  host_fraction: float = 0.2, max_hosts: int = 256, use_iqem: bool = True,
                  epochs: int = 10, max_fit_images: int = 1000, batch_size: int = 32,
                  lr: float = 2e-4, width: int = 16, content_weight: float = 10.0) -> None:
@@ -83,12 +89,33 @@ class FesfScheme(Scheme):
         self._generator = None
 
     # -- hosts ------------------------------------------------------------------------
-    def _host_pool(self, train: ImageSet, seed: int) -> np.ndarray:
+    def _host_pool(self, train: ImageSet, seed: int, public: ImageSet | None) -> np.ndarray:
+        """The hosts: ``public`` images (the default), a named set, or, with
+        ``hosts=owner``, a part of the owner's own training split (warned: those
+        patients' anatomy shows in every surrogate)."""
         p = self.params
         rng = np.random.default_rng(seed + 5)
-        if p["hosts"] == "split":
+        if p["hosts"] == self.OWNER_HOSTS:
+            import warnings
+
+            warnings.warn("fesf hosts=owner: the hosts are the owner's own training patients, "
+                          "and every surrogate shows its host's anatomy; use a public or "
+                          "consented host set (--param hosts=PATH) unless those patients "
+                          "consented", UserWarning, stacklevel=3)
             n = max(1, min(p["max_hosts"], int(round(p["host_fraction"] * len(train)))))
             pool = train.images[np.sort(rng.choice(len(train), n, replace=False))]
+        elif p["hosts"] == "public":
+            if public is None or not len(public):
+                raise ConfigError(
+                    "fesf needs host images that are not the owner's patients: give a public "
+                    "or consented set of the same modality with --param hosts=PATH (or "
+                    "--param hosts=owner to use the owner's own training patients, whose "
+                    "anatomy then shows in every release)")
+            if tuple(public.image_shape) != tuple(train.image_shape):
+                raise DataError(f"the public host images are {public.image_shape}, the images "
+                                f"{train.image_shape}; give hosts of the same size and channels")
+            n = min(p["max_hosts"], len(public))
+            pool = public.images[np.sort(rng.choice(len(public), n, replace=False))]
         else:
             from medveil.data import load_dataset
 
@@ -115,8 +142,9 @@ class FesfScheme(Scheme):
         return chosen
 
     # -- owner side -------------------------------------------------------------------
-    def _fit(self, train: ImageSet, *, key: Key, seed: int) -> None:
-        self._hosts = self._host_pool(train, seed)
+    def _fit(self, train: ImageSet, *, key: Key, seed: int,
+             public: ImageSet | None = None) -> None:
+        self._hosts = self._host_pool(train, seed, public)
         if not self.params["use_iqem"]:
             return
         import torch
@@ -217,7 +245,7 @@ class FesfScheme(Scheme):
                                      images.shape).astype(np.float32)
         chance = image_similarity(images, mean_image)
         return {"low_frequency_amplitude": {
-            **image_similarity(images, guess), "chance_ssim": chance["ssim"],
+            **image_similarity(images, guess), "actor": 2, "chance_ssim": chance["ssim"],
             "chance_psnr": chance["psnr"], "prior_images": len(leaked_images)}}
 
     # -- state ------------------------------------------------------------------------

@@ -273,10 +273,8 @@ class PrimisScheme(Scheme):
         positive and top-k negative entries), the 2k largest magnitudes, or no
         selection at all. The figure is the best rule's, named in ``rule``.
 
-        ``known_plaintext_tiles``: the layout is public (one code group per tile), so
-        the leaked pairs become tens of thousands of (tile codes, tile pixels) pairs;
-        an MLP learns the inverse tile by tile, a far better-posed problem than the
-        shared attacker's whole-vector decoder.
+        The per-tile known-plaintext inverter is a candidate of the shared inverter
+        (``attack_inverters``), not an attack of its own.
         """
         from medveil.metrics import image_similarity
 
@@ -294,29 +292,29 @@ class PrimisScheme(Scheme):
                 np.put_along_axis(guess, keep, np.take_along_axis(public, keep, -1), -1)
             results[rule] = image_similarity(images, self.decode_codes(guess, self._image_shape))
         rule = max(results, key=lambda r: results[r]["ssim"])
-        out: dict[str, Any] = {"magnitude_support": {**results[rule], "rule": rule}}
-        if len(leaked_views):
-            inverted = self._tile_inversion(leaked_views, leaked_images, public, budget=budget,
-                                            seed=seed)
-            out["known_plaintext_tiles"] = {**image_similarity(images, inverted),
-                                            "pairs": len(leaked_views)}
-        return out
+        return {"magnitude_support": {**results[rule], "rule": rule}}
 
-    def _tile_inversion(self, leaked_views: np.ndarray, leaked_images: np.ndarray,
-                        victims: np.ndarray, *, budget: Any, seed: int) -> np.ndarray:
-        from medveil.attacks.tiles import invert_tiles
+    def attack_inverters(self) -> dict[str, Any]:
+        """``tiles``: the layout is public (one code group per tile), so leaked pairs
+        become tens of thousands of (tile codes, tile pixels) pairs; an MLP learns the
+        inverse tile by tile, a far better-posed problem than a whole-vector decoder."""
+        return {"tiles": self._fit_tile_inverter}
+
+    def _fit_tile_inverter(self, views: np.ndarray, images: np.ndarray, *, budget: Any,
+                           seed: int) -> Any:
+        from medveil.attacks.tiles import TiledInverter
 
         codes, p = self.params["codes"], self.params["patch"]
-        leaked, _ = self._split_view(np.asarray(leaked_views, dtype=np.float32))
+        shape = self._image_shape
 
-        def per_tile(public: np.ndarray) -> np.ndarray:
+        def to_codes(view: np.ndarray) -> np.ndarray:
+            public, _ = self._split_view(np.asarray(view, dtype=np.float32))
             return public.reshape(-1, codes * self.code_dim)
 
-        pixels = self._to_patches(np.asarray(leaked_images, dtype=np.float32))
-        tiles = invert_tiles(per_tile(leaked), pixels.reshape(len(pixels), -1),
-                             per_tile(victims), budget=budget, seed=seed)
-        images = self._from_patches(tiles.reshape(-1, 1, p, p), self._image_shape)
-        return np.clip(images, 0, 1).astype(np.float32)
+        return TiledInverter(views, images, to_codes=to_codes, to_tiles=self._to_patches,
+                             to_images=lambda t: self._from_patches(t.reshape(-1, 1, p, p),
+                                                                    shape),
+                             budget=budget, seed=seed)
 
     # -- state ----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

@@ -395,26 +395,23 @@ class PrivacySfScheme(Scheme):
         return np.concatenate(out).astype(np.float32)
 
     # -- attacks ----------------------------------------------------------------------
-    def extra_attacks(self, view: np.ndarray, images: np.ndarray, *,
-                      leaked_views: np.ndarray, leaked_images: np.ndarray, budget: Any,
-                      seed: int) -> dict[str, Any]:
-        """``known_plaintext_tokens``: the token layout is public (token i is patch i),
-        so the leaked pairs become (token, patch) pairs, thousands per image, and an
-        MLP learns to invert one token into its patch."""
-        from medveil.attacks.tiles import invert_tiles, patches_to_images, to_patches
-        from medveil.metrics import image_similarity
+    def attack_inverters(self) -> dict[str, Any]:
+        """``tokens``: the token layout is public (token i is patch i), so leaked pairs
+        become (token, patch) pairs, thousands per image, and an MLP learns to invert
+        one token into its patch."""
+        return {"tokens": self._fit_token_inverter}
 
-        if not len(leaked_views):
-            return {}
+    def _fit_token_inverter(self, views: np.ndarray, images: np.ndarray, *, budget: Any,
+                            seed: int) -> Any:
+        from medveil.attacks.tiles import TiledInverter, patches_to_images, to_patches
+
         p = self.params["patch"]
-        c = images.shape[1]
-        patches = to_patches(np.asarray(leaked_images, dtype=np.float32), p)
-        tiles = invert_tiles(leaked_views.reshape(-1, leaked_views.shape[-1]),
-                             patches.reshape(len(patches), -1),
-                             view.reshape(-1, view.shape[-1]), budget=budget, seed=seed)
-        guess = patches_to_images(tiles.reshape(-1, c, p, p), images.shape[1:])
-        return {"known_plaintext_tokens": {**image_similarity(images, guess),
-                                           "pairs": len(leaked_views)}}
+        shape = tuple(images.shape[1:])
+        return TiledInverter(
+            views, images, to_codes=lambda v: np.asarray(v).reshape(-1, v.shape[-1]),
+            to_tiles=lambda x: to_patches(x, p),
+            to_images=lambda t: patches_to_images(t.reshape(-1, shape[0], p, p), shape),
+            budget=budget, seed=seed)
 
     # -- state ------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:

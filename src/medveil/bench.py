@@ -253,7 +253,8 @@ def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
     largest = np.sort(order[:sizes[-1]])
     queries = np.sort(np.random.default_rng(seed).choice(
         len(test), min(attack_budget.gallery, len(test)), replace=False))
-    distractors = _distractors(train, test, largest, queries, attack_budget.distractors, seed)
+    distractors = gallery_distractors(train, test, largest, queries, attack_budget.distractors,
+                                      seed)
     victim_pictures = scheme.view_as_image(views["test"])
 
     vis = visual(victim_pictures, test.images, public=train.images)
@@ -301,7 +302,7 @@ def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
     pictures["best attack"] = best.reconstructions[:GRID_IMAGES]
 
 
-def _distractors(train: ImageSet, test: ImageSet, leaked: np.ndarray, queries: np.ndarray,
+def gallery_distractors(train: ImageSet, test: ImageSet, leaked: np.ndarray, queries: np.ndarray,
                  limit: int, seed: int) -> np.ndarray:
     """Gallery distractors the attacker never saw: test images that are not queries and
     training images outside the largest leak, at most ``limit``, seeded."""

@@ -77,6 +77,14 @@ def test_calibration_the_attacks_break_the_weak_schemes(bench_out):
         assert r[name]["attacks"]["visual"]["ssim"] < 0.3
     # the shadow attacker's own key does not open the victim's views of a bijective LUT
     assert r["intensity_lut"]["attacks"]["shadow_key"]["ssim"] < 0.5
+    # the verdicts: broken for the attacker with leaked pairs, by its advantage
+    for name in ("plain", "intensity_lut", "block_scramble"):
+        verdict = r[name]["verdicts"]["leaked_pairs"]
+        assert verdict["level"] == "broken" and verdict["advantage"] >= 0.8, name
+    assert r["block_scramble"]["attacks"]["known_plaintext"]["method"] == "correspondence"
+    assert r["plain"]["verdicts"]["views_only"]["level"] == "broken"
+    for name in ("block_scramble", "intensity_lut"):  # the view alone shows no anatomy
+        assert r[name]["attacks"]["visual"]["advantage"] < 0.2
     if json.loads((out / "scorecard.json").read_text())["mode"] == "quick":
         assert r["plain"]["utility"]["auc"] > 0.75  # the smoke budget trains 2 epochs
 
@@ -90,6 +98,7 @@ def test_report_is_self_contained_and_names_its_pictures(bench_out):
     for name in re.findall(r"\]\(([^)]+\.png)\)", md):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert "privacy_utility.png" in md and "grid_intensity_lut.png" in md
+    assert "leak_curve.png" in md and "## Verdicts by attacker" in md
     assert "intensity_lut" in result.stdout and "report.html" in result.stdout
 
 
@@ -107,4 +116,4 @@ def test_the_report_says_when_it_holds_patient_images(bench_out, tmp_path):
     write_report(copy, card, {row["scheme"]: None for row in card["results"]})
     md, html = (copy / "report.md").read_text(), (copy / "report.html").read_text()
     assert NO_PATIENT_NOTICE in md and not list(copy.glob("grid_*.png"))
-    assert html.count("data:image/png;base64,") == 1  # the privacy/utility plot only
+    assert html.count("data:image/png;base64,") == 2  # the two plots only

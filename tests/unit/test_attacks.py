@@ -12,7 +12,7 @@ from medveil.attacks.inversion import (
     invert,
     train_inverter,
 )
-from medveil.attacks.reidentify import _topk
+from medveil.attacks.reidentify import topk
 from medveil.attacks.suite import seeded_key, visual
 from medveil.metrics import image_similarity
 from medveil.schemes import create
@@ -77,7 +77,7 @@ def test_visual_and_topk():
     images = np.zeros((3, 1, 8, 8), np.float32)
     assert visual(np.zeros((3, 4), np.int8), images).figures is None  # code views: n/a
     similarity = np.array([[1.0, 0.0, 0.5], [0.9, 0.1, 0.0], [0.0, 0.2, 0.8]])
-    top1, top5 = _topk(similarity)
+    top1, top5 = topk(similarity)
     assert top1 == pytest.approx(2 / 3) and top5 == 1.0
 
 
@@ -98,15 +98,70 @@ def test_the_invariant_visual_figure_sees_an_inverted_rescaled_copy(cxr):
 
 
 def test_every_figure_gets_its_advantage_and_re_identification_its_interval():
-    from medveil.attacks.suite import with_advantages
+    from medveil.attacks.suite import with_advantages, with_interval
     from medveil.metrics import wilson_interval
 
     attacks = {"known_plaintext": {"ssim": 0.75, "psnr": 20.0, "pairs": 10},
-               "reidentify": {"top1": 0.25, "top5": 0.5, "chance": 0.125, "gallery": 8},
+               "leak_curve": [{"pairs": 10, "ssim": 0.75, "psnr": 20.0}],
                "not_applicable": None}
     with_advantages(attacks, 0.5)
     assert attacks["known_plaintext"]["advantage"] == pytest.approx(0.5)
-    low, high = attacks["reidentify"]["top1_ci95"]
-    assert low < 0.125 < 0.25 < high  # 2 of 8 is within noise of chance
-    assert attacks["reidentify"]["top1_over_chance"] == pytest.approx(0.125)
+    assert attacks["leak_curve"][0]["advantage"] == pytest.approx(0.5)
+    # 2 of 8 queries in a gallery of 8: within noise of chance
+    reid = with_interval({"top1": 0.25, "top5": 0.5, "chance": 0.125, "gallery": 8,
+                          "queries": 8})
+    low, high = reid["top1_ci95"]
+    assert low < 0.125 < 0.25 < high
+    assert reid["top1_over_chance"] == pytest.approx(0.125)
+    # the interval is over the queries, not the gallery with its distractors
+    wide = with_interval({"top1": 0.25, "top5": 0.5, "chance": 0.001, "gallery": 1000,
+                          "queries": 8})
+    assert wide["top1_ci95"] == reid["top1_ci95"]
     assert wilson_interval(0.5, 1000)[1] - wilson_interval(0.5, 1000)[0] < 0.07
+
+
+def test_distractors_lower_chance_and_a_plain_view_is_still_found(cxr):
+    """Re-identification ranks a gallery of the queries' plaintexts plus distractors the
+    attacker never saw; plain views find their patient among hundreds by every method."""
+    from medveil.attacks.reidentify import ReidBudget, reidentify
+
+    test, train = cxr.split("test").images, cxr.split("train").images
+    queries = test[:12]
+    figures = reidentify(queries, queries, distractors=np.concatenate([test[12:], train[200:]]),
+                         leaked_inverted=train[:32], leaked_plain=train[:32],
+                         budget=ReidBudget(steps=5, batch_size=8), seed=0)
+    assert figures["gallery"] == len(test) + len(train) - 200 and figures["queries"] == 12
+    assert figures["chance"] == pytest.approx(1 / figures["gallery"])
+    assert figures["top1"] == 1.0 and figures["pixel_top1"] == 1.0
+    # the contrast-invariant ranking finds an inverted, rescaled copy; pixel distance need not
+    inverted = reidentify(0.9 - 0.7 * queries, queries, distractors=test[12:],
+                          leaked_inverted=train[:16], leaked_plain=train[:16],
+                          budget=ReidBudget(steps=2, batch_size=8), seed=0)
+    assert inverted["correlation_top1"] == 1.0 and inverted["top1"] == 1.0
+
+
+def test_verdicts_follow_the_thresholds_and_accumulate_over_actors():
+    from medveil.verdicts import actor_verdicts, judge
+
+    def reid(top1, low, chance=0.01):
+        return {"top1": top1, "chance": chance, "top1_ci95": [low, min(1.0, top1 + 0.1)],
+                "top1_over_chance": top1 - chance}
+
+    assert judge(0.05, reid(0.02, 0.0), None)[0] == "no measurable leak"
+    assert judge(0.3, None, None) == ("partial", "partial: blurred anatomy")
+    assert judge(0.9, reid(1.0, 0.95), None) == ("broken",
+                                                 "broken: images and identities recovered")
+    assert judge(0.0, reid(0.2, 0.1), None) == ("partial", "partial: some identities")
+    third = {"disclosure_rate": 0.9, "chance": 0.05, "disclosure_ci95": [0.8, 0.95]}
+    assert judge(0.0, None, third) == ("broken", "broken: other patients disclosed")
+    attacks = {"visual": {"ssim": 0.0, "psnr": 5.0, "advantage": -0.5,
+                          "reidentify": reid(0.01, 0.0)},
+               "shadow_key": {"ssim": 0.1, "psnr": 9.0, "advantage": 0.05},
+               "known_plaintext": {"ssim": 0.9, "psnr": 30.0, "advantage": 0.85},
+               "reidentify": reid(1.0, 0.96)}
+    verdicts = actor_verdicts(attacks)
+    assert [verdicts[a]["level"] for a in ("views_only", "shadow_key", "leaked_pairs")] == [
+        "no measurable leak", "no measurable leak", "broken"]
+    assert verdicts["leaked_pairs"]["image_attack"] == "known_plaintext"
+    assert actor_verdicts({"not_applicable": "ciphertexts"})["views_only"]["level"] == \
+        "not applicable"

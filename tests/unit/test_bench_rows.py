@@ -22,7 +22,8 @@ TINY = BenchBudget("quick", ClassifierConfig(epochs=1, width=8),
                    AttackBudget(inversion=InversionBudget(steps=3, batch_size=8,
                                                           channels=(8, 16, 32)),
                                 reid=ReidBudget(steps=3, batch_size=8), gallery=20,
-                                shadow_images=40),
+                                shadow_images=40, leak_sizes=(4, 12), distractors=16,
+                                third_party_victims=16),
                    max_train=60, max_test=30)
 
 
@@ -106,7 +107,10 @@ def test_primis_row_on_segmentation_has_recovery_texture_and_code_attacks(tmp_pa
     assert set(row["utility"]) == {"dice", "iou"}  # the U-Net ran on recovered images
     assert row["recovery"]["ssim"] > row["wrong_key"]["ssim"]
     assert set(row["texture"]) == {"contrast", "homogeneity", "energy", "correlation"}
-    assert {"magnitude_support", "known_plaintext_tiles"} <= set(row["attacks"])
+    assert "magnitude_support" in row["attacks"]
+    # the per-tile inverter is a candidate of the shared inverter, on record beside it
+    assert "tiles" in row["attacks"]["known_plaintext"]["by_method"]
+    assert row["verdicts"]["views_only"]["level"] == "not measured"  # codes: no picture
     assert "GLCM texture" in (tmp_path / "report.md").read_text()
 
 
@@ -145,6 +149,9 @@ def test_privacy_sf_row_segments_encoded_data_and_is_attacked(tmp_path):
                                                                                          "iou"}
     attacks = row["attacks"]
     assert attacks["visual"] is not None  # the token grid as a reader would show it
-    assert {"known_plaintext", "shadow_key", "reidentify", "known_plaintext_tokens"} <= set(
+    assert {"known_plaintext", "shadow_key", "reidentify", "leak_curve", "third_parties"} <= set(
         attacks)
+    assert "tokens" in attacks["known_plaintext"]["by_method"]
+    assert [point["pairs"] for point in attacks["leak_curve"]] == [4, 5]  # capped by train
+    assert set(row["verdicts"]) == {"views_only", "shadow_key", "leaked_pairs"}
     assert row["cost"]["view_bytes_per_image"] == 64 * 32 * 4

@@ -120,8 +120,11 @@ def _leak_plot(path: Path, scorecard: dict[str, Any]) -> Path | None:
         style = {"color": f"C{index % 10}", "marker": "o", "label": scheme}
         left.plot(pairs, [point.get("advantage", point["ssim"]) for point in curve], **style)
         right.plot(pairs, [point["reidentify"]["top1"] for point in curve], **style)
+    ticks = sorted({point["pairs"] for curve in curves.values() for point in curve})
     for axis in (left, right):
         axis.set_xscale("log")
+        axis.minorticks_off()
+        axis.set_xticks(ticks, [str(k) for k in ticks])
         axis.set_xlabel("leaked (view, plaintext) pairs K")
         axis.grid(alpha=0.3)
     left.set_ylabel("known-plaintext advantage over the floor")
@@ -139,6 +142,16 @@ def _leak_plot(path: Path, scorecard: dict[str, Any]) -> Path | None:
     return atomic_write_bytes(path, buffer.getvalue(), check=False)
 
 
+def privacy_figure(row: dict[str, Any]) -> tuple[float, str] | None:
+    """The headline privacy figure of a row: the strongest attack's advantage over the
+    floor for an attacker with leaked pairs (scorecard /4), else its raw SSIM."""
+    verdict = (row.get("verdicts") or {}).get("leaked_pairs") or {}
+    if verdict.get("advantage") is not None:
+        return verdict["advantage"], "advantage"
+    _, best = strongest_attack(row)
+    return (best["ssim"], "SSIM") if best else None
+
+
 def _plot(path: Path, scorecard: dict[str, Any]) -> Path | None:
     import matplotlib
 
@@ -146,13 +159,15 @@ def _plot(path: Path, scorecard: dict[str, Any]) -> Path | None:
     import matplotlib.pyplot as plt
 
     metric = HEADLINE[scorecard["dataset"]["task"]]
-    points = []
+    points, kinds = [], set()
     for row in scorecard["results"]:
-        _, best = strongest_attack(row)
-        if row["status"] == "ok" and row.get("utility") and best:
-            points.append((row["scheme"], row["utility"][metric], best["ssim"]))
+        figure = privacy_figure(row)
+        if row["status"] == "ok" and row.get("utility") and figure:
+            points.append((row["scheme"], row["utility"][metric], figure[0]))
+            kinds.add(figure[1])
     if not points:
         return None
+    kind = "advantage over the floor" if kinds == {"advantage"} else "SSIM"
     fig, ax = plt.subplots(figsize=(5.5, 4))
     families: dict[str, list[tuple[str, float, float]]] = {}
     for point in points:  # variants of one scheme (a sweep, an ablation) share a colour
@@ -172,9 +187,9 @@ def _plot(path: Path, scorecard: dict[str, Any]) -> Path | None:
         ax.legend(handles=[plt.Line2D([], [], marker="o", linestyle="", color=f"C{i % 10}",
                                       label=f) for i, f in enumerate(families)],
                   fontsize=7, loc="lower left")
-    ax.set_xlabel("strongest reconstruction attack: SSIM (lower = more private)")
+    ax.set_xlabel(f"strongest reconstruction attack: {kind} (lower = more private)")
     ax.set_ylabel(f"utility: test {metric.upper()} (higher = more useful)")
-    ax.set_xlim(-0.05, 1.05)
+    ax.set_xlim(min(-0.05, min(point[2] for point in points) - 0.05), 1.05)
     ax.grid(alpha=0.3)
     ax.set_title(f"privacy vs utility on {scorecard['dataset']['name']}", fontsize=9)
     buffer = io.BytesIO()
@@ -260,8 +275,8 @@ def _summary(scorecard: dict[str, Any], metric: str) -> str:
     base = plain["utility"][metric]
 
     def ssim(row: dict[str, Any]) -> float:
-        best = strongest_attack(row)[1]
-        return best["ssim"] if best else 0.0
+        figure = privacy_figure(row)
+        return figure[0] if figure else 0.0
 
     useful = [r for r in ok if base - r["utility"][metric] <= 0.05]
     broken = [r["scheme"] for r in ok
@@ -270,7 +285,8 @@ def _summary(scorecard: dict[str, Any], metric: str) -> str:
     if useful:
         pick = min(useful, key=ssim)
         lines.append(f"Among schemes within 0.05 {metric.upper()} of plain ({base:.3f}), "
-                     f"'{pick['scheme']}' resists reconstruction best (strongest attack SSIM "
+                     f"'{pick['scheme']}' resists reconstruction best (strongest attack "
+                     f"{privacy_figure(pick)[1] if privacy_figure(pick) else 'SSIM'} "
                      f"{ssim(pick):.3f}).")
     else:
         lines.append(f"No scheme stays within 0.05 {metric.upper()} of plain ({base:.3f}).")

@@ -192,7 +192,8 @@ def finish_view_row(run, model, task_data: ImageSet, views: dict[str, np.ndarray
         row["wrong_key"] = image_similarity(
             test.images, scheme.recover_bypassing_check(views["test"], run.wrong_key))
 
-    image_attacks(run.spec, scheme, row, pictures, train, test, views, run.budget, seed)
+    image_attacks(run.spec, scheme, row, pictures, train, test, views, run.budget, seed,
+                  spare=public_images(run.data))
     view_bytes = views["test"].nbytes / len(views["test"])
     row["cost"] = {"fit_s": run.fit_s, "protect_ms_per_image": protect_ms,
                    "train_s": model.train_s, "infer_ms_per_image": infer_ms,
@@ -236,9 +237,10 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
 
 def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
                   pictures: dict[str, np.ndarray], train: ImageSet, test: ImageSet,
-                  views: dict[str, np.ndarray], budget: BenchBudget, seed: int) -> None:
+                  views: dict[str, np.ndarray], budget: BenchBudget, seed: int, *,
+                  spare: ImageSet | None = None) -> None:
     """The shared suite (and the scheme's own attacks) on the views, into ``row``, then
-    a verdict per threat actor.
+    a verdict per threat actor (``spare``: images that fill a small gallery).
 
     Victims are the test split. Re-identification queries ``gallery`` of them against
     a gallery of their plaintexts plus distractors the attacker never saw (the other
@@ -254,7 +256,7 @@ def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
     queries = np.sort(np.random.default_rng(seed).choice(
         len(test), min(attack_budget.gallery, len(test)), replace=False))
     distractors = gallery_distractors(train, test, largest, queries, attack_budget.distractors,
-                                      seed)
+                                      seed, extra=spare)
     victim_pictures = scheme.view_as_image(views["test"])
 
     vis = visual(victim_pictures, test.images, public=train.images)
@@ -302,15 +304,20 @@ def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
     pictures["best attack"] = best.reconstructions[:GRID_IMAGES]
 
 
-def gallery_distractors(train: ImageSet, test: ImageSet, leaked: np.ndarray, queries: np.ndarray,
-                 limit: int, seed: int) -> np.ndarray:
+def gallery_distractors(train: ImageSet, test: ImageSet, leaked: np.ndarray,
+                        queries: np.ndarray, limit: int, seed: int,
+                        extra: ImageSet | None = None) -> np.ndarray:
     """Gallery distractors the attacker never saw: test images that are not queries and
-    training images outside the largest leak, at most ``limit``, seeded."""
+    training images outside the largest leak, at most ``limit``, seeded; where those
+    fall short of ``limit`` (small sets), images of ``extra`` (the validation split)
+    fill up."""
     pool = np.concatenate([np.delete(test.images, queries, axis=0),
                            np.delete(train.images, leaked, axis=0)])
     if len(pool) > limit:
         pool = pool[np.sort(np.random.default_rng(seed + 17).choice(len(pool), limit,
                                                                      replace=False))]
+    elif extra is not None and len(extra):
+        pool = np.concatenate([pool, extra.images[:limit - len(pool)]])
     return pool
 
 

@@ -150,7 +150,7 @@ class EncodedSegmentationProtocol(Protocol):
         attacks on the encoded images (the plain encodings of the train and test
         images, as any view). ``wrong_key``: a client who decodes the server's
         predictions for the unflipped copy with a key of its own."""
-        from medveil.bench import GRID_IMAGES, image_attacks, protect_all
+        from medveil.bench import GRID_IMAGES, image_attacks, protect_all, public_images
         from medveil.metrics import segmentation_metrics
         from medveil.protocols.view import release_header
         from medveil.store import ProtectedStore
@@ -178,7 +178,8 @@ class EncodedSegmentationProtocol(Protocol):
                  "test": arrays["test"]["view"][:len(test)]}
         pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES],
                                            "decoded mask": masks[:GRID_IMAGES].astype(np.float32)}
-        image_attacks(run.spec, scheme, row, pictures, train, test, views, run.budget, run.seed)
+        image_attacks(run.spec, scheme, row, pictures, train, test, views, run.budget, run.seed,
+                      spare=public_images(run.data))
         row["cost"] = {"fit_s": run.fit_s, "protect_ms_per_image": protect_ms,
                        "train_s": model.train_s, "infer_ms_per_image": infer_ms,
                        "view_bytes_per_image": views["test"].nbytes / len(test),

@@ -1,0 +1,101 @@
+"""Markdown tables for docs/benchmarks.md from a (partial) scorecard: the verdict per
+threat actor, the leak curve, and the figures behind them.
+
+Reads ``scorecard.json`` or ``scorecard.partial.json`` (rows as they finish), so the
+tables can be written while a long bench is still running. Example::
+
+    python benchmarks/scorecard_tables.py runs/bench-cxr64-v4/scorecard.partial.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from medveil.verdicts import ACTORS
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f} %" if value < 0.1 else f"{100 * value:.0f} %"
+
+
+def _reid(reid: dict[str, Any] | None) -> str:
+    if not reid:
+        return "-"
+    low, high = reid["top1_ci95"]
+    return (f"{reid['top1']:.2f} [{low:.2f}, {high:.2f}] ({reid.get('method', '-')}; "
+            f"chance {_pct(reid['chance'])})")
+
+
+def verdict_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| row | " + " | ".join(f"{n}: {who}" for _, n, who in ACTORS) + " |",
+             "|---|" + "---|" * len(ACTORS)]
+    for row in rows:
+        cells = []
+        for name, _, _ in ACTORS:
+            verdict = (row.get("verdicts") or {}).get(name) or {}
+            detail = []
+            if verdict.get("advantage") is not None:
+                detail.append(f"advantage {verdict['advantage']:.2f} ({verdict['image_attack']})")
+            if "reid_top1" in verdict:
+                detail.append(f"re-id {verdict['reid_top1']:.2f} vs {_pct(verdict['reid_chance'])}")
+            if "third_party_rate" in verdict:
+                detail.append(f"others {_pct(verdict['third_party_rate'])}")
+            cells.append(f"**{verdict.get('verdict', '-')}**"
+                         + (f" ({'; '.join(detail)})" if detail else ""))
+        lines.append(f"| `{row['scheme']}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def curve_table(rows: list[dict[str, Any]]) -> list[str]:
+    sizes = sorted({p["pairs"] for row in rows for p in (row["attacks"].get("leak_curve") or [])})
+    lines = ["| row | " + " | ".join(f"K = {k}: SSIM / advantage (method); re-id top-1"
+                                     for k in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for row in rows:
+        points = {p["pairs"]: p for p in row["attacks"].get("leak_curve") or []}
+        cells = [f"{points[k]['ssim']:.3f} / {points[k].get('advantage', float('nan')):.2f} "
+                 f"({points[k]['method']}); {points[k]['reidentify']['top1']:.2f}"
+                 if k in points else "-" for k in sizes]
+        lines.append(f"| `{row['scheme']}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def figures_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| row | utility | visual SSIM / invariant / advantage (floor) | shadow key SSIM / "
+             "advantage; re-id | re-id at the largest K [95 % CI] | third parties: rate "
+             "[95 % CI], patients | row wall s |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        attacks, utility = row["attacks"], row.get("utility") or {}
+        util = ", ".join(f"{k} {v:.3f}" for k, v in utility.items() if k in ("auc", "dice"))
+        vis = attacks.get("visual")
+        vis_cell = (f"{vis['ssim']:.3f} / {vis['invariant']['ssim']:.3f} / "
+                    f"{vis['advantage']:.2f} ({vis['floor_ssim']:.3f}); "
+                    f"re-id {_reid(vis.get('reidentify'))}") if vis else "-"
+        shadow = attacks.get("shadow_key")
+        shadow_cell = (f"{shadow['ssim']:.3f} / {shadow.get('advantage', float('nan')):.2f}; "
+                       f"{_reid(shadow.get('reidentify'))}") if shadow else "-"
+        third = attacks.get("third_parties")
+        third_cell = (f"{_pct(third['disclosure_rate'])} [{_pct(third['disclosure_ci95'][0])}, "
+                      f"{_pct(third['disclosure_ci95'][1])}], "
+                      f"{third['third_parties_disclosed']}") if third else "-"
+        lines.append(f"| `{row['scheme']}` | {util or '-'} | {vis_cell} | {shadow_cell} | "
+                     f"{_reid(attacks.get('reidentify'))} | {third_cell} | "
+                     f"{row.get('wall_s', 0):.0f} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scorecard", type=Path)
+    args = parser.parse_args()
+    card = json.loads(args.scorecard.read_text())
+    rows = [r for r in card["results"] if r.get("status") == "ok" and r.get("attacks")]
+    print("\n".join(["### Verdicts", "", *verdict_table(rows), "", "### Leak curve", "",
+                     *curve_table([r for r in rows if r["attacks"].get("leak_curve")]), "",
+                     "### Figures", "", *figures_table(rows)]))
+
+
+if __name__ == "__main__":
+    main()

@@ -6,7 +6,9 @@ patient: crop the "original" and "view" panels, and score the view against its
 original and against the attacker's floor (the mean of the data set's training
 images, rendered at the same size). Figures: raw and affine-invariant SSIM (the
 bench's ``visual``), and the correlation of band-passed images inside the eroded
-field of view, against the floor's and another patient's. Example::
+field of view, against the floor's and another patient's; and actor 1's
+re-identification (``visual_reidentification``): each view ranked against every image
+of the data set, the true patient found by matching the grid's original. Example::
 
     python benchmarks/grid_visual_check.py --grid docs/img/bench-chase-psf/grid_privacy_sf.png \\
         --data ../shared/data/segmentation/chase_db1
@@ -36,8 +38,9 @@ def main() -> None:
     from PIL import Image
     from scipy.ndimage import binary_erosion, gaussian_filter
 
+    from medveil.attacks.suite import visual_reidentification
     from medveil.data import load_dataset
-    from medveil.metrics import advantage, affine_fitted, image_similarity
+    from medveil.metrics import advantage, affine_fitted, image_similarity, standardized
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", required=True)
@@ -60,7 +63,11 @@ def main() -> None:
 
     originals = np.stack([panel(r, index["original"]) for r in range(len(rows))])
     views = np.stack([panel(r, index["view"]) for r in range(len(rows))])
-    train = load_dataset(args.data, size=(args.size, args.size), seed=0).split("train").images
+    everything = load_dataset(args.data, size=(args.size, args.size), seed=0)
+    train = everything.split("train").images
+    truth = np.argmax(standardized(originals) @ standardized(everything.images).T, axis=1)
+    reid = visual_reidentification(views, everything.images[truth],
+                                   np.delete(everything.images, truth, axis=0))
     floor_images = np.repeat(train.mean(0, keepdims=True), len(originals), 0)
     floor = image_similarity(originals, floor_images)["ssim"]
     raw = image_similarity(originals, views)
@@ -85,6 +92,7 @@ def main() -> None:
             "view": correlation(band(originals), band(views)),
             "floor": correlation(band(originals), band(floor_images)),
             "another_patient": correlation(band(originals), band(np.roll(originals, 1, 0)))},
+        "reidentify": reid,
     }, indent=1))
 
 

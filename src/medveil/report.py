@@ -228,6 +228,12 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
                      f"is inverted or rescaled (SSIM {invariant['ssim']:.3f} after the best "
                      f"intensity map, raw {visual['ssim']:.3f}; advantage "
                      f"{invariant['advantage']:.2f})")
+    seen = visual.get("reidentify") or {}
+    if seen and seen["top1_ci95"][0] > seen["chance"]:
+        parts.append(f"matching the views themselves against a gallery of {seen['gallery']} "
+                     f"images, with no training, finds the patient for {seen['top1']:.0%} of "
+                     f"them (chance {seen['chance']:.1%}, by {seen['method'].replace('_', ' ')}"
+                     "): the view identifies its patient")
     third = (row.get("attacks") or {}).get("third_parties")
     if third:
         parts.append(f"views matched against all {third['owner_images']} owner images: "

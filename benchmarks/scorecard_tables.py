@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from medveil.verdicts import ACTORS
+from medveil.report import verdict_table as report_verdict_table
 
 
 def _pct(value: float) -> str:
@@ -30,23 +30,10 @@ def _reid(reid: dict[str, Any] | None) -> str:
 
 
 def verdict_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| row | " + " | ".join(f"{n}: {who}" for _, n, who in ACTORS) + " |",
-             "|---|" + "---|" * len(ACTORS)]
-    for row in rows:
-        cells = []
-        for name, _, _ in ACTORS:
-            verdict = (row.get("verdicts") or {}).get(name) or {}
-            detail = []
-            if verdict.get("advantage") is not None:
-                detail.append(f"advantage {verdict['advantage']:.2f} ({verdict['image_attack']})")
-            if "reid_top1" in verdict:
-                detail.append(f"re-id {verdict['reid_top1']:.2f} vs {_pct(verdict['reid_chance'])}")
-            if "third_party_rate" in verdict:
-                detail.append(f"others {_pct(verdict['third_party_rate'])}")
-            cells.append(f"**{verdict.get('verdict', '-')}**"
-                         + (f" ({'; '.join(detail)})" if detail else ""))
-        lines.append(f"| `{row['scheme']}` | " + " | ".join(cells) + " |")
-    return lines
+    """The report's verdict table (medveil.report.verdict_table), as Markdown lines."""
+    header, body = report_verdict_table({"results": rows})
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(cells) + " |" for cells in body]]
 
 
 def curve_table(rows: list[dict[str, Any]]) -> list[str]:

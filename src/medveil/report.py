@@ -83,7 +83,7 @@ def _verdict_cell(verdict: dict[str, Any] | None) -> str:
         return "-"
     parts = []
     if verdict.get("advantage") is not None:
-        parts.append(f"advantage {verdict['advantage']:.2f}")
+        parts.append(f"advantage {verdict['advantage']:.2f} ({verdict['image_attack']})")
     if "reid_top1" in verdict:
         parts.append(f"re-id {verdict['reid_top1']:.0%} vs {verdict['reid_chance']:.1%}")
     if "third_party_rate" in verdict:

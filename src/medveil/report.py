@@ -233,7 +233,9 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
         parts.append(f"matching the views themselves against a gallery of {seen['gallery']} "
                      f"images, with no training, finds the patient for {seen['top1']:.0%} of "
                      f"them (chance {seen['chance']:.1%}, by {seen['method'].replace('_', ' ')}"
-                     "): the view identifies its patient")
+                     "): the view identifies its patient"
+                     + (" by its fine structure (vessels, edges), which the view shows"
+                        if seen["method"] == "fine_structure" else ""))
     third = (row.get("attacks") or {}).get("third_parties")
     if third:
         parts.append(f"views matched against all {third['owner_images']} owner images: "

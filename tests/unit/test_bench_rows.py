@@ -155,3 +155,16 @@ def test_privacy_sf_row_segments_encoded_data_and_is_attacked(tmp_path):
     assert [point["pairs"] for point in attacks["leak_curve"]] == [4, 5]  # capped by train
     assert set(row["verdicts"]) == {"views_only", "shadow_key", "leaked_pairs"}
     assert row["cost"]["view_bytes_per_image"] == 64 * 32 * 4
+
+
+def test_report_says_a_view_shows_the_fine_structure_that_identifies_its_patient():
+    from medveil.report import _verdict
+
+    seen = {"top1": 0.75, "chance": 1 / 28, "gallery": 28, "queries": 4,
+            "method": "fine_structure", "top1_ci95": [0.30, 0.95]}
+    row = {"status": "ok", "attacks": {"visual": {"ssim": 0.1, "psnr": 9.0,
+                                                  "reidentify": seen}}}
+    assert "vessels" in _verdict(row, None, "auc")
+    at_chance = {**seen, "top1": 0.0, "top1_ci95": [0.0, 0.49]}
+    row["attacks"]["visual"]["reidentify"] = at_chance
+    assert "identifies" not in _verdict(row, None, "auc")

@@ -25,7 +25,7 @@ import numpy as np
 
 from medveil.errors import IntegrityError
 from medveil.he.ckks import PublicContext, SealBackend, _load, _save, sealapi
-from medveil.he.packing import PackedPlan, evaluate_packed
+from medveil.he.packing import DenseStage, PackedPlan, evaluate_packed
 
 #: Bytes reserved per ciphertext slot: a seeded N = 8192 ciphertext at the top level
 #: serialises (zstd) to about 214 KB; a full one (public-key encrypted) to about 430 KB.
@@ -94,21 +94,37 @@ def plan_structure(plan: PackedPlan) -> dict[str, Any]:
     """The packed network's shape only: what the processor needs to run encrypted weights."""
     return {"slots": plan.slots, "cps": plan.cps, "p": plan.p, "segments": plan.segments,
             "groups": plan.groups, "per_group": plan.per_group, "block": plan.block,
-            "baby": plan.baby, "giant": plan.giant, "num_classes": plan.num_classes}
+            "baby": plan.baby, "giant": plan.giant, "num_classes": plan.num_classes,
+            "middle": [[m.block, m.baby, m.giant] for m in plan.middle]}
 
 
-def skeleton_plan(structure: dict[str, Any]) -> PackedPlan:
-    """A plan with no weight values: every vector is None (the backend has them encrypted)."""
-    s = {k: int(v) for k, v in structure.items()}
-    hidden = {(seg, g1, g2): None for seg in range(s["segments"]) for g1 in range(s["baby"])
-              for g2 in range(s["giant"])}
+def skeleton_plan(structure: dict[str, Any], names: list[tuple] | None = None) -> PackedPlan:
+    """A plan with no weight values (the backend has them encrypted).
+
+    A product the owner's evaluation made (its name among ``names``) has vector
+    None; one it skipped (an all-zero vector of a sparse layer) a zero vector, so the
+    processor skips it too.
+    """
+    made = None if names is None else set(names)
+    middle_shapes = structure.get("middle", [])
+    s = {k: int(v) for k, v in structure.items() if k != "middle"}
+
+    def slot(name: tuple) -> np.ndarray | None:
+        return None if made is None or name in made else np.zeros(1)
+
+    hidden = {(seg, g1, g2): slot(("hidden", seg, g1, g2)) for seg in range(s["segments"])
+              for g1 in range(s["baby"]) for g2 in range(s["giant"])}
+    middle = [DenseStage(int(block), int(baby), int(giant),
+                         {(g1, g2): slot(("middle", i, g1, g2)) for g1 in range(int(baby))
+                          for g2 in range(int(giant))}, None)
+              for i, (block, baby, giant) in enumerate(middle_shapes)]
     return PackedPlan(slots=s["slots"], cps=s["cps"], p=s["p"], segments=s["segments"],
                       groups=s["groups"], per_group=s["per_group"], block=s["block"],
                       baby=s["baby"], giant=s["giant"],
                       first=[[None] * s["groups"] for _ in range(s["segments"])],
                       first_bias=[None] * s["segments"], hidden=hidden, hidden_bias=None,
                       final=[None] * s["num_classes"], final_bias=None,
-                      num_classes=s["num_classes"], output_scale=1.0, net=None)
+                      num_classes=s["num_classes"], output_scale=1.0, net=None, middle=middle)
 
 
 def encrypt_weights(owner, plan: PackedPlan) -> dict[str, np.ndarray]:
@@ -142,7 +158,7 @@ def processor_backend(extras: dict[str, np.ndarray], public: PublicContext
         weights = {name: _load(seal.Ciphertext(), public.ctx, item[0])
                    for name, item in zip(names, blobs, strict=True)}
         backend = SealBackend(public, encrypted_model=True, weights=weights)
-        return skeleton_plan(structure), backend, {"encrypted_model": True}
+        return skeleton_plan(structure, names), backend, {"encrypted_model": True}
     if "ckks_he_model" in extras:
         from medveil.he.model import HEModel
 

@@ -19,18 +19,32 @@ weight in clear.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
 
 from medveil.errors import IntegrityError
-from medveil.he.ckks import PublicContext, SealBackend, _load, _save, sealapi
+from medveil.he.ckks import CKKSParameters, PublicContext, SealBackend, _load, _save, sealapi
 from medveil.he.packing import DenseStage, PackedPlan, evaluate_packed
 
-#: Bytes reserved per ciphertext slot: a seeded N = 8192 ciphertext at the top level
-#: serialises (zstd) to about 214 KB; a full one (public-key encrypted) to about 430 KB.
-CT_SLOT_BYTES = 1 << 18
-WEIGHT_SLOT_BYTES = 1 << 19
+
+def slot_bytes(params: CKKSParameters, *, seeded: bool) -> int:
+    """Bytes reserved per serialised ciphertext of ``params`` at the top level.
+
+    zstd stores each coefficient in about its prime's bits; 1.5 times that, rounded
+    up to a power of two, bounds it: a seeded N = 8192 ciphertext (one polynomial
+    and a seed) serialises to about 214 KB in 256 KiB, a full one (public-key
+    encrypted: two polynomials) to about 430 KB in 512 KiB; N = 16384 with seven
+    30-bit levels: 1 MiB and 2 MiB.
+    """
+    bits = sum(params.coeff_bits[:-1])  # the special prime is not stored
+    bound = 1.5 * params.poly_modulus_degree * bits / 8 * (1 if seeded else 2)
+    return 1 << math.ceil(math.log2(bound))
+
+
+#: The default parameters' slots (logits ciphertexts, at the lowest level, always fit).
+CT_SLOT_BYTES = slot_bytes(CKKSParameters(), seeded=True)
 
 CONTEXT_FILES = {"meta.json": "ckks_context_meta", "public.bin": "ckks_public_key",
                  "relin.bin": "ckks_relin_keys", "galois.bin": "ckks_galois_keys"}
@@ -136,7 +150,7 @@ def encrypt_weights(owner, plan: PackedPlan) -> dict[str, np.ndarray]:
     blobs = [[_save(backend._cache[name])] for name in names]  # noqa: SLF001
     structure = {**plan_structure(plan), "weights": [list(n) for n in names]}
     return {"ckks_model_structure": _u8(json.dumps(structure).encode()),
-            "ckks_model_weights": pack_slots(blobs, slot=WEIGHT_SLOT_BYTES)}
+            "ckks_model_weights": pack_slots(blobs, slot=slot_bytes(owner.params, seeded=False))}
 
 
 def processor_backend(extras: dict[str, np.ndarray], public: PublicContext
@@ -150,7 +164,8 @@ def processor_backend(extras: dict[str, np.ndarray], public: PublicContext
         except (KeyError, ValueError, TypeError):
             raise IntegrityError("the release's encrypted model has no readable structure; "
                                  "re-protect it") from None
-        blobs = unpack_slots(extras["ckks_model_weights"], per_row=1, slot=WEIGHT_SLOT_BYTES,
+        blobs = unpack_slots(extras["ckks_model_weights"], per_row=1,
+                             slot=slot_bytes(public.params, seeded=False),
                              what="encrypted weights")
         if len(blobs) != len(names):
             raise IntegrityError(f"{len(blobs)} encrypted weights for {len(names)} names")

@@ -23,7 +23,7 @@ import numpy as np
 
 from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError
-from medveil.he.shipping import CT_SLOT_BYTES, pack_slots, unpack_slots
+from medveil.he.shipping import CT_SLOT_BYTES, pack_slots, slot_bytes, unpack_slots
 from medveil.keys import Key
 from medveil.schemes.base import Scheme, register
 
@@ -111,14 +111,21 @@ class CKKSScheme(Scheme):
         return self._owner[key.fingerprint]
 
     def view_spec(self, image_shape: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
-        groups = self.model.plan.groups if self.model is not None else 1
-        return (groups * CT_SLOT_BYTES,), "uint8"
+        if self.model is None:
+            return (CT_SLOT_BYTES,), "uint8"
+        return (self.model.plan.groups * self.view_slot_bytes,), "uint8"
+
+    @property
+    def view_slot_bytes(self) -> int:
+        """Bytes per ciphertext in a view (seeded, top level, these parameters)."""
+        return slot_bytes(self.he_params, seeded=True)
 
     def _protect(self, images: np.ndarray, *, key: Key) -> np.ndarray:
         owner = self.owner_keys(key)
         plan = self.model.plan
         return pack_slots([[owner.encrypt_bytes(vec) for vec in plan.pack_image(image)]
-                           for image in self.model.check_images(images)])
+                           for image in self.model.check_images(images)],
+                          slot=self.view_slot_bytes)
 
     def view_ciphertexts(self, view: np.ndarray, ctx) -> list[list[Any]]:
         """Parse a view array back into SEAL ciphertexts (any holder of the context)."""
@@ -127,6 +134,7 @@ class CKKSScheme(Scheme):
         seal = sealapi()
         return [[_load(seal.Ciphertext(), ctx, blob) for blob in blobs]
                 for blobs in unpack_slots(view, per_row=self.model.plan.groups,
+                                          slot=self.view_slot_bytes,
                                           what="ckks views")]
 
     def processor_extras(self, key: Key) -> dict[str, np.ndarray]:

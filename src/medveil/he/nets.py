@@ -30,7 +30,7 @@ import numpy as np
 
 from medveil.errors import ConfigError
 
-ARCHITECTURES = ("tutorial", "deep", "wide")
+ARCHITECTURES = ("tutorial", "lola", "deep", "wide")
 
 
 def _torch():
@@ -100,7 +100,9 @@ def arch_spec(name: str, image_size: int) -> ArchSpec:
     """The shipped architectures.
 
     ``tutorial`` is the TenSEAL MNIST tutorial network (conv 7x7 stride 3, 4 channels
-    -> fc 64 -> fc), the reference point at 28x28. ``deep`` has two convolutions for
+    -> fc 64 -> fc), the reference point at 28x28; ``lola`` is the LoLa shape of
+    Orion's model zoo (conv 2x2 stride 2, 5 channels -> fc 100 -> fc), for the
+    side-by-side benchmark. ``deep`` has two convolutions for
     64x64 chest X-rays: a 4x4 stride-4 patch convolution (8 channels; non-overlapping,
     so the client's packing holds each pixel once) then a 3x3 stride-2 convolution
     (8 channels) and the output layer (5 levels). ``wide`` is one stage deeper and
@@ -113,6 +115,10 @@ def arch_spec(name: str, image_size: int) -> ArchSpec:
             raise ConfigError(f"the tutorial network needs images of at least 10 px, "
                               f"got {image_size}")
         return ArchSpec("tutorial", image_size, 4, 7, 3, ("dense:64",))
+    if name == "lola":
+        if image_size % 2 or image_size < 8:
+            raise ConfigError(f"the lola network needs an even size >= 8 px, got {image_size}")
+        return ArchSpec("lola", image_size, 5, 2, 2, ("dense:100",))
     if name == "deep":
         if image_size % 4 or image_size < 16:
             raise ConfigError(f"the deep network needs a multiple of 4 px >= 16, got {image_size}")

@@ -118,8 +118,15 @@ class HEModel:
 
 def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 15,
                    seed: int = 0, channels_per_segment: int | None = None,
-                   slots: int | None = None, progress: bool = False) -> tuple[HEModel, Any]:
-    """Train (standard loop and budget), fold and plan; returns the model and the torch net."""
+                   slots: int | None = None, distill: bool = False,
+                   progress: bool = False) -> tuple[HEModel, Any]:
+    """Train (standard loop and budget), fold and plan; returns the model and the torch net.
+
+    Args:
+        distill: first train the standard classifier (same loop, budget and data) and
+            let the HE network learn its softened outputs too: square activations
+            learn more from a teacher than from labels alone.
+    """
     from medveil.tasks import ClassifierConfig, train_classifier
 
     if data.task != "classification":
@@ -133,12 +140,15 @@ def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 
     train = data.split("train")
     val = data.split("val") if "val" in data.split_names else None
     started = time.perf_counter()
-    trained = train_classifier(train, val=val, config=ClassifierConfig(epochs=epochs), seed=seed,
-                               progress=progress,
-                               build_net=lambda cin, k: build_he_net(spec, cin, k))
+    config = ClassifierConfig(epochs=epochs)
+    teacher = train_classifier(train, val=val, config=config, seed=seed,
+                               progress=progress) if distill else None
+    trained = train_classifier(train, val=val, config=config, seed=seed, progress=progress,
+                               build_net=lambda cin, k: build_he_net(spec, cin, k),
+                               teacher=teacher)
     folded = fold_network(trained.net, spec, calibration=train.images[:, 0])
     model = HEModel(folded, channels_per_segment,
                     {"architecture": architecture, "train_s": time.perf_counter() - started,
-                     "epochs": epochs, "data": data.name}, slots)
+                     "epochs": epochs, "data": data.name, "distilled": distill}, slots)
     model.plan  # noqa: B018 - fail early if the network does not fit the slots
     return model, trained

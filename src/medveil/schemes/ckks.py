@@ -39,6 +39,7 @@ class CKKSScheme(Scheme):
 
     def __init__(self, *, architecture: str = "auto", epochs: int = 15,
                  channels_per_segment: int | None = None, encrypted_model: bool = False,
+                 distill: bool = False,
                  poly_modulus_degree: int | str = "auto",
                  coeff_bits: tuple[int, ...] | list[int] | None = None,
                  scale_bits: int | None = None) -> None:
@@ -60,7 +61,7 @@ class CKKSScheme(Scheme):
             scale_bits = params.scale_bits
         super().__init__(architecture=architecture, epochs=int(epochs),
                          channels_per_segment=channels_per_segment,
-                         encrypted_model=bool(encrypted_model),
+                         encrypted_model=bool(encrypted_model), distill=bool(distill),
                          poly_modulus_degree=poly_modulus_degree,
                          coeff_bits=coeff_bits, scale_bits=scale_bits)
         self.model = None
@@ -91,7 +92,8 @@ class CKKSScheme(Scheme):
         self.model, _ = train_he_model(train, architecture=self.params["architecture"],
                                        epochs=self.params["epochs"], seed=seed,
                                        channels_per_segment=self.params["channels_per_segment"],
-                                       slots=self.he_params_slots())
+                                       slots=self.he_params_slots(),
+                                       distill=self.params.get("distill", False))
         self._check_depth()
 
     def he_params_slots(self) -> int | None:

@@ -344,3 +344,18 @@ def test_ckks_release_runs_with_public_context_and_encrypted_weights(cxr28, owne
     tail[1, -1] = 7  # bytes after a ciphertext in its slot
     with pytest.raises(IntegrityError, match="after a ciphertext"):
         unpack_slots(tail, per_row=plan.groups)
+
+
+def test_ckks_parameters_are_auto_or_named_in_full():
+    from medveil.schemes import create
+
+    assert create("ckks").params["poly_modulus_degree"] == "auto"
+    named = create("ckks", poly_modulus_degree=8192, coeff_bits=[33, 27, 27, 27, 27, 27, 50],
+                   scale_bits=27)
+    assert named.he_params == CKKSParameters()
+    with pytest.raises(ConfigError, match="together"):
+        create("ckks", poly_modulus_degree=16384)
+    with pytest.raises(ConfigError, match="power of two"):
+        create("ckks", poly_modulus_degree="big")
+    with pytest.raises(ConfigError, match="128-bit"):
+        create("ckks", poly_modulus_degree=8192, coeff_bits=[60, 60, 60, 60], scale_bits=40)

@@ -49,6 +49,9 @@ class CKKSScheme(Scheme):
         if architecture not in ("auto", *ARCHITECTURES):
             raise ConfigError(f"architecture must be auto or one of {', '.join(ARCHITECTURES)}, "
                               f"got {architecture!r}")
+        if isinstance(poly_modulus_degree, str) and poly_modulus_degree != "auto":
+            raise ConfigError(f"poly_modulus_degree must be auto or a power of two such as "
+                              f"8192, got {poly_modulus_degree!r}")
         explicit = poly_modulus_degree != "auto"
         if explicit != (coeff_bits is not None) or (scale_bits is not None and not explicit):
             raise ConfigError("give poly_modulus_degree, coeff_bits and scale_bits together, "

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medveil-installed
 
-.PHONY: install test demo demo-service lint clean
+.PHONY: install test demo demo-service lint clean bench-peers
 
 install: $(STAMP)
 
@@ -32,6 +32,23 @@ demo: install
 demo-service: install
 	rm -rf demo-output/service
 	$(BIN)/python -m medveil.service.demo --budget quick --workdir demo-output/service
+
+# medveil and Orion side by side on the same folded weights (benchmarks/he_peers.py).
+# Orion gets its own environment, never the project's: torch pinned as above, then
+# orion-fhe without torchvision (it imports without it; torchvision would pull a
+# CUDA build).
+ORION := .venv-orion
+$(ORION)/.installed:
+	test -x $(ORION)/bin/python || $(PY) -m venv $(ORION)
+	$(ORION)/bin/python -m pip install --quiet torch==2.13.0
+	$(ORION)/bin/python -m pip install --quiet --no-deps orion-fhe==1.0.2
+	$(ORION)/bin/python -m pip install --quiet PyYAML certifi h5py matplotlib numpy \
+		'scipy<=1.14.1' tqdm
+	touch $@
+
+bench-peers: install $(ORION)/.installed
+	$(BIN)/python benchmarks/he_peers.py --orion-python $(ORION)/bin/python \
+		--out runs/he_peers.json
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -9,7 +9,8 @@ standard loop, folds them, and measures on the real test splits:
   on the same folded network and images: its latency and its own agreement
   (not fixed: it is the reference point);
 * batch mode (one image per slot) throughput for the 28x28 network;
-* the 64x64 deep network's latency and accuracy.
+* the 64x64 network's latency, accuracy and batch throughput (``deep_*``), the
+  128x128 one's (``large_*``), and the standard classifier's AUC on the same split.
 
 Writes one JSON file (keys listed in the issue plus details). Example::
 
@@ -125,14 +126,32 @@ def bench_tutorial(data, *, epochs: int, seed: int, key: Key, baseline_images: i
     }
 
 
-def bench_deep(data, *, epochs: int, seed: int, key: Key, max_images: int) -> dict:
-    scheme = _fit(data, "deep", epochs, seed, key)
+def bench_deep(data, *, epochs: int, seed: int, key: Key, max_images: int,
+               architecture: str = "deep", batch_images: int = 0) -> dict:
+    """A network above one ciphertext's worth of work: single image (every test image,
+    or ``max_images``), the encrypted model on 20, batch mode on ``batch_images``."""
+    scheme = _fit(data, architecture, epochs, seed, key)
     test = data.split("test")
     test = test.subset(np.arange(min(max_images, len(test))))
     single = _measure(scheme, test, key, encrypted_model=False)
     enc = _measure(scheme, test.subset(np.arange(min(20, len(test)))), key,
                    encrypted_model=True)
-    return {"data": data.name, "architecture": "deep", "test_images": single["images"],
+    batch = {}
+    if batch_images:
+        owner = scheme.owner_keys(key)
+        images = scheme.model.check_images(test.images)
+        count = min(batch_images, owner.params.slots)
+        chosen = images[np.arange(count) % len(images)]
+        started = time.perf_counter()
+        outputs = BatchEvaluator(owner.public, scheme.model.net).run(encrypt_batch(owner, chosen))
+        logits = decrypt_batch(owner, outputs, count, scheme.model.net.output_scale)
+        reference = scheme.model.net.forward(chosen)
+        batch = {"batch_ms_per_image": 1000 * (time.perf_counter() - started) / count,
+                 "batch_images": count,
+                 "batch_argmax_agreement": float(np.mean(logits.argmax(1)
+                                                         == reference.argmax(1)))}
+    return {"data": data.name, "architecture": scheme.model.info["architecture"],
+            "he_params": scheme.he_params.to_dict(), "test_images": single["images"], **batch,
             "latency_s": single["latency_ms_per_image"] / 1000,
             "server_eval_s": single["eval_ms_per_image"] / 1000,
             "encrypted_model_latency_s": enc["latency_ms_per_image"] / 1000,
@@ -144,10 +163,30 @@ def bench_deep(data, *, epochs: int, seed: int, key: Key, max_images: int) -> di
             "rotations_per_image": single["rotations_per_image"], "packing": single["packing"]}
 
 
+def _standard_auc(scorecard: Path | None, data, epochs: int, seed: int) -> float:
+    """The standard classifier's test AUC on the same split: the bench's plain row."""
+    if scorecard is not None:
+        rows = json.loads(scorecard.read_text())["results"]
+        return float(next(r for r in rows if r["scheme"] == "plain")["utility"]["auc"])
+    from medveil.tasks import evaluate_classifier, train_classifier
+
+    val = data.split("val") if "val" in data.split_names else None
+    model = train_classifier(data.split("train"), val=val, seed=seed)
+    return float(evaluate_classifier(model, data.split("test"))["auc"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data28", default=str(SHARED / "pneumoniamnist_28_balanced.npz"))
     parser.add_argument("--data64", default=str(SHARED / "cxr_pneumonia_64.npz"))
+    parser.add_argument("--data128", default=str(SHARED / "cxr_pneumonia_128.npz"))
+    parser.add_argument("--architecture", default="auto",
+                        help="the 64 and 128 px network (auto: the scheme's default)")
+    parser.add_argument("--deep-batch", type=int, default=4096,
+                        help="batch-mode images for the 64 px network (0: skip)")
+    parser.add_argument("--standard-auc-from", type=Path,
+                        help="a scorecard whose plain row ran on the same split (else the "
+                             "standard classifier is trained here)")
     parser.add_argument("--quick", action="store_true",
                         help="bundled demo data resized to 28, small subsets (minutes)")
     parser.add_argument("--epochs", type=int, default=15)
@@ -159,21 +198,35 @@ def main() -> None:
     if args.quick:
         data28 = load_dataset("cxr-demo", size=28, seed=args.seed)
         data64 = load_dataset("cxr-demo", seed=args.seed)
+        data128 = load_dataset("cxr-demo", size=128, seed=args.seed)
         sizes = {"baseline_images": 3, "encrypted_images": 5, "batch_images": 256}
-        deep_images = 20
+        deep_images, deep_batch = 20, min(args.deep_batch, 256)
     else:
         data28 = load_dataset(args.data28, seed=args.seed)
         data64 = load_dataset(args.data64, seed=args.seed)
+        data128 = load_dataset(args.data128, seed=args.seed)
         sizes = {"baseline_images": 40, "encrypted_images": 100, "batch_images": 4096}
-        deep_images = 10 ** 9
+        deep_images, deep_batch = 10 ** 9, args.deep_batch
     tutorial = bench_tutorial(data28, epochs=args.epochs, seed=args.seed, key=key, **sizes)
-    deep = bench_deep(data64, epochs=args.epochs, seed=args.seed, key=key, max_images=deep_images)
+    deep = bench_deep(data64, epochs=args.epochs, seed=args.seed, key=key, max_images=deep_images,
+                      architecture=args.architecture, batch_images=deep_batch)
+    large = bench_deep(data128, epochs=args.epochs, seed=args.seed, key=key,
+                       max_images=deep_images, architecture=args.architecture)
+    standard = _standard_auc(args.standard_auc_from, data64, args.epochs, args.seed)
     from medveil.he.ckks import CKKSParameters
 
     result = {key_: tutorial[key_] for key_ in (
         "latency_s", "baseline_latency_s", "speedup", "batch_ms_per_image", "argmax_agreement",
         "max_abs_logit_error", "ciphertext_bytes_per_image")}
+    result.update({
+        "deep_auc": deep["encrypted_metrics"]["auc"],
+        "deep_plain_auc": deep["plaintext_metrics"]["auc"],
+        "deep_latency_s": deep["latency_s"],
+        "deep_batch_ms_per_image": deep.get("batch_ms_per_image"),
+        "large_auc": large["encrypted_metrics"]["auc"], "large_latency_s": large["latency_s"],
+        "standard_classifier_auc": standard})
     result.update({"peak_rss_mb": _peak_rss_mb(), "tutorial": tutorial, "deep64": deep,
+                   "large128": large,
                    "security": CKKSParameters().security(), "quick": args.quick,
                    "wall_s": time.perf_counter() - started,
                    "machine": {"cpu": platform.processor() or platform.machine(),
@@ -183,7 +236,9 @@ def main() -> None:
     atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode())
     print(json.dumps({k: result[k] for k in (
         "latency_s", "baseline_latency_s", "speedup", "batch_ms_per_image", "argmax_agreement",
-        "max_abs_logit_error", "peak_rss_mb", "ciphertext_bytes_per_image")}, indent=2))
+        "max_abs_logit_error", "peak_rss_mb", "ciphertext_bytes_per_image", "deep_auc",
+        "deep_plain_auc", "deep_latency_s", "deep_batch_ms_per_image", "large_auc",
+        "large_latency_s", "standard_classifier_auc")}, indent=2))
 
 
 if __name__ == "__main__":

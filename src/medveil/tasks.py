@@ -39,6 +39,10 @@ class ClassifierConfig:
     width: int = 16
     augment: bool = True
     class_weighted: bool = True
+    #: Knowledge distillation (Hinton et al. 2015) from a teacher, when one is given:
+    #: the loss is ``(1 - w) * CE + w * T^2 * KL(teacher_T || student_T)``.
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
 
 
 @dataclass
@@ -177,13 +181,17 @@ def _check_shape(model: TrainedModel, images: np.ndarray) -> None:
 
 def train_classifier(train: ImageSet, *, val: ImageSet | None = None,
                      config: ClassifierConfig | None = None, seed: int = 0,
-                     progress: bool = False, build_net: Any = None) -> TrainedModel:
+                     progress: bool = False, build_net: Any = None,
+                     teacher: TrainedModel | None = None) -> TrainedModel:
     """Train the standard classifier; keep the epoch with the best validation AUC.
 
     Args:
         build_net: optional ``(in_channels, num_classes) -> nn.Module``; schemes that
             need a network of their own shape (the HE-friendly CNN of ``ckks``) use the
             same loop, budget and model selection as everyone else through it.
+        teacher: a trained classifier whose softened outputs on the same augmented
+            batches the network also learns (``config.distill_*``): a constrained
+            network (square activations) learns more from them than from labels alone.
     """
     import torch
     from torch import nn
@@ -232,7 +240,11 @@ def train_classifier(train: ImageSet, *, val: ImageSet | None = None,
                     batch = x[idx]
                     if config.augment:
                         batch = _random_shift(batch, pad, gen)
-                    loss = loss_fn(net(batch), y[idx])
+                    logits = net(batch)
+                    loss = loss_fn(logits, y[idx])
+                    if teacher is not None:
+                        loss = (1 - config.distill_weight) * loss + config.distill_weight * \
+                            _distillation(logits, teacher.net, batch, config.distill_temperature)
                     optimiser.zero_grad()
                     loss.backward()
                     optimiser.step()
@@ -255,6 +267,18 @@ def train_classifier(train: ImageSet, *, val: ImageSet | None = None,
     model.history = history
     model.train_s = time.perf_counter() - started
     return model
+
+
+def _distillation(logits, teacher_net, batch, temperature: float):
+    """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, batch mean."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    teacher_net.eval()
+    with torch.no_grad():
+        target = F.softmax(teacher_net(batch) / temperature, dim=1)
+    return F.kl_div(F.log_softmax(logits / temperature, dim=1), target,
+                    reduction="batchmean") * temperature ** 2
 
 
 def evaluate_classifier(model: TrainedModel, test: ImageSet) -> dict[str, float]:

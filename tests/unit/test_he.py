@@ -61,14 +61,28 @@ def deep(cxr):
 
 
 @pytest.fixture(scope="module")
+def cxr32():
+    return load_dataset("cxr-demo", size=32)
+
+
+@pytest.fixture(scope="module")
+def wide(cxr32):
+    """The 7-level network (a middle dense layer) at its smallest size: same layers as 64 px."""
+    train = cxr32.split("train").head(128)
+    spec = arch_spec("wide", 32)
+    net = _briefly_trained(spec, train.images, train.labels)
+    return net, fold_network(net, spec, calibration=train.images[:, 0])
+
+
+@pytest.fixture(scope="module")
 def owner_key():
     return Key.generate()
 
 
-@pytest.mark.parametrize("which", ["tutorial", "deep"])
-def test_folding_is_exact(which, tutorial, deep, cxr, cxr28):
-    net, folded = tutorial if which == "tutorial" else deep
-    images = (cxr28 if which == "tutorial" else cxr).split("test").images[:6]
+@pytest.mark.parametrize("which", ["tutorial", "deep", "wide"])
+def test_folding_is_exact(which, tutorial, deep, wide, cxr, cxr28, cxr32):
+    net, folded = {"tutorial": tutorial, "deep": deep, "wide": wide}[which]
+    images = {"tutorial": cxr28, "deep": cxr, "wide": cxr32}[which].split("test").images[:6]
     with torch.no_grad():
         reference = net(torch.from_numpy(images)).double().numpy()
     assert np.abs(folded.forward(images) - reference).max() < 1e-4
@@ -81,6 +95,57 @@ def test_packing_computes_the_network(which, cps, tutorial, deep, cxr, cxr28):
     images = (cxr28 if which == "tutorial" else cxr).split("test").images[:3]
     plan = plan_network(folded, channels_per_segment=cps)
     assert np.abs(simulate(plan, images) - folded.forward(images)).max() < 1e-9
+
+
+@pytest.mark.parametrize("slots", [4096, 8192])
+def test_packing_computes_a_network_with_middle_layers(slots, wide, cxr32):
+    _, folded = wide
+    assert len(folded.middle) == 1 and folded.depth == 7
+    images = cxr32.split("test").images[:3]
+    plan = plan_network(folded, slots=slots)
+    assert [m.block for m in plan.middle] == [slots // 64]
+    assert np.abs(simulate(plan, images) - folded.forward(images)).max() < 1e-9
+
+
+def test_the_processor_skips_exactly_the_products_the_owner_skipped(wide, cxr32):
+    """An encrypted model carries no vector values: the skeleton must know which of a
+    sparse layer's products the owner's evaluation left out (all-zero vectors)."""
+    from medveil.he.shipping import plan_structure, skeleton_plan
+
+    _, folded = wide
+    plan = plan_network(folded, slots=8192)
+
+    class Names(NumpyBackend):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def mul_weight(self, ct, name, vec):
+            self.names.append(name)
+            return ct if vec is None else ct * vec
+
+        def add_bias(self, ct, name, vec):
+            self.names.append(name)
+            return ct if vec is None else ct + vec
+
+    owner = Names()
+    evaluate_packed(plan, plan.pack_image(cxr32.split("test").images[0, 0]), owner)
+    total = sum(1 for _ in plan.hidden) + sum(len(m.vectors) for m in plan.middle)
+    made = [n for n in owner.names if n[0] in ("hidden", "middle")]
+    assert len(made) < total  # the convolution's empty diagonals were skipped
+    processor = Names()
+    skeleton = skeleton_plan(plan_structure(plan), owner.names)
+    evaluate_packed(skeleton, [np.zeros(plan.slots)] * plan.groups, processor)
+    assert processor.names == owner.names
+
+
+def test_parameters_are_planned_from_the_depth():
+    assert CKKSParameters.for_depth(5) == CKKSParameters()
+    deep = CKKSParameters.for_depth(7)
+    assert deep.poly_modulus_degree == 16384 and deep.depth == 7
+    assert deep.security()["meets_128_bit"]
+    with pytest.raises(ConfigError, match="128-bit"):
+        CKKSParameters.for_depth(14)
 
 
 def test_only_the_planned_rotations_are_used(tutorial, cxr28):
@@ -174,6 +239,50 @@ def test_he_model_file_round_trip_and_bad_file(tutorial, tmp_path, cxr28):
         again.check_images(np.zeros((1, 1, 64, 64)))
 
 
+def test_he_model_files_keep_middle_layers_and_old_files_still_load(wide, tutorial, tmp_path,
+                                                                    cxr32, cxr28):
+    import io
+    import json
+
+    _, folded = wide
+    HEModel(folded).save(tmp_path / "wide.he")
+    again = HEModel.load(tmp_path / "wide.he")
+    images = cxr32.split("test").images[:2]
+    assert len(again.net.middle) == 1 and again.he_params.poly_modulus_degree == 16384
+    assert np.array_equal(again.net.forward(images), folded.forward(images))
+    # a file of the first format (no middle layers, planned for 4096 slots) still loads
+    arrays = dict(np.load(io.BytesIO(HEModel(tutorial[1]).to_bytes())))
+    meta = json.loads(arrays["meta"].tobytes())
+    meta = {k: v for k, v in meta.items() if k not in ("middle_layers", "slots")}
+    arrays["meta"] = np.frombuffer(json.dumps({**meta, "format": "medveil.he-model/1"}).encode(),
+                                   dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    old = HEModel.from_bytes(buffer.getvalue())
+    assert old.plan.slots == 4096 and not old.net.middle
+    assert np.array_equal(old.net.forward(cxr28.split("test").images[:2]),
+                          tutorial[1].forward(cxr28.split("test").images[:2]))
+
+
+@pytest.mark.slow
+def test_a_network_with_middle_layers_runs_encrypted(wide, cxr32, owner_key):
+    """7 levels at N = 16384, the model plain and encrypted (a minute on two cores)."""
+    from medveil.he.shipping import context_extras, encrypt_weights, load_public, processor_backend
+
+    _, folded = wide
+    model = HEModel(folded)
+    owner = OwnerKeys(owner_key, model.he_params, model.plan.rotation_steps)
+    image = cxr32.split("test").images[0, 0]
+    reference = folded.forward(image[None])[0]
+    extras = {**context_extras(owner.public), **encrypt_weights(owner, model.plan)}
+    plan, encrypted, _ = processor_backend(extras, load_public(extras))
+    for p, backend in [(model.plan, SealBackend(owner.public)), (plan, encrypted)]:
+        out = evaluate_packed(p, [owner.encrypt(v) for v in model.plan.pack_image(image)],
+                              backend)
+        logits = owner.decrypt(out)[:2] / model.plan.output_scale
+        assert np.abs(logits - reference).max() < 5e-3
+
+
 def test_batch_mode_matches_plaintext(tutorial, cxr28, owner_key):
     from medveil.he.batch import BatchEvaluator, decrypt_batch, encrypt_batch
 
@@ -235,3 +344,18 @@ def test_ckks_release_runs_with_public_context_and_encrypted_weights(cxr28, owne
     tail[1, -1] = 7  # bytes after a ciphertext in its slot
     with pytest.raises(IntegrityError, match="after a ciphertext"):
         unpack_slots(tail, per_row=plan.groups)
+
+
+def test_ckks_parameters_are_auto_or_named_in_full():
+    from medveil.schemes import create
+
+    assert create("ckks").params["poly_modulus_degree"] == "auto"
+    named = create("ckks", poly_modulus_degree=8192, coeff_bits=[33, 27, 27, 27, 27, 27, 50],
+                   scale_bits=27)
+    assert named.he_params == CKKSParameters()
+    with pytest.raises(ConfigError, match="together"):
+        create("ckks", poly_modulus_degree=16384)
+    with pytest.raises(ConfigError, match="power of two"):
+        create("ckks", poly_modulus_degree="big")
+    with pytest.raises(ConfigError, match="128-bit"):
+        create("ckks", poly_modulus_degree=8192, coeff_bits=[60, 60, 60, 60], scale_bits=40)

@@ -48,7 +48,7 @@ class BatchEvaluator:
         self.evaluator = seal.Evaluator(public.ctx)
         self.encoder = seal.CKKSEncoder(public.ctx)
         first, first_bias = first_layer_matrix(net)
-        self.layers = [(first, first_bias), (net.hidden_weight, net.hidden_bias),
+        self.layers = [(first, first_bias), (net.hidden_weight, net.hidden_bias), *net.middle,
                        (net.final_weight, net.final_bias)]
 
     def _linear(self, inputs: list[Any], weight: np.ndarray, bias: np.ndarray) -> list[Any]:

@@ -60,6 +60,21 @@ class CKKSParameters:
     def depth(self) -> int:
         return len(self.coeff_bits) - 2
 
+    @classmethod
+    def for_depth(cls, depth: int) -> CKKSParameters:
+        """The smallest parameters with ``depth`` levels within the 128-bit bound.
+
+        Up to 5 levels: the defaults (N = 8192, scale 2^27). Deeper chains: N = 16384
+        with scale 2^30, a 37-bit first prime (7 bits of headroom over the scale for
+        the logits, one more than the default's) and a 60-bit special prime
+        (rotation noise falls with its size).
+        """
+        if depth <= cls().depth:
+            return cls()
+        params = cls(16384, (37, *([30] * depth), 60), 30)
+        params.check()
+        return params
+
     def security(self) -> dict[str, Any]:
         """The parameters and the standard's bound they are checked against."""
         total = sum(self.coeff_bits)

@@ -20,16 +20,22 @@ import numpy as np
 from medveil.atomic import atomic_write_bytes
 from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError, DataError, ModelFileError
+from medveil.he.ckks import CKKSParameters
 from medveil.he.nets import FoldedNet, arch_spec, build_he_net, fold_network
 from medveil.he.packing import PackedPlan, plan_network
 
-HE_MODEL_FORMAT = "medveil.he-model/1"
+HE_MODEL_FORMAT = "medveil.he-model/2"
+_READABLE_FORMATS = ("medveil.he-model/1", HE_MODEL_FORMAT)  # /1: no middle layers
 _ARRAYS = ("first_weight", "first_bias", "hidden_weight", "hidden_bias", "final_weight",
            "final_bias")
 
 
 def default_architecture(image_size: int) -> str:
-    """The tutorial network up to 32 px (its reference size is 28), the deep one above."""
+    """The tutorial network up to 32 px (its reference size is 28), the deep one above.
+
+    ``wide`` (7 levels, N = 16384) is available by name; it becomes the default once
+    its encrypted AUC and latency are measured on the full test split (issue 19).
+    """
     return "tutorial" if image_size <= 32 else "deep"
 
 
@@ -40,12 +46,20 @@ class HEModel:
     net: FoldedNet
     channels_per_segment: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: Slots of named CKKS parameters; None: those the network's depth needs.
+    slots: int | None = None
     _plan: PackedPlan | None = field(default=None, repr=False)
+
+    @property
+    def he_params(self) -> CKKSParameters:
+        """The CKKS parameters the network's depth needs (the smallest N that fits)."""
+        return CKKSParameters.for_depth(self.net.depth)
 
     @property
     def plan(self) -> PackedPlan:
         if self._plan is None:
-            self._plan = plan_network(self.net, channels_per_segment=self.channels_per_segment)
+            self._plan = plan_network(self.net, slots=self.slots or self.he_params.slots,
+                                      channels_per_segment=self.channels_per_segment)
         return self._plan
 
     @property
@@ -67,9 +81,12 @@ class HEModel:
         meta = {"format": HE_MODEL_FORMAT, "image_size": self.net.image_size,
                 "stride": self.net.stride, "output_scale": self.net.output_scale,
                 "net_meta": self.net.meta, "channels_per_segment": self.channels_per_segment,
-                "info": self.info}
+                "info": self.info, "middle_layers": len(self.net.middle), "slots": self.slots}
+        middle = {}
+        for i, (weight, bias) in enumerate(self.net.middle):
+            middle[f"middle_weight_{i}"], middle[f"middle_bias_{i}"] = weight, bias
         np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                 **{name: getattr(self.net, name) for name in _ARRAYS})
+                 **{name: getattr(self.net, name) for name in _ARRAYS}, **middle)
         return buffer.getvalue()
 
     @classmethod
@@ -77,16 +94,19 @@ class HEModel:
         try:
             arrays = np.load(io.BytesIO(data), allow_pickle=False)
             meta = json.loads(arrays["meta"].tobytes())
-            if meta.get("format") != HE_MODEL_FORMAT:
+            if meta.get("format") not in _READABLE_FORMATS:
                 raise ValueError(meta.get("format"))
+            middle = [(arrays[f"middle_weight_{i}"], arrays[f"middle_bias_{i}"])
+                      for i in range(int(meta.get("middle_layers", 0)))]
             net = FoldedNet(image_size=int(meta["image_size"]), stride=int(meta["stride"]),
                             output_scale=float(meta["output_scale"]), meta=meta["net_meta"],
-                            **{name: arrays[name] for name in _ARRAYS})
+                            middle=middle, **{name: arrays[name] for name in _ARRAYS})
         except Exception as exc:
             raise ModelFileError(f"{source} is not a medveil HE model file "
                                  f"({type(exc).__name__}); make one with `medveil protect "
                                  "--scheme ckks --state STATE`") from exc
-        return cls(net, meta.get("channels_per_segment"), meta.get("info", {}))
+        return cls(net, meta.get("channels_per_segment"), meta.get("info", {}),
+                   meta.get("slots", 4096 if meta["format"].endswith("/1") else None))
 
     def save(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
         return atomic_write_bytes(path, self.to_bytes(), force=force)
@@ -102,8 +122,15 @@ class HEModel:
 
 def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 15,
                    seed: int = 0, channels_per_segment: int | None = None,
+                   slots: int | None = None, distill: bool = False,
                    progress: bool = False) -> tuple[HEModel, Any]:
-    """Train (standard loop and budget), fold and plan; returns the model and the torch net."""
+    """Train (standard loop and budget), fold and plan; returns the model and the torch net.
+
+    Args:
+        distill: first train the standard classifier (same loop, budget and data) and
+            let the HE network learn its softened outputs too: square activations
+            learn more from a teacher than from labels alone.
+    """
     from medveil.tasks import ClassifierConfig, train_classifier
 
     if data.task != "classification":
@@ -117,12 +144,15 @@ def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 
     train = data.split("train")
     val = data.split("val") if "val" in data.split_names else None
     started = time.perf_counter()
-    trained = train_classifier(train, val=val, config=ClassifierConfig(epochs=epochs), seed=seed,
-                               progress=progress,
-                               build_net=lambda cin, k: build_he_net(spec, cin, k))
+    config = ClassifierConfig(epochs=epochs)
+    teacher = train_classifier(train, val=val, config=config, seed=seed,
+                               progress=progress) if distill else None
+    trained = train_classifier(train, val=val, config=config, seed=seed, progress=progress,
+                               build_net=lambda cin, k: build_he_net(spec, cin, k),
+                               teacher=teacher)
     folded = fold_network(trained.net, spec, calibration=train.images[:, 0])
     model = HEModel(folded, channels_per_segment,
                     {"architecture": architecture, "train_s": time.perf_counter() - started,
-                     "epochs": epochs, "data": data.name})
+                     "epochs": epochs, "data": data.name, "distilled": distill}, slots)
     model.plan  # noqa: B018 - fail early if the network does not fit the slots
     return model, trained

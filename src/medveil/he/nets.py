@@ -12,8 +12,12 @@ docs/schemes.md):
    the affine part goes into the layer before, the constant into the bias of the
    layer after, so each activation costs exactly one ciphertext square.
 
-A network is then ``first (conv) -> square -> hidden (dense) -> square -> final
-(dense)``: five levels, which fits the 218-bit modulus budget of N = 8192.
+A network is then ``first (conv) -> square -> hidden (dense) -> square ->
+[middle (dense) -> square]* -> final (dense)``: every linear map between two
+activations (convolutions, batch norms, average pooling) is one dense matrix.
+Five levels without middle layers, which fits the 218-bit modulus budget of
+N = 8192; each middle layer adds two (N = 16384 then, see
+:func:`medveil.he.ckks.CKKSParameters.for_depth`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 
 from medveil.errors import ConfigError
 
-ARCHITECTURES = ("tutorial", "deep")
+ARCHITECTURES = ("tutorial", "lola", "deep", "wide")
 
 
 def _torch():
@@ -65,39 +69,94 @@ def _poly_module():
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """Shape of an HE CNN: one patch convolution, one hidden linear layer, one output."""
+    """Shape of an HE CNN: a patch convolution, then stages, then the output layer.
+
+    Each stage is a linear map (ops joined by ``+``: ``conv:C:k:s[:pad]``,
+    ``dense:F``, ``pool:k``; a batch norm follows every conv and dense op) and one
+    polynomial activation; ``head`` holds the linear ops before the output layer.
+    Under CKKS each stage costs two levels (its products and its square), so the
+    depth is ``3 + 2 * len(stages)``.
+    """
 
     name: str
     image_size: int
     conv_channels: int
     conv_kernel: int
     conv_stride: int
-    hidden: str  # "dense:<features>" or "conv:<channels>:<kernel>:<stride>"
+    stages: tuple[str, ...]
+    head: str = ""
 
     @property
     def conv_out(self) -> int:
         return (self.image_size - self.conv_kernel) // self.conv_stride + 1
 
+    @property
+    def depth(self) -> int:
+        """Multiplicative levels of the folded network under CKKS."""
+        return 3 + 2 * len(self.stages)
+
 
 def arch_spec(name: str, image_size: int) -> ArchSpec:
-    """The two shipped architectures.
+    """The shipped architectures.
 
     ``tutorial`` is the TenSEAL MNIST tutorial network (conv 7x7 stride 3, 4 channels
-    -> fc 64 -> fc), the reference point at 28x28. ``deep`` has two convolutions for
+    -> fc 64 -> fc), the reference point at 28x28; ``lola`` is the LoLa shape of
+    Orion's model zoo (conv 2x2 stride 2, 5 channels -> fc 100 -> fc), for the
+    side-by-side benchmark. ``deep`` has two convolutions for
     64x64 chest X-rays: a 4x4 stride-4 patch convolution (8 channels; non-overlapping,
     so the client's packing holds each pixel once) then a 3x3 stride-2 convolution
-    (8 channels) and the output layer.
+    (8 channels) and the output layer (5 levels). ``wide`` is one stage deeper and
+    wider (7 levels): the patch convolution (16 channels; 8x8 stride 8 at 128 px, so
+    the positions stay 16x16), a 3x3 convolution to 32 channels with its 2x2 average
+    pooling folded into the same linear map, a 64-feature dense stage, the output.
     """
     if name == "tutorial":
         if image_size < 10:
             raise ConfigError(f"the tutorial network needs images of at least 10 px, "
                               f"got {image_size}")
-        return ArchSpec("tutorial", image_size, 4, 7, 3, "dense:64")
+        return ArchSpec("tutorial", image_size, 4, 7, 3, ("dense:64",))
+    if name == "lola":
+        if image_size % 2 or image_size < 8:
+            raise ConfigError(f"the lola network needs an even size >= 8 px, got {image_size}")
+        return ArchSpec("lola", image_size, 5, 2, 2, ("dense:100",))
     if name == "deep":
         if image_size % 4 or image_size < 16:
             raise ConfigError(f"the deep network needs a multiple of 4 px >= 16, got {image_size}")
-        return ArchSpec("deep", image_size, 8, 4, 4, "conv:8:3:2")
+        return ArchSpec("deep", image_size, 8, 4, 4, ("conv:8:3:2",))
+    if name == "wide":
+        if image_size % 16 or image_size < 32:
+            raise ConfigError(f"the wide network needs a multiple of 16 px >= 32, got {image_size}")
+        patch = image_size // 16
+        return ArchSpec("wide", image_size, 16, patch, patch,
+                        ("conv:32:3:1:1+pool:2", "dense:64"))
     raise ConfigError(f"unknown HE architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+
+
+def _linear_ops(text: str, channels: int, side: int, nn) -> tuple[list[Any], int, int]:
+    """Torch modules of one ``+``-joined op list; returns them and the output shape
+    (channels, side; side 0 once flattened)."""
+    layers: list[Any] = []
+    for op in filter(None, text.split("+")):
+        kind, *rest = op.split(":")
+        values = [int(v) for v in rest]
+        if kind == "conv":
+            out, kernel, stride = values[:3]
+            pad = values[3] if len(values) > 3 else 0
+            layers += [nn.Conv2d(channels, out, kernel, stride=stride, padding=pad),
+                       nn.BatchNorm2d(out)]
+            channels, side = out, (side + 2 * pad - kernel) // stride + 1
+        elif kind == "pool":
+            layers.append(nn.AvgPool2d(values[0]))
+            side //= values[0]
+        elif kind == "dense":
+            if side:
+                layers.append(nn.Flatten())
+            layers += [nn.Linear(channels * max(side, 1) ** 2, values[0]),
+                       nn.BatchNorm1d(values[0])]
+            channels, side = values[0], 0
+        else:
+            raise ConfigError(f"unknown HE layer {op!r}: use conv, pool or dense")
+    return layers, channels, side
 
 
 def build_he_net(spec: ArchSpec, in_channels: int, num_classes: int):
@@ -107,33 +166,29 @@ def build_he_net(spec: ArchSpec, in_channels: int, num_classes: int):
         raise ConfigError("the CKKS networks take single-channel (grey) images; "
                           "load the data with --color gray")
     poly = _poly_module()
-    n = spec.conv_out
     layers: list[Any] = [nn.Conv2d(1, spec.conv_channels, spec.conv_kernel,
                                    stride=spec.conv_stride),
                          nn.BatchNorm2d(spec.conv_channels), poly(spec.conv_channels, spatial=True)]
-    kind, *rest = spec.hidden.split(":")
-    if kind == "dense":
-        features = int(rest[0])
-        layers += [nn.Flatten(), nn.Linear(spec.conv_channels * n * n, features),
-                   nn.BatchNorm1d(features), poly(features, spatial=False)]
-    else:
-        channels, kernel, stride = (int(v) for v in rest)
-        m = (n - kernel) // stride + 1
-        layers += [nn.Conv2d(spec.conv_channels, channels, kernel, stride=stride),
-                   nn.BatchNorm2d(channels), poly(channels, spatial=True), nn.Flatten()]
-        features = channels * m * m
-    layers.append(nn.Linear(features, num_classes))
+    channels, side = spec.conv_channels, spec.conv_out
+    for stage in spec.stages:
+        ops, channels, side = _linear_ops(stage, channels, side, nn)
+        layers += ops + [poly(channels, spatial=bool(side))]
+    ops, channels, side = _linear_ops(spec.head, channels, side, nn)
+    if side:
+        ops.append(nn.Flatten())
+    layers += ops + [nn.Linear(channels * max(side, 1) ** 2, num_classes)]
     return nn.Sequential(*layers)
 
 
 @dataclass
 class FoldedNet:
-    """``first -> square -> hidden -> square -> final``, float64, ready for packing.
+    """``first -> square -> hidden -> square -> [middle -> square]* -> final``, float64.
 
     ``first_weight`` is ``(C, k, k)`` (one input channel), applied with ``stride``;
-    the hidden and final layers are dense matrices over the torch flatten order
-    (channel, row, column). ``output_scale`` multiplies the final layer so the
-    logits stay well inside the last prime's range; divide it back after decrypting.
+    the hidden, middle and final layers are dense matrices over the torch flatten
+    order (channel, row, column); ``middle`` is a list of ``(weight, bias)``.
+    ``output_scale`` multiplies the final layer so the logits stay well inside the
+    first prime's range; divide it back after decrypting.
     """
 
     image_size: int
@@ -146,6 +201,12 @@ class FoldedNet:
     final_bias: np.ndarray
     output_scale: float = 1.0
     meta: dict[str, Any] = field(default_factory=dict)
+    middle: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def depth(self) -> int:
+        """Multiplicative levels under CKKS."""
+        return 5 + 2 * len(self.middle)
 
     @property
     def kernel(self) -> int:
@@ -179,12 +240,15 @@ class FoldedNet:
         for image in images:
             conv = (self.im2col(image) @ w.T).T + self.first_bias[:, None]  # (C, P)
             h = (self.hidden_weight @ (conv.reshape(-1) ** 2) + self.hidden_bias) ** 2
+            for weight, bias in self.middle:
+                h = (weight @ h + bias) ** 2
             out.append(self.final_weight @ h + self.final_bias)
         return np.stack(out) / self.output_scale
 
     def state(self) -> dict[str, Any]:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v)
-                for k, v in self.__dict__.items()}
+                for k, v in self.__dict__.items() if k != "middle"} | {
+            "middle": [[w.tolist(), b.tolist()] for w, b in self.middle]}
 
 
 def _bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
@@ -196,68 +260,90 @@ def _bn_affine(bn) -> tuple[np.ndarray, np.ndarray]:
     return scale, beta - bn.running_mean.detach().double().numpy() * scale
 
 
-def _poly_affine(poly) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(sqrt(a), b / (2 sqrt(a)), c - b^2 / (4a))`` per channel."""
-    a = poly.a.detach().double().numpy().reshape(-1)
-    b = poly.b.detach().double().numpy().reshape(-1)
-    c = poly.c.detach().double().numpy().reshape(-1)
+def _poly_affine(poly, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(sqrt(a), b / (2 sqrt(a)), c - b^2 / (4a))`` per feature of ``shape``."""
+    def per_feature(value) -> np.ndarray:
+        value = value.detach().double().numpy()
+        return np.broadcast_to(value, (1, *shape)).reshape(-1).copy()
+
+    a, b, c = per_feature(poly.a), per_feature(poly.b), per_feature(poly.c)
     root = np.sqrt(a)
     return root, b / (2 * root), c - b * b / (4 * a)
 
 
-def _dense_matrix(layer, in_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The matrix and bias of a conv / linear layer over flattened inputs."""
-    torch, _ = _torch()
+def _affine_matrix(layers: list[Any], in_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The matrix and bias of a chain of linear layers (eval mode) over flat inputs."""
+    torch, nn = _torch()
+    chain = nn.Sequential(*layers).eval().double()
     n_in = int(np.prod(in_shape))
     with torch.no_grad():
-        basis = torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape)
-        layer = layer.double()
-        zero = layer(torch.zeros(1, *in_shape, dtype=torch.float64)).reshape(-1)
-        columns = layer(basis).reshape(n_in, -1) - zero
-        layer.float()
+        zero = chain(torch.zeros(1, *in_shape, dtype=torch.float64)).reshape(-1)
+        columns = chain(torch.eye(n_in, dtype=torch.float64).reshape(n_in, *in_shape))
+        columns = columns.reshape(n_in, -1) - zero
+    chain.float()
     return columns.T.numpy().copy(), zero.numpy().copy()
+
+
+def _split_at_activations(net) -> tuple[list[list[Any]], list[Any]]:
+    """The network's linear groups and the activations between them."""
+    groups: list[list[Any]] = [[]]
+    activations = []
+    for layer in net:
+        if type(layer).__name__ == "PolyAct":
+            activations.append(layer)
+            groups.append([])
+        else:
+            groups[-1].append(layer)
+    return groups, activations
 
 
 def fold_network(net, spec: ArchSpec, *, calibration: np.ndarray | None = None,
                  logit_bound: float = 8.0) -> FoldedNet:
     """Fold BN and the polynomials of a trained ``build_he_net`` network.
 
+    Every linear group between two activations becomes one dense matrix (its
+    response to the unit basis); the activation ``a z^2 + b z + c`` puts
+    ``sqrt(a)`` and ``b / (2 sqrt(a))`` into the group before it and ``c`` into
+    the bias of the group after it.
+
     Args:
         calibration: plaintext images used to pick ``output_scale`` (a power of two
-            that keeps the largest logit below ``logit_bound``): the last prime has
-            33 bits and the scale 27, so decrypted values must stay well below 32.
+            that keeps the largest logit below ``logit_bound``): the first prime has
+            headroom of a few bits over the scale, so decrypted values must stay small.
     """
+    torch, _ = _torch()
     net = net.eval()
-    conv, bn1, poly1 = net[0], net[1], net[2]
+    groups, activations = _split_at_activations(net)
+    conv, bn1 = groups[0]
+    n = spec.conv_out
+    shapes = []  # the input shape of every group after the first
+    with torch.no_grad():
+        x = torch.zeros(1, 1, spec.image_size, spec.image_size)
+        for group, act in zip(groups, [*activations, None], strict=True):
+            for layer in group:
+                x = layer(x)
+            if act is not None:
+                shapes.append(tuple(x.shape[1:]))
+    r, u, k = _poly_affine(activations[0], (spec.conv_channels, 1, 1))
     s1, t1 = _bn_affine(bn1)
-    r1, u1, k1 = _poly_affine(poly1)
     w = conv.weight.detach().double().numpy()[:, 0]  # (C, k, k)
     b = conv.bias.detach().double().numpy()
-    first_weight = w * (s1 * r1)[:, None, None]
-    first_bias = (b * s1 + t1) * r1 + u1
-    n = spec.conv_out
-    channels = spec.conv_channels
-    kind = spec.hidden.split(":")[0]
-    if kind == "dense":
-        lin, bn2, poly2, final = net[4], net[5], net[6], net[7]
-        hw, hb = _dense_matrix(lin, (channels * n * n,))
-    else:
-        lin, bn2, poly2, final = net[3], net[4], net[5], net[7]
-        hw, hb = _dense_matrix(lin, (channels, n, n))
-    hb = hb + hw @ np.repeat(k1, n * n)  # the first polynomial's constant
-    s2, t2 = _bn_affine(bn2)
-    r2, u2, k2 = _poly_affine(poly2)
-    per_out = hw.shape[0] // len(s2)  # conv: channels x positions; dense: 1
-    scale2 = np.repeat(s2 * r2, per_out)
-    hidden_weight = hw * scale2[:, None]
-    hidden_bias = (hb * np.repeat(s2, per_out) + np.repeat(t2, per_out)) * np.repeat(r2, per_out) \
-        + np.repeat(u2, per_out)
-    fw = final.weight.detach().double().numpy()
-    fb = final.bias.detach().double().numpy() + fw @ np.repeat(k2, per_out)
+    first_weight = w * (s1 * r)[:, None, None]
+    first_bias = (b * s1 + t1) * r + u
+    constant = np.repeat(k, n * n)  # the previous activation's constant, per input feature
+    dense = []
+    for i, group in enumerate(groups[1:]):
+        weight, bias = _affine_matrix(group, shapes[i])
+        bias = bias + weight @ constant
+        if i + 1 < len(activations):
+            r, u, constant = _poly_affine(activations[i + 1], shapes[i + 1])
+            weight, bias = weight * r[:, None], bias * r + u
+        dense.append((weight, bias))
+    (hw, hb), *middle, (fw, fb) = dense
     folded = FoldedNet(image_size=spec.image_size, stride=spec.conv_stride,
                        first_weight=first_weight, first_bias=first_bias,
-                       hidden_weight=hidden_weight, hidden_bias=hidden_bias,
-                       final_weight=fw, final_bias=fb, meta={"architecture": spec.name})
+                       hidden_weight=hw, hidden_bias=hb, final_weight=fw, final_bias=fb,
+                       meta={"architecture": spec.name}, middle=middle)
     if calibration is not None and len(calibration):
         peak = float(np.abs(folded.forward(calibration)).max())
         exponent = max(0, math.ceil(math.log2(max(peak, 1e-12) / logit_bound)))

@@ -27,7 +27,7 @@ tests the packing) and on the CKKS backend, so what is tested is what runs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -43,6 +43,19 @@ def _pow2(n: int) -> int:
 def _rot(vec: np.ndarray, step: int) -> np.ndarray:
     """Left rotation, the convention of SEAL's ``rotate_vector``."""
     return np.roll(vec, -step)
+
+
+@dataclass
+class DenseStage:
+    """A middle layer: one ciphertext whose inputs sit at block starts of the layer
+    before (``x_a`` in slot ``a * in_block``), multiplied baby-step / giant-step into
+    blocks of its own (output ``a`` summed into slot ``a * block``)."""
+
+    block: int
+    baby: int
+    giant: int
+    vectors: dict[tuple[int, int], np.ndarray]  # (baby, giant) -> vector
+    bias: np.ndarray | None
 
 
 @dataclass
@@ -67,16 +80,25 @@ class PackedPlan:
     num_classes: int
     output_scale: float
     net: FoldedNet
+    middle: list[DenseStage] = field(default_factory=list)
+
+    @property
+    def out_block(self) -> int:
+        """The block size of the last dense layer before the output layer."""
+        return self.middle[-1].block if self.middle else self.block
 
     @property
     def rotation_steps(self) -> list[int]:
         """The only rotations the evaluation uses (keys are made for these alone)."""
         steps = {self.p * (1 << j) for j in range(int(math.log2(self.per_group)))}
-        steps |= {g1 * self.block for g1 in range(1, self.baby)}
-        steps |= {self.baby * g2 * self.block for g2 in range(1, self.giant)}
-        steps |= {1 << j for j in range(int(math.log2(self.block)))}
+        for block, baby, giant in [(self.block, self.baby, self.giant),
+                                   *((m.block, m.baby, m.giant) for m in self.middle)]:
+            steps |= {g1 * block for g1 in range(1, baby)}
+            steps |= {baby * g2 * block for g2 in range(1, giant)}
+            steps |= {1 << j for j in range(int(math.log2(block)))}
         steps |= {-k for k in range(1, self.num_classes)}
-        steps |= {self.block * (1 << j) for j in range(int(math.log2(self.slots // self.block)))}
+        steps |= {self.out_block * (1 << j)
+                  for j in range(int(math.log2(self.slots // self.out_block)))}
         return sorted(s % self.slots if s < 0 else s for s in steps if s % self.slots)
 
     def pack_image(self, image: np.ndarray) -> list[np.ndarray]:
@@ -102,6 +124,7 @@ class PackedPlan:
         return {"slots": self.slots, "channels_per_segment": self.cps, "segment_period": self.p,
                 "segments": self.segments, "client_ciphertexts": self.groups,
                 "hidden_block": self.block, "baby_steps": self.baby, "giant_steps": self.giant,
+                "middle_blocks": [m.block for m in self.middle],
                 "rotation_keys": len(self.rotation_steps)}
 
 
@@ -159,12 +182,6 @@ def plan_network(net: FoldedNet, *, slots: int = 4096, channels_per_segment: int
 
     m, n = net.hidden_weight.shape
     block = min(slots // _pow2(m), p)
-    if net.num_classes > block:
-        raise ConfigError(f"{net.num_classes} classes do not fit hidden blocks of {block} slots")
-    per_block = p // block  # rotations g of each segment
-    baby = _pow2(int(math.ceil(math.sqrt(per_block / max(1, segments))))) if per_block > 1 else 1
-    baby = min(baby, per_block)
-    giant = per_block // baby
 
     def column(s: int, offset: int) -> int:
         cl, pos = divmod(offset, positions)
@@ -172,20 +189,30 @@ def plan_network(net: FoldedNet, *, slots: int = 4096, channels_per_segment: int
             return -1
         return (s * cps + cl) * positions + pos
 
-    hidden = {}
-    a_idx = np.arange(m)
-    for s in range(segments):
-        for g in range(per_block):
-            vec = np.zeros(slots)
-            for b in range(block):
-                offsets = ((a_idx + g) * block + b) % p
-                cols = np.array([column(s, int(o)) for o in offsets])
-                ok = cols >= 0
-                vec[a_idx[ok] * block + b] = net.hidden_weight[a_idx[ok], cols[ok]]
-            g1, g2 = g % baby, g // baby
-            hidden[(s, g1, g2)] = np.roll(vec, baby * g2 * block)
+    hidden, baby, giant = _block_products(net.hidden_weight, slots=slots, period=p,
+                                          block=block, inputs=segments, column=column)
     hidden_bias = np.zeros(slots)
-    hidden_bias[a_idx * block] = net.hidden_bias
+    hidden_bias[np.arange(m) * block] = net.hidden_bias
+    hidden_block = block
+    middle = []
+    for weight, bias in net.middle:
+        in_block, m = block, weight.shape[0]
+        block = slots // _pow2(m)
+
+        def start_of(_: int, offset: int, in_block: int = in_block, count: int = weight.shape[1]
+                     ) -> int:
+            a, rest = divmod(offset, in_block)
+            return a if rest == 0 and a < count else -1
+
+        vectors, mid_baby, mid_giant = _block_products(weight, slots=slots, period=slots,
+                                                       block=block, inputs=1, column=start_of)
+        stage_bias = np.zeros(slots)
+        stage_bias[np.arange(m) * block] = bias
+        middle.append(DenseStage(block, mid_baby, mid_giant,
+                                 {(g1, g2): v for (_, g1, g2), v in vectors.items()}, stage_bias))
+    if net.num_classes > block:
+        raise ConfigError(f"{net.num_classes} classes do not fit hidden blocks of {block} slots")
+    a_idx = np.arange(m)
     final = []
     for k in range(net.num_classes):
         vec = np.zeros(slots)
@@ -194,10 +221,40 @@ def plan_network(net: FoldedNet, *, slots: int = 4096, channels_per_segment: int
     final_bias = np.zeros(slots)
     final_bias[:net.num_classes] = net.final_bias
     return PackedPlan(slots=slots, cps=cps, p=p, segments=segments, groups=groups,
-                      per_group=per_group, block=block, baby=baby, giant=giant, first=first,
+                      per_group=per_group, block=hidden_block, baby=baby, giant=giant, first=first,
                       first_bias=first_bias, hidden=hidden, hidden_bias=hidden_bias, final=final,
                       final_bias=final_bias, num_classes=net.num_classes,
-                      output_scale=net.output_scale, net=net)
+                      output_scale=net.output_scale, net=net, middle=middle)
+
+
+def _block_products(weight: np.ndarray, *, slots: int, period: int, block: int, inputs: int,
+                    column) -> tuple[dict[tuple[int, int, int], np.ndarray], int, int]:
+    """The weight vectors of a replicated (or block-start) input -> block-start output
+    product, split baby-step / giant-step.
+
+    ``column(s, offset)`` names the input feature in slot ``offset`` (within the
+    period) of input ciphertext ``s``, or -1 for a slot holding none.
+    ``Z = sum_s sum_g rot(v_s, g*block) * P_{s,g}`` puts every input of output ``a``
+    in its block exactly once.
+    """
+    m = weight.shape[0]
+    per_block = period // block  # rotations g of each input
+    baby = _pow2(int(math.ceil(math.sqrt(per_block / max(1, inputs))))) if per_block > 1 else 1
+    baby = min(baby, per_block)
+    giant = per_block // baby
+    a_idx = np.arange(m)
+    vectors = {}
+    for s in range(inputs):
+        for g in range(per_block):
+            vec = np.zeros(slots)
+            for b in range(block):
+                offsets = ((a_idx + g) * block + b) % period
+                cols = np.array([column(s, int(o)) for o in offsets])
+                ok = cols >= 0
+                vec[a_idx[ok] * block + b] = weight[a_idx[ok], cols[ok]]
+            g1, g2 = g % baby, g // baby
+            vectors[(s, g1, g2)] = np.roll(vec, baby * g2 * block)
+    return vectors, baby, giant
 
 
 class Backend(Protocol):
@@ -235,32 +292,56 @@ def evaluate_packed(plan: PackedPlan, inputs: list[Any], backend: Backend) -> An
         acc = backend.add_bias(acc, ("first_bias", s), plan.first_bias[s])
         segments.append(backend.square(acc))
 
-    babies = [[v if g1 == 0 else backend.rotate(v, g1 * plan.block) for g1 in range(plan.baby)]
-              for v in segments]
-    giants = []
-    for g2 in range(plan.giant):
-        terms = [backend.mul_weight(babies[s][g1], ("hidden", s, g1, g2), plan.hidden[(s, g1, g2)])
-                 for s in range(plan.segments) for g1 in range(plan.baby)]
-        part = backend.finish_products(_sum(backend, terms))
-        giants.append(part if g2 == 0 else backend.rotate(part, plan.baby * g2 * plan.block))
-    acc = _sum(backend, giants)
-    shift = 1
-    while shift < plan.block:
-        acc = backend.add(acc, backend.rotate(acc, shift))
-        shift *= 2
-    acc = backend.add_bias(acc, ("hidden_bias",), plan.hidden_bias)
-    hidden = backend.square(acc)
+    hidden = _block_stage(backend, segments, plan.block, plan.baby, plan.giant,
+                          lambda s, g1, g2: (("hidden", s, g1, g2), plan.hidden[(s, g1, g2)]),
+                          (("hidden_bias",), plan.hidden_bias))
+    for i, stage in enumerate(plan.middle):
+        hidden = _block_stage(backend, [hidden], stage.block, stage.baby, stage.giant,
+                              lambda s, g1, g2, i=i, stage=stage: (
+                                  ("middle", i, g1, g2), stage.vectors[(g1, g2)]),
+                              (("middle_bias", i), stage.bias))
 
     shifted = []
     for k in range(plan.num_classes):
         term = backend.finish_products(backend.mul_weight(hidden, ("final", k), plan.final[k]))
         shifted.append(term if k == 0 else backend.rotate(term, -k))
     acc = _sum(backend, shifted)
-    shift = plan.block
+    shift = plan.out_block
     while shift < plan.slots:
         acc = backend.add(acc, backend.rotate(acc, shift))
         shift *= 2
     return backend.add_bias(acc, ("final_bias",), plan.final_bias)
+
+
+def _block_stage(backend: Backend, inputs: list[Any], block: int, baby: int, giant: int,
+                 weight, bias: tuple[Any, Any]) -> Any:
+    """One dense layer into block starts, then its square (see :func:`_block_products`).
+
+    ``weight(s, g1, g2)`` gives the name and vector of a product; a product whose
+    vector is known to be all zeros (a sparse convolution's empty diagonals) is
+    skipped, and the baby-step rotations nothing uses are not made.
+    """
+    def needed(s: int, g1: int, g2: int) -> bool:
+        vec = weight(s, g1, g2)[1]
+        return vec is None or bool(np.any(vec))
+
+    babies = [{g1: v if g1 == 0 else backend.rotate(v, g1 * block)
+               for g1 in range(baby) if any(needed(s, g1, g2) for g2 in range(giant))}
+              for s, v in enumerate(inputs)]
+    giants = []
+    for g2 in range(giant):
+        terms = [backend.mul_weight(babies[s][g1], *weight(s, g1, g2))
+                 for s in range(len(inputs)) for g1 in range(baby) if needed(s, g1, g2)]
+        if not terms:
+            continue
+        part = backend.finish_products(_sum(backend, terms))
+        giants.append(part if g2 == 0 else backend.rotate(part, baby * g2 * block))
+    acc = _sum(backend, giants)
+    shift = 1
+    while shift < block:
+        acc = backend.add(acc, backend.rotate(acc, shift))
+        shift *= 2
+    return backend.square(backend.add_bias(acc, *bias))
 
 
 class NumpyBackend:

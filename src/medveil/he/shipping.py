@@ -19,18 +19,32 @@ weight in clear.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
 
 from medveil.errors import IntegrityError
-from medveil.he.ckks import PublicContext, SealBackend, _load, _save, sealapi
-from medveil.he.packing import PackedPlan, evaluate_packed
+from medveil.he.ckks import CKKSParameters, PublicContext, SealBackend, _load, _save, sealapi
+from medveil.he.packing import DenseStage, PackedPlan, evaluate_packed
 
-#: Bytes reserved per ciphertext slot: a seeded N = 8192 ciphertext at the top level
-#: serialises (zstd) to about 214 KB; a full one (public-key encrypted) to about 430 KB.
-CT_SLOT_BYTES = 1 << 18
-WEIGHT_SLOT_BYTES = 1 << 19
+
+def slot_bytes(params: CKKSParameters, *, seeded: bool) -> int:
+    """Bytes reserved per serialised ciphertext of ``params`` at the top level.
+
+    zstd stores each coefficient in about its prime's bits; 1.5 times that, rounded
+    up to a power of two, bounds it: a seeded N = 8192 ciphertext (one polynomial
+    and a seed) serialises to about 214 KB in 256 KiB, a full one (public-key
+    encrypted: two polynomials) to about 430 KB in 512 KiB; N = 16384 with seven
+    30-bit levels: 1 MiB and 2 MiB.
+    """
+    bits = sum(params.coeff_bits[:-1])  # the special prime is not stored
+    bound = 1.5 * params.poly_modulus_degree * bits / 8 * (1 if seeded else 2)
+    return 1 << math.ceil(math.log2(bound))
+
+
+#: The default parameters' slots (logits ciphertexts, at the lowest level, always fit).
+CT_SLOT_BYTES = slot_bytes(CKKSParameters(), seeded=True)
 
 CONTEXT_FILES = {"meta.json": "ckks_context_meta", "public.bin": "ckks_public_key",
                  "relin.bin": "ckks_relin_keys", "galois.bin": "ckks_galois_keys"}
@@ -94,21 +108,37 @@ def plan_structure(plan: PackedPlan) -> dict[str, Any]:
     """The packed network's shape only: what the processor needs to run encrypted weights."""
     return {"slots": plan.slots, "cps": plan.cps, "p": plan.p, "segments": plan.segments,
             "groups": plan.groups, "per_group": plan.per_group, "block": plan.block,
-            "baby": plan.baby, "giant": plan.giant, "num_classes": plan.num_classes}
+            "baby": plan.baby, "giant": plan.giant, "num_classes": plan.num_classes,
+            "middle": [[m.block, m.baby, m.giant] for m in plan.middle]}
 
 
-def skeleton_plan(structure: dict[str, Any]) -> PackedPlan:
-    """A plan with no weight values: every vector is None (the backend has them encrypted)."""
-    s = {k: int(v) for k, v in structure.items()}
-    hidden = {(seg, g1, g2): None for seg in range(s["segments"]) for g1 in range(s["baby"])
-              for g2 in range(s["giant"])}
+def skeleton_plan(structure: dict[str, Any], names: list[tuple] | None = None) -> PackedPlan:
+    """A plan with no weight values (the backend has them encrypted).
+
+    A product the owner's evaluation made (its name among ``names``) has vector
+    None; one it skipped (an all-zero vector of a sparse layer) a zero vector, so the
+    processor skips it too.
+    """
+    made = None if names is None else set(names)
+    middle_shapes = structure.get("middle", [])
+    s = {k: int(v) for k, v in structure.items() if k != "middle"}
+
+    def slot(name: tuple) -> np.ndarray | None:
+        return None if made is None or name in made else np.zeros(1)
+
+    hidden = {(seg, g1, g2): slot(("hidden", seg, g1, g2)) for seg in range(s["segments"])
+              for g1 in range(s["baby"]) for g2 in range(s["giant"])}
+    middle = [DenseStage(int(block), int(baby), int(giant),
+                         {(g1, g2): slot(("middle", i, g1, g2)) for g1 in range(int(baby))
+                          for g2 in range(int(giant))}, None)
+              for i, (block, baby, giant) in enumerate(middle_shapes)]
     return PackedPlan(slots=s["slots"], cps=s["cps"], p=s["p"], segments=s["segments"],
                       groups=s["groups"], per_group=s["per_group"], block=s["block"],
                       baby=s["baby"], giant=s["giant"],
                       first=[[None] * s["groups"] for _ in range(s["segments"])],
                       first_bias=[None] * s["segments"], hidden=hidden, hidden_bias=None,
                       final=[None] * s["num_classes"], final_bias=None,
-                      num_classes=s["num_classes"], output_scale=1.0, net=None)
+                      num_classes=s["num_classes"], output_scale=1.0, net=None, middle=middle)
 
 
 def encrypt_weights(owner, plan: PackedPlan) -> dict[str, np.ndarray]:
@@ -120,7 +150,7 @@ def encrypt_weights(owner, plan: PackedPlan) -> dict[str, np.ndarray]:
     blobs = [[_save(backend._cache[name])] for name in names]  # noqa: SLF001
     structure = {**plan_structure(plan), "weights": [list(n) for n in names]}
     return {"ckks_model_structure": _u8(json.dumps(structure).encode()),
-            "ckks_model_weights": pack_slots(blobs, slot=WEIGHT_SLOT_BYTES)}
+            "ckks_model_weights": pack_slots(blobs, slot=slot_bytes(owner.params, seeded=False))}
 
 
 def processor_backend(extras: dict[str, np.ndarray], public: PublicContext
@@ -134,7 +164,8 @@ def processor_backend(extras: dict[str, np.ndarray], public: PublicContext
         except (KeyError, ValueError, TypeError):
             raise IntegrityError("the release's encrypted model has no readable structure; "
                                  "re-protect it") from None
-        blobs = unpack_slots(extras["ckks_model_weights"], per_row=1, slot=WEIGHT_SLOT_BYTES,
+        blobs = unpack_slots(extras["ckks_model_weights"], per_row=1,
+                             slot=slot_bytes(public.params, seeded=False),
                              what="encrypted weights")
         if len(blobs) != len(names):
             raise IntegrityError(f"{len(blobs)} encrypted weights for {len(names)} names")
@@ -142,7 +173,7 @@ def processor_backend(extras: dict[str, np.ndarray], public: PublicContext
         weights = {name: _load(seal.Ciphertext(), public.ctx, item[0])
                    for name, item in zip(names, blobs, strict=True)}
         backend = SealBackend(public, encrypted_model=True, weights=weights)
-        return skeleton_plan(structure), backend, {"encrypted_model": True}
+        return skeleton_plan(structure, names), backend, {"encrypted_model": True}
     if "ckks_he_model" in extras:
         from medveil.he.model import HEModel
 

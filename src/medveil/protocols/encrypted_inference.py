@@ -37,14 +37,15 @@ def evaluate_release(release, *, split: str) -> tuple[list[list[bytes]], dict[st
     """
     from medveil.he.ckks import _load, _save, sealapi
     from medveil.he.packing import evaluate_packed
-    from medveil.he.shipping import load_public, processor_backend, unpack_slots
+    from medveil.he.shipping import load_public, processor_backend, slot_bytes, unpack_slots
 
     public = load_public(release.extras)
     plan, backend, info = processor_backend(release.extras, public)
     views = release.part(split)["view"]
     seal = sealapi()
     items = [[_load(seal.Ciphertext(), public.ctx, b) for b in blobs]
-             for blobs in unpack_slots(views, per_row=plan.groups, what="ckks views")]
+             for blobs in unpack_slots(views, per_row=plan.groups, what="ckks views",
+                                       slot=slot_bytes(public.params, seeded=True))]
     started = time.perf_counter()
     if items:
         evaluate_packed(plan, items[0], backend)
@@ -176,4 +177,5 @@ class EncryptedInferenceProtocol(Protocol):
 def _blobs(view: np.ndarray, scheme) -> list[list[bytes]]:
     from medveil.he.shipping import unpack_slots
 
-    return unpack_slots(view, per_row=scheme.model.plan.groups, what="ckks views")
+    return unpack_slots(view, per_row=scheme.model.plan.groups, what="ckks views",
+                        slot=scheme.view_slot_bytes)

@@ -23,7 +23,7 @@ import numpy as np
 
 from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError
-from medveil.he.shipping import CT_SLOT_BYTES, pack_slots, unpack_slots
+from medveil.he.shipping import CT_SLOT_BYTES, pack_slots, slot_bytes, unpack_slots
 from medveil.keys import Key
 from medveil.schemes.base import Scheme, register
 
@@ -39,41 +39,71 @@ class CKKSScheme(Scheme):
 
     def __init__(self, *, architecture: str = "auto", epochs: int = 15,
                  channels_per_segment: int | None = None, encrypted_model: bool = False,
-                 poly_modulus_degree: int = 8192,
-                 coeff_bits: tuple[int, ...] | list[int] = (33, 27, 27, 27, 27, 27, 50),
-                 scale_bits: int = 27) -> None:
+                 distill: bool = False,
+                 poly_modulus_degree: int | str = "auto",
+                 coeff_bits: tuple[int, ...] | list[int] | None = None,
+                 scale_bits: int | None = None) -> None:
         from medveil.he.ckks import CKKSParameters
+        from medveil.he.nets import ARCHITECTURES
 
-        if architecture not in ("auto", "tutorial", "deep"):
-            raise ConfigError(f"architecture must be auto, tutorial or deep, got {architecture!r}")
-        params = CKKSParameters(int(poly_modulus_degree), tuple(int(b) for b in coeff_bits),
-                                int(scale_bits))
-        params.check()
-        if params.depth < 5:
-            raise ConfigError(f"the HE networks need 5 multiplicative levels; coeff_bits "
-                              f"{list(coeff_bits)} give {params.depth}")
+        if architecture not in ("auto", *ARCHITECTURES):
+            raise ConfigError(f"architecture must be auto or one of {', '.join(ARCHITECTURES)}, "
+                              f"got {architecture!r}")
+        if isinstance(poly_modulus_degree, str) and poly_modulus_degree != "auto":
+            raise ConfigError(f"poly_modulus_degree must be auto or a power of two such as "
+                              f"8192, got {poly_modulus_degree!r}")
+        explicit = poly_modulus_degree != "auto"
+        if explicit != (coeff_bits is not None) or (scale_bits is not None and not explicit):
+            raise ConfigError("give poly_modulus_degree, coeff_bits and scale_bits together, "
+                              "or none of them (auto: planned from the network's depth)")
+        if explicit:
+            params = CKKSParameters(int(poly_modulus_degree), tuple(int(b) for b in coeff_bits),
+                                    int(scale_bits if scale_bits is not None else 27))
+            params.check()
+            poly_modulus_degree, coeff_bits = params.poly_modulus_degree, list(params.coeff_bits)
+            scale_bits = params.scale_bits
         super().__init__(architecture=architecture, epochs=int(epochs),
                          channels_per_segment=channels_per_segment,
-                         encrypted_model=bool(encrypted_model),
-                         poly_modulus_degree=params.poly_modulus_degree,
-                         coeff_bits=list(params.coeff_bits), scale_bits=params.scale_bits)
+                         encrypted_model=bool(encrypted_model), distill=bool(distill),
+                         poly_modulus_degree=poly_modulus_degree,
+                         coeff_bits=coeff_bits, scale_bits=scale_bits)
         self.model = None
         self._owner: dict[str, Any] = {}
 
     # -- owner side -----------------------------------------------------------------
     @property
     def he_params(self):
+        """The CKKS parameters: named ones, or (auto) the smallest the network's depth needs."""
         from medveil.he.ckks import CKKSParameters
 
+        if self.params["poly_modulus_degree"] == "auto":
+            return self.model.he_params
         return CKKSParameters(self.params["poly_modulus_degree"], tuple(self.params["coeff_bits"]),
                               self.params["scale_bits"])
+
+    def _check_depth(self) -> None:
+        params, depth = self.he_params, self.model.net.depth
+        if params.depth < depth:
+            raise ConfigError(f"the {self.model.info.get('architecture', 'HE')} network needs "
+                              f"{depth} multiplicative levels; coeff_bits "
+                              f"{list(params.coeff_bits)} give {params.depth}: add primes, or "
+                              "leave the CKKS parameters to auto")
 
     def _fit(self, train: ImageSet, *, key: Key, seed: int) -> None:
         from medveil.he.model import train_he_model
 
         self.model, _ = train_he_model(train, architecture=self.params["architecture"],
                                        epochs=self.params["epochs"], seed=seed,
-                                       channels_per_segment=self.params["channels_per_segment"])
+                                       channels_per_segment=self.params["channels_per_segment"],
+                                       slots=self.he_params_slots(),
+                                       distill=self.params.get("distill", False))
+        self._check_depth()
+
+    def he_params_slots(self) -> int | None:
+        """The slot count of named parameters (None: auto, the model's own)."""
+        if self.params["poly_modulus_degree"] == "auto":
+            return None
+        return int(self.params["poly_modulus_degree"]) // 2
 
     def owner_keys(self, key: Key):
         """The CKKS key set derived from ``key`` (cached in memory, never in the state)."""
@@ -86,14 +116,21 @@ class CKKSScheme(Scheme):
         return self._owner[key.fingerprint]
 
     def view_spec(self, image_shape: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
-        groups = self.model.plan.groups if self.model is not None else 1
-        return (groups * CT_SLOT_BYTES,), "uint8"
+        if self.model is None:
+            return (CT_SLOT_BYTES,), "uint8"
+        return (self.model.plan.groups * self.view_slot_bytes,), "uint8"
+
+    @property
+    def view_slot_bytes(self) -> int:
+        """Bytes per ciphertext in a view (seeded, top level, these parameters)."""
+        return slot_bytes(self.he_params, seeded=True)
 
     def _protect(self, images: np.ndarray, *, key: Key) -> np.ndarray:
         owner = self.owner_keys(key)
         plan = self.model.plan
         return pack_slots([[owner.encrypt_bytes(vec) for vec in plan.pack_image(image)]
-                           for image in self.model.check_images(images)])
+                           for image in self.model.check_images(images)],
+                          slot=self.view_slot_bytes)
 
     def view_ciphertexts(self, view: np.ndarray, ctx) -> list[list[Any]]:
         """Parse a view array back into SEAL ciphertexts (any holder of the context)."""
@@ -102,6 +139,7 @@ class CKKSScheme(Scheme):
         seal = sealapi()
         return [[_load(seal.Ciphertext(), ctx, blob) for blob in blobs]
                 for blobs in unpack_slots(view, per_row=self.model.plan.groups,
+                                          slot=self.view_slot_bytes,
                                           what="ckks views")]
 
     def processor_extras(self, key: Key) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ plaintext folded network; batch mode is timed once per system on a full batch.
 
 Networks: the TenSEAL tutorial network (conv 7x7 stride 3, 4 channels, fc 64) and
 Orion's LoLa shape (conv 2x2 stride 2, 5 channels, fc 100), both at 28x28.
+Orion's batch is swept (``--orion-batch``) and its best compared.
 Parameters: both systems at N = 8192 within the 128-bit bound (218 bits),
 scale 2^27. Orion's last prime is small (Lattigo keeps the first prime of its
 chain for the output): the output layer is scaled by the same power of two as
@@ -165,8 +166,9 @@ def worker(system: str, folder: Path, network: str, batch: int) -> None:
                 seconds, logits = single(images[int(rest[0])])
                 answer = {"seconds": seconds, "logits": logits}
             else:
-                answer = {"batch_ms_per_image": batched(images[np.arange(batch) % len(images)]),
-                          "batch": batch}
+                size = int(rest[0]) if rest else batch
+                answer = {"batch_ms_per_image": batched(images[np.arange(size) % len(images)]),
+                          "batch": size}
         print(json.dumps(answer), flush=True)
 
 
@@ -227,8 +229,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--batch", type=int, default=4096,
                         help="medveil's batch: one image per slot, every slot filled")
-    parser.add_argument("--orion-batch", type=int, default=16,
-                        help="Orion's batch (it compiles for the batch it is fitted with)")
+    parser.add_argument("--orion-batch", default="8,16,32",
+                        help="Orion's batch sizes, comma list; its best is compared (it "
+                             "compiles for the batch it is fitted with)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/he_peers.json"))
@@ -241,12 +244,13 @@ def main() -> None:
     started = time.perf_counter()
     result: dict = {"images": args.images, "data": args.data, "networks": {},
                     "batch": {"medveil": args.batch, "orion": args.orion_batch}}
+    orion_sizes = [int(v) for v in args.orion_batch.split(",")]
     with tempfile.TemporaryDirectory(prefix="medveil-peers-") as tmp:
         folder = Path(tmp)
         reference = _prepare(folder, args.data, args.images, args.epochs, args.seed)
         for network in NETWORKS:
             workers = [_Worker(sys.executable, "medveil", folder, network, args.batch),
-                       _Worker(args.orion_python, "orion", folder, network, args.orion_batch)]
+                       _Worker(args.orion_python, "orion", folder, network, orion_sizes[0])]
             seconds = {w.system: [] for w in workers}
             agree = {w.system: 0 for w in workers}
             error = {w.system: 0.0 for w in workers}
@@ -258,12 +262,25 @@ def main() -> None:
                     logits = np.asarray(answer["logits"])
                     agree[w.system] += int(logits.argmax() == ref.argmax())
                     error[w.system] = max(error[w.system], float(np.abs(logits - ref).max()))
-            batch = {w.system: w.ask("batch")["batch_ms_per_image"] for w in workers}
+            medveil, orion = workers
+            batch = {"medveil": medveil.ask(f"batch {args.batch}")["batch_ms_per_image"]}
+            sweep: dict[int, float | None] = {}
+            for size in orion_sizes:  # a size Orion cannot hold (killed) ends the sweep
+                try:
+                    sweep[size] = orion.ask(f"batch {size}")["batch_ms_per_image"]
+                except SystemExit:
+                    sweep[size] = None
+                    break
+            done = {k: v for k, v in sweep.items() if v is not None}
+            best = min(done, key=done.get)
+            batch["orion"] = done[best]
             for w in workers:
-                w.close()
+                if w.proc.poll() is None:
+                    w.close()
             median = {s: statistics.median(v) for s, v in seconds.items()}
             result["networks"][network] = {
                 "single_median_s": median, "batch_ms_per_image": batch,
+                "orion_batch_sweep_ms_per_image": sweep, "orion_best_batch": best,
                 "argmax_agreement": {s: agree[s] / args.images for s in agree},
                 "max_abs_logit_error": error,
                 "single_ratio_orion_over_medveil": median["orion"] / median["medveil"],

@@ -36,6 +36,12 @@ from medveil.errors import ConfigError
 from medveil.he.nets import FoldedNet
 
 
+def _made(vec: np.ndarray | None) -> bool:
+    """Whether the evaluation makes a product: its vector is unknown (an encrypted
+    model's weightless plan) or not all zeros."""
+    return vec is None or bool(np.any(vec))
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
@@ -91,10 +97,13 @@ class PackedPlan:
     def rotation_steps(self) -> list[int]:
         """The only rotations the evaluation uses (keys are made for these alone)."""
         steps = {self.p * (1 << j) for j in range(int(math.log2(self.per_group)))}
-        for block, baby, giant in [(self.block, self.baby, self.giant),
-                                   *((m.block, m.baby, m.giant) for m in self.middle)]:
-            steps |= {g1 * block for g1 in range(1, baby)}
-            steps |= {baby * g2 * block for g2 in range(1, giant)}
+        stages = [(self.block, self.baby, [(g1, g2) for (_, g1, g2), v in self.hidden.items()
+                                           if _made(v)])]
+        stages += [(m.block, m.baby, [g for g, v in m.vectors.items() if _made(v)])
+                   for m in self.middle]
+        for block, baby, used in stages:  # the steps of products the evaluation makes
+            steps |= {g1 * block for g1, _ in used if g1}
+            steps |= {baby * g2 * block for _, g2 in used if g2}
             steps |= {1 << j for j in range(int(math.log2(block)))}
         steps |= {-k for k in range(1, self.num_classes)}
         steps |= {self.out_block * (1 << j)
@@ -227,6 +236,22 @@ def plan_network(net: FoldedNet, *, slots: int = 4096, channels_per_segment: int
                       output_scale=net.output_scale, net=net, middle=middle)
 
 
+def _cheapest_baby(by_g: dict[tuple[int, int], np.ndarray], per_block: int) -> int:
+    """The baby-step count (a power of two) that needs the fewest rotations, counting
+    only the products whose vectors are not all zero (a convolution's matrix has few
+    non-zero diagonals: baby-step rotations per input plus giant-step rotations)."""
+    used = [(s, g) for (s, g), vec in by_g.items() if np.any(vec)]
+    best, best_cost = 1, None
+    baby = 1
+    while baby <= per_block:
+        cost = len({(s, g % baby) for s, g in used if g % baby}) + \
+            len({g // baby for _, g in used if g // baby})
+        if best_cost is None or cost < best_cost:
+            best, best_cost = baby, cost
+        baby *= 2
+    return best
+
+
 def _block_products(weight: np.ndarray, *, slots: int, period: int, block: int, inputs: int,
                     column) -> tuple[dict[tuple[int, int, int], np.ndarray], int, int]:
     """The weight vectors of a replicated (or block-start) input -> block-start output
@@ -239,11 +264,8 @@ def _block_products(weight: np.ndarray, *, slots: int, period: int, block: int, 
     """
     m = weight.shape[0]
     per_block = period // block  # rotations g of each input
-    baby = _pow2(int(math.ceil(math.sqrt(per_block / max(1, inputs))))) if per_block > 1 else 1
-    baby = min(baby, per_block)
-    giant = per_block // baby
     a_idx = np.arange(m)
-    vectors = {}
+    by_g: dict[tuple[int, int], np.ndarray] = {}
     for s in range(inputs):
         for g in range(per_block):
             vec = np.zeros(slots)
@@ -252,8 +274,13 @@ def _block_products(weight: np.ndarray, *, slots: int, period: int, block: int, 
                 cols = np.array([column(s, int(o)) for o in offsets])
                 ok = cols >= 0
                 vec[a_idx[ok] * block + b] = weight[a_idx[ok], cols[ok]]
-            g1, g2 = g % baby, g // baby
-            vectors[(s, g1, g2)] = np.roll(vec, baby * g2 * block)
+            by_g[(s, g)] = vec
+    baby = _cheapest_baby(by_g, per_block)
+    giant = per_block // baby
+    vectors = {}
+    for (s, g), vec in by_g.items():
+        g1, g2 = g % baby, g // baby
+        vectors[(s, g1, g2)] = np.roll(vec, baby * g2 * block)
     return vectors, baby, giant
 
 
@@ -322,8 +349,7 @@ def _block_stage(backend: Backend, inputs: list[Any], block: int, baby: int, gia
     skipped, and the baby-step rotations nothing uses are not made.
     """
     def needed(s: int, g1: int, g2: int) -> bool:
-        vec = weight(s, g1, g2)[1]
-        return vec is None or bool(np.any(vec))
+        return _made(weight(s, g1, g2)[1])
 
     babies = [{g1: v if g1 == 0 else backend.rotate(v, g1 * block)
                for g1 in range(baby) if any(needed(s, g1, g2) for g2 in range(giant))}

@@ -65,6 +65,24 @@ def _fit(data, architecture: str, epochs: int, seed: int, key: Key, encrypted_mo
     return scheme
 
 
+def _batch_mode(owner, net, images: np.ndarray, batch_images: int) -> dict:
+    """Batch mode: one image per slot, up to every slot filled (test images, repeated)."""
+    count = min(batch_images, owner.params.slots)
+    batch = images[np.arange(count) % len(images)]
+    started = time.perf_counter()
+    cts = encrypt_batch(owner, batch)
+    encrypted = time.perf_counter()
+    outputs = BatchEvaluator(owner.public, net).run(cts)
+    evaluated = time.perf_counter()
+    logits = decrypt_batch(owner, outputs, count, net.output_scale)
+    seconds = time.perf_counter() - started
+    reference = net.forward(batch)
+    return {"batch_ms_per_image": 1000 * seconds / count, "batch_images": count,
+            "batch_encrypt_s": encrypted - started, "batch_eval_s": evaluated - encrypted,
+            "batch_argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
+            "batch_max_abs_logit_error": float(np.abs(logits - reference).max())}
+
+
 def bench_tutorial(data, *, epochs: int, seed: int, key: Key, baseline_images: int,
                    encrypted_images: int, batch_images: int) -> dict:
     scheme = _fit(data, "tutorial", epochs, seed, key)
@@ -84,21 +102,7 @@ def bench_tutorial(data, *, epochs: int, seed: int, key: Key, baseline_images: i
     base = np.stack([pipeline.logits(image) for image in images[:n_base]])
     baseline_latency = (time.perf_counter() - started) / n_base
 
-    # Batch mode: one image per slot, every slot filled (test images, repeated).
-    owner = scheme.owner_keys(key)
-    slots = owner.params.slots
-    count = min(batch_images, slots)
-    batch = images[np.arange(count) % len(images)]
-    started = time.perf_counter()
-    cts = encrypt_batch(owner, batch)
-    encrypted = time.perf_counter()
-    outputs = BatchEvaluator(owner.public, net).run(cts)
-    evaluated = time.perf_counter()
-    batch_logits = decrypt_batch(owner, outputs, count, net.output_scale)
-    batch_s = time.perf_counter() - started
-    batch_ref = reference[np.arange(count) % len(images)]
-    del cts, outputs
-
+    batch = _batch_mode(scheme.owner_keys(key), net, images, batch_images)
     latency = single["latency_ms_per_image"] / 1000
     return {
         "data": data.name, "test_images": len(images), "architecture": "tutorial",
@@ -110,10 +114,7 @@ def bench_tutorial(data, *, epochs: int, seed: int, key: Key, baseline_images: i
         "encrypted_model_ratio": enc_model["latency_ms_per_image"] / single["latency_ms_per_image"],
         "encrypted_model_argmax_agreement": enc_model["argmax_agreement"],
         "encrypted_model_max_abs_logit_error": enc_model["max_abs_logit_error"],
-        "batch_ms_per_image": 1000 * batch_s / count, "batch_images": count,
-        "batch_encrypt_s": encrypted - started, "batch_eval_s": evaluated - encrypted,
-        "batch_argmax_agreement": float(np.mean(batch_logits.argmax(1) == batch_ref.argmax(1))),
-        "batch_max_abs_logit_error": float(np.abs(batch_logits - batch_ref).max()),
+        **batch,
         "argmax_agreement": single["argmax_agreement"],
         "max_abs_logit_error": single["max_abs_logit_error"],
         "encrypted_metrics": single["metrics"], "plaintext_metrics": single["plaintext_metrics"],
@@ -136,20 +137,9 @@ def bench_deep(data, *, epochs: int, seed: int, key: Key, max_images: int,
     single = _measure(scheme, test, key, encrypted_model=False)
     enc = _measure(scheme, test.subset(np.arange(min(20, len(test)))), key,
                    encrypted_model=True)
-    batch = {}
-    if batch_images:
-        owner = scheme.owner_keys(key)
-        images = scheme.model.check_images(test.images)
-        count = min(batch_images, owner.params.slots)
-        chosen = images[np.arange(count) % len(images)]
-        started = time.perf_counter()
-        outputs = BatchEvaluator(owner.public, scheme.model.net).run(encrypt_batch(owner, chosen))
-        logits = decrypt_batch(owner, outputs, count, scheme.model.net.output_scale)
-        reference = scheme.model.net.forward(chosen)
-        batch = {"batch_ms_per_image": 1000 * (time.perf_counter() - started) / count,
-                 "batch_images": count,
-                 "batch_argmax_agreement": float(np.mean(logits.argmax(1)
-                                                         == reference.argmax(1)))}
+    batch = _batch_mode(scheme.owner_keys(key), scheme.model.net,
+                        scheme.model.check_images(test.images), batch_images) \
+        if batch_images else {}
     return {"data": data.name, "architecture": scheme.model.info["architecture"],
             "he_params": scheme.he_params.to_dict(), "test_images": single["images"], **batch,
             "latency_s": single["latency_ms_per_image"] / 1000,

@@ -44,20 +44,22 @@ def _briefly_trained(spec, images: np.ndarray, labels: np.ndarray):
     return net.eval()
 
 
-@pytest.fixture(scope="module")
-def tutorial(cxr28):
-    train = cxr28.split("train").head(128)
-    spec = arch_spec("tutorial", 28)
+def _trained_and_folded(architecture: str, data):
+    """A briefly trained network of ``architecture`` on ``data``'s size, and its folding."""
+    train = data.split("train").head(128)
+    spec = arch_spec(architecture, train.image_shape[-1])
     net = _briefly_trained(spec, train.images, train.labels)
     return net, fold_network(net, spec, calibration=train.images[:, 0])
+
+
+@pytest.fixture(scope="module")
+def tutorial(cxr28):
+    return _trained_and_folded("tutorial", cxr28)
 
 
 @pytest.fixture(scope="module")
 def deep(cxr):
-    train = cxr.split("train").head(128)
-    spec = arch_spec("deep", 64)
-    net = _briefly_trained(spec, train.images, train.labels)
-    return net, fold_network(net, spec, calibration=train.images[:, 0])
+    return _trained_and_folded("deep", cxr)
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +70,7 @@ def cxr32():
 @pytest.fixture(scope="module")
 def wide(cxr32):
     """The 7-level network (a middle dense layer) at its smallest size: same layers as 64 px."""
-    train = cxr32.split("train").head(128)
-    spec = arch_spec("wide", 32)
-    net = _briefly_trained(spec, train.images, train.labels)
-    return net, fold_network(net, spec, calibration=train.images[:, 0])
+    return _trained_and_folded("wide", cxr32)
 
 
 @pytest.fixture(scope="module")

@@ -168,3 +168,15 @@ def test_report_says_a_view_shows_the_fine_structure_that_identifies_its_patient
     at_chance = {**seen, "top1": 0.0, "top1_ci95": [0.0, 0.49]}
     row["attacks"]["visual"]["reidentify"] = at_chance
     assert "identifies" not in _verdict(row, None, "auc")
+
+
+def test_report_says_a_view_shows_the_annotated_vessels():
+    from medveil.report import _verdict
+
+    structure = {"auc": 0.83, "floor_auc": 0.65, "plaintext_auc": 0.85, "advantage": 0.9}
+    row = {"status": "ok", "attacks": {"visual": {"ssim": 0.25, "psnr": 11.0,
+                                                  "structure": structure}}}
+    said = _verdict(row, None, "dice")
+    assert "shows the patient's annotated structure" in said and "0.830" in said
+    row["attacks"]["visual"]["structure"] = {**structure, "auc": 0.66, "advantage": 0.05}
+    assert "annotated structure" not in _verdict(row, None, "dice")

@@ -88,6 +88,8 @@ def _verdict_cell(verdict: dict[str, Any] | None) -> str:
         parts.append(f"re-id {verdict['reid_top1']:.0%} vs {verdict['reid_chance']:.1%}")
     if "third_party_rate" in verdict:
         parts.append(f"others {verdict['third_party_rate']:.0%}")
+    if "structure_advantage" in verdict:
+        parts.append(f"structure {verdict['structure_advantage']:.2f}")
     return verdict["verdict"] + (f" ({', '.join(parts)})" if parts else "")
 
 

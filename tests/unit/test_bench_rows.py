@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -57,6 +58,14 @@ def test_segmentation_bench_runs(tmp_path):
     row = card["results"][0]
     assert card["dataset"]["task"] == "segmentation" and set(row["utility"]) == {"dice", "iou"}
     assert np.isfinite(row["attacks"]["known_plaintext"]["ssim"])
+    # the annotated-structure figure: a plain view shows all the plaintext shows
+    structure = row["attacks"]["visual"]["structure"]
+    assert structure["advantage"] == pytest.approx(1.0)
+    assert structure["floor_auc"] < structure["auc"] == structure["plaintext_auc"]
+    assert row["verdicts"]["views_only"]["structure_advantage"] == pytest.approx(1.0)
+    from medveil.bench import SCHEMA_FILE
+
+    jsonschema.validate(card, json.loads(SCHEMA_FILE.read_text()))
 
 
 def test_scheme_list_parsing():

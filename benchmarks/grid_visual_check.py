@@ -6,7 +6,9 @@ patient: crop the "original" and "view" panels, and score the view against its
 original and against the attacker's floor (the mean of the data set's training
 images, rendered at the same size). Figures: raw and affine-invariant SSIM (the
 bench's ``visual``), and the correlation of band-passed images inside the eroded
-field of view, against the floor's and another patient's; and actor 1's
+field of view, against the floor's and another patient's; the annotated-structure
+figure (``structure_figure``: how well a ridge detector finds the patient's vessels
+from the data set's masks in the view, against the floor and the original); and actor 1's
 re-identification (``visual_reidentification``): each view ranked against every image
 of the data set, the true patient found by matching the grid's original. Example::
 
@@ -38,7 +40,7 @@ def main() -> None:
     from PIL import Image
     from scipy.ndimage import binary_erosion, gaussian_filter
 
-    from medveil.attacks.suite import visual_reidentification
+    from medveil.attacks.suite import structure_figure, visual_reidentification
     from medveil.data import load_dataset
     from medveil.metrics import advantage, affine_fitted, image_similarity, standardized
 
@@ -92,6 +94,8 @@ def main() -> None:
             "view": correlation(band(originals), band(views)),
             "floor": correlation(band(originals), band(floor_images)),
             "another_patient": correlation(band(originals), band(np.roll(originals, 1, 0)))},
+        "structure": structure_figure(views, everything.images[truth],
+                                      everything.masks[truth], train),
         "reidentify": reid,
     }, indent=1))
 

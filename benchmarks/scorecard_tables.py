@@ -60,6 +60,12 @@ def figures_table(rows: list[dict[str, Any]]) -> list[str]:
         vis_cell = (f"{vis['ssim']:.3f} / {vis['invariant']['ssim']:.3f} / "
                     f"{vis['advantage']:.2f} ({vis['floor_ssim']:.3f}); "
                     f"re-id {_reid(vis.get('reidentify'))}") if vis else "-"
+        structure = (vis or {}).get("structure")
+        if structure:  # segmentation: the annotated structure a ridge detector finds
+            vis_cell += (f"; structure AUC {structure['auc']:.3f} (floor "
+                         f"{structure['floor_auc']:.3f}, plaintext "
+                         f"{structure['plaintext_auc']:.3f}), advantage "
+                         f"{structure['advantage']:.2f}")
         shadow = attacks.get("shadow_key")
         shadow_cell = (f"{shadow['ssim']:.3f} / {shadow.get('advantage', float('nan')):.2f}; "
                        f"{_reid(shadow.get('reidentify'))}") if shadow else "-"

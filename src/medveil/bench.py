@@ -48,7 +48,7 @@ from medveil.schemes import available_schemes, create, get_scheme_class
 from medveil.schemes.base import check_params
 from medveil.verdicts import actor_verdicts
 
-SCORECARD_SCHEMA = "medveil.scorecard/4"
+SCORECARD_SCHEMA = "medveil.scorecard/5"
 SCHEMA_FILE = Path(__file__).parent / "scorecard.schema.json"
 GRID_IMAGES = 4
 RECOVERY_IMAGES = 32
@@ -259,7 +259,7 @@ def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
                                       seed, extra=spare)
     victim_pictures = scheme.view_as_image(views["test"])
 
-    vis = visual(victim_pictures, test.images, public=train.images)
+    vis = visual(victim_pictures, test.images, public=train.images, masks=test.masks)
     row["attacks"]["visual"] = vis.figures
     if vis.reconstructions is not None:
         pictures["view"] = vis.reconstructions[:GRID_IMAGES]

@@ -17,7 +17,7 @@ import numpy as np
 
 from medveil.atomic import atomic_write_bytes
 from medveil.pictures import save_image_grid
-from medveil.verdicts import ANATOMY_BLURRED
+from medveil.verdicts import ANATOMY_BLURRED, STRUCTURE_SHOWN
 
 HEADLINE = {"classification": "auc", "segmentation": "dice"}
 
@@ -88,6 +88,8 @@ def _verdict_cell(verdict: dict[str, Any] | None) -> str:
         parts.append(f"re-id {verdict['reid_top1']:.0%} vs {verdict['reid_chance']:.1%}")
     if "third_party_rate" in verdict:
         parts.append(f"others {verdict['third_party_rate']:.0%}")
+    if "structure_advantage" in verdict:
+        parts.append(f"structure {verdict['structure_advantage']:.2f}")
     return verdict["verdict"] + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -228,6 +230,13 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
                      f"is inverted or rescaled (SSIM {invariant['ssim']:.3f} after the best "
                      f"intensity map, raw {visual['ssim']:.3f}; advantage "
                      f"{invariant['advantage']:.2f})")
+    structure = visual.get("structure") or {}
+    if structure and structure["advantage"] >= STRUCTURE_SHOWN:
+        parts.append(f"the view shows the patient's annotated structure (the vessels on a "
+                     f"fundus): an untrained ridge detector finds it in the view with AUC "
+                     f"{structure['auc']:.3f}, against {structure['floor_auc']:.3f} in the "
+                     f"attacker's guess without the view and {structure['plaintext_auc']:.3f} "
+                     f"in the plaintext (advantage {structure['advantage']:.2f})")
     seen = visual.get("reidentify") or {}
     if seen and seen["top1_ci95"][0] > seen["chance"]:
         parts.append(f"matching the views themselves against a gallery of {seen['gallery']} "

@@ -5,8 +5,8 @@ actors are cumulative: each knows what the one before knows, so its verdict
 rests on the strongest attack open to it or to any weaker actor.
 
 1. ``views_only``: sees the views (and may hold a gallery of candidate
-   plaintexts to match them against): ``visual``, its re-identification,
-   ``third_parties``.
+   plaintexts to match them against): ``visual`` (its annotated-structure figure
+   too), its re-identification, ``third_parties``.
 2. ``shadow_key``: also knows the algorithm and holds public images of the same
    modality: ``shadow_key`` and its re-identification, attacks that use public
    images as a prior.
@@ -23,6 +23,9 @@ from typing import Any
 IMAGES_RECOVERED = 0.8
 #: advantage at or above which a reconstruction shows blurred anatomy
 ANATOMY_BLURRED = 0.2
+#: advantage of the annotated-structure figure (``visual.structure``: vessels a
+#: ridge detector finds in the view) at or above which the view counts as showing it
+STRUCTURE_SHOWN = 0.2
 #: re-identification top-1 at or above which (and significantly over chance)
 #: identities count as recovered; significant but lower: some identities
 IDENTITIES_RECOVERED = 0.5
@@ -52,6 +55,7 @@ def actor_verdicts(attacks: dict[str, Any]) -> dict[str, dict[str, Any]]:
     reids = _reid_figures(attacks)
     third = attacks.get("third_parties") if isinstance(attacks.get("third_parties"),
                                                        dict) else None
+    structure = _structure_advantage(attacks)
     out = {}
     for name, number, who in ACTORS:
         open_images = [(adv, attack) for actor, adv, attack in images if actor <= number]
@@ -69,13 +73,17 @@ def actor_verdicts(attacks: dict[str, Any]) -> dict[str, dict[str, Any]]:
                          reid_attack=best_reid[1])
         if third is not None:
             entry["third_party_rate"] = third["disclosure_rate"]
-        entry["level"], entry["verdict"] = judge(best_image[0], reid, third)
+        if structure is not None:
+            entry["structure_advantage"] = structure
+        entry["level"], entry["verdict"] = judge(best_image[0], reid, third,
+                                                 structure=structure)
         out[name] = entry
     return out
 
 
 def judge(advantage: float | None, reid: dict[str, Any] | None,
-          third: dict[str, Any] | None) -> tuple[str, str]:
+          third: dict[str, Any] | None, *, structure: float | None = None
+          ) -> tuple[str, str]:
     """(level, sentence): ``broken``, ``partial`` or ``no measurable leak``."""
     broken, partial = [], []
     if advantage is not None:
@@ -83,6 +91,8 @@ def judge(advantage: float | None, reid: dict[str, Any] | None,
             broken.append("images recovered")
         elif advantage >= ANATOMY_BLURRED:
             partial.append("blurred anatomy")
+    if structure is not None and structure >= STRUCTURE_SHOWN and not broken:
+        partial.append("annotated structure shown")
     if reid is not None and reid["top1_ci95"][0] > reid["chance"]:
         (broken if reid["top1"] >= IDENTITIES_RECOVERED else partial).append(
             "identities recovered" if reid["top1"] >= IDENTITIES_RECOVERED
@@ -115,6 +125,13 @@ def _image_figures(attacks: dict[str, Any]) -> list[tuple[int, float, str]]:
         actor = _IMAGE_ATTACKS.get(name, int(figures.get("actor", 3)))
         found.append((actor, float(figures["advantage"]), name))
     return found
+
+
+def _structure_advantage(attacks: dict[str, Any]) -> float | None:
+    """The view's annotated-structure advantage (actor 1's, so every actor's)."""
+    visual = attacks.get("visual")
+    structure = visual.get("structure") if isinstance(visual, dict) else None
+    return float(structure["advantage"]) if isinstance(structure, dict) else None
 
 
 def _reid_figures(attacks: dict[str, Any]) -> list[tuple[int, dict[str, Any], str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -57,6 +58,14 @@ def test_segmentation_bench_runs(tmp_path):
     row = card["results"][0]
     assert card["dataset"]["task"] == "segmentation" and set(row["utility"]) == {"dice", "iou"}
     assert np.isfinite(row["attacks"]["known_plaintext"]["ssim"])
+    # the annotated-structure figure: a plain view shows all the plaintext shows
+    structure = row["attacks"]["visual"]["structure"]
+    assert structure["advantage"] == pytest.approx(1.0)
+    assert structure["floor_auc"] < structure["auc"] == structure["plaintext_auc"]
+    assert row["verdicts"]["views_only"]["structure_advantage"] == pytest.approx(1.0)
+    from medveil.bench import SCHEMA_FILE
+
+    jsonschema.validate(card, json.loads(SCHEMA_FILE.read_text()))
 
 
 def test_scheme_list_parsing():
@@ -168,3 +177,15 @@ def test_report_says_a_view_shows_the_fine_structure_that_identifies_its_patient
     at_chance = {**seen, "top1": 0.0, "top1_ci95": [0.0, 0.49]}
     row["attacks"]["visual"]["reidentify"] = at_chance
     assert "identifies" not in _verdict(row, None, "auc")
+
+
+def test_report_says_a_view_shows_the_annotated_vessels():
+    from medveil.report import _verdict
+
+    structure = {"auc": 0.83, "floor_auc": 0.65, "plaintext_auc": 0.85, "advantage": 0.9}
+    row = {"status": "ok", "attacks": {"visual": {"ssim": 0.25, "psnr": 11.0,
+                                                  "structure": structure}}}
+    said = _verdict(row, None, "dice")
+    assert "shows the patient's annotated structure" in said and "0.830" in said
+    row["attacks"]["visual"]["structure"] = {**structure, "auc": 0.66, "advantage": 0.05}
+    assert "annotated structure" not in _verdict(row, None, "dice")

@@ -70,7 +70,8 @@ def _as_comparable(view: np.ndarray, like: np.ndarray) -> np.ndarray | None:
 
 
 def visual(view: np.ndarray | None, images: np.ndarray, *,
-           public: np.ndarray | None = None) -> AttackResult:
+           public: np.ndarray | None = None, masks: np.ndarray | None = None
+           ) -> AttackResult:
     """The view as a reader would see it, compared with the plaintext.
 
     ``view`` is image-shaped (a scheme's ``view_as_image``); None or a code view
@@ -79,6 +80,9 @@ def visual(view: np.ndarray | None, images: np.ndarray, *,
     map (a reader inverts and rescales contrast for free); with the attacker's
     ``public`` images, ``floor_ssim`` (their mean image against the victims: the
     best guess without any view) and ``advantage`` of the stronger figure over it.
+    With the victims' ``masks`` (segmentation) and ``public`` images, ``structure``:
+    how well an untrained ridge detector finds the annotated structure in the view
+    (:func:`structure_figure`), a leak the SSIM figures can miss.
     """
     from medveil.metrics import advantage, affine_fitted
 
@@ -92,7 +96,40 @@ def visual(view: np.ndarray | None, images: np.ndarray, *,
         best = max(figures["ssim"], figures["invariant"]["ssim"])
         figures["invariant"]["advantage"] = advantage(figures["invariant"]["ssim"], floor)
         figures.update(floor_ssim=floor, advantage=advantage(best, floor))
+        if masks is not None:
+            figures["structure"] = structure_figure(comparable, images, masks, public)
     return AttackResult(figures, comparable)
+
+
+#: the least AUC by which the plaintext must beat the guess for the structure figure
+STRUCTURE_MARGIN = 0.02
+
+
+def structure_figure(pictures: np.ndarray, images: np.ndarray, masks: np.ndarray,
+                     public: np.ndarray) -> dict[str, float] | None:
+    """The annotated structure (vessels) a reader finds in the pictures: the mean AUC of
+    :func:`medveil.metrics.structure_detection` on the pictures (``auc``), on the
+    attacker's floor, the mean of its public images (``floor_auc``: where vessels
+    usually run), and on the plaintexts themselves (``plaintext_auc``: what the images
+    show), with ``advantage = (auc - floor_auc) / (plaintext_auc - floor_auc)``: the
+    share of what the plaintext shows beyond the guess (a perfect copy scores 1, as on
+    the SSIM advantage, whose perfect copy scores SSIM 1). None where no victim has a
+    mask with both classes, or where the detector finds the structure in the plaintext
+    no better than in the guess (by less than ``STRUCTURE_MARGIN``)."""
+    from medveil.metrics import structure_detection
+
+    shown = structure_detection(masks, pictures)
+    usable = ~np.isnan(shown)
+    if not usable.any():
+        return None
+    mean = np.repeat(public.mean(axis=0, keepdims=True), int(usable.sum()), axis=0)
+    auc = float(shown[usable].mean())
+    floor = float(np.nanmean(structure_detection(masks[usable], mean)))
+    plaintext = float(np.nanmean(structure_detection(masks[usable], images[usable])))
+    if plaintext - floor < STRUCTURE_MARGIN:
+        return None  # the detector sees no more in the plaintext than in the guess
+    return {"auc": auc, "floor_auc": floor, "plaintext_auc": plaintext,
+            "advantage": float((auc - floor) / max(1e-9, plaintext - floor))}
 
 
 def attacker_floor(public: np.ndarray, victims: np.ndarray) -> float:

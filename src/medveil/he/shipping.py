@@ -112,25 +112,19 @@ def plan_structure(plan: PackedPlan) -> dict[str, Any]:
             "middle": [[m.block, m.baby, m.giant] for m in plan.middle]}
 
 
-def skeleton_plan(structure: dict[str, Any], names: list[tuple] | None = None) -> PackedPlan:
+def skeleton_plan(structure: dict[str, Any], names: list[tuple]) -> PackedPlan:
     """A plan with no weight values (the backend has them encrypted).
 
     A product the owner's evaluation made (its name among ``names``) has vector
-    None; one it skipped (an all-zero vector of a sparse layer) a zero vector, so the
+    None; one it skipped (an all-zero vector of a sparse layer) is absent, so the
     processor skips it too.
     """
-    made = None if names is None else set(names)
     middle_shapes = structure.get("middle", [])
     s = {k: int(v) for k, v in structure.items() if k != "middle"}
-
-    def slot(name: tuple) -> np.ndarray | None:
-        return None if made is None or name in made else np.zeros(1)
-
-    hidden = {(seg, g1, g2): slot(("hidden", seg, g1, g2)) for seg in range(s["segments"])
-              for g1 in range(s["baby"]) for g2 in range(s["giant"])}
+    hidden = {tuple(n[1:]): None for n in names if n[0] == "hidden"}
     middle = [DenseStage(int(block), int(baby), int(giant),
-                         {(g1, g2): slot(("middle", i, g1, g2)) for g1 in range(int(baby))
-                          for g2 in range(int(giant))}, None)
+                         {tuple(n[2:]): None for n in names if n[0] == "middle" and n[1] == i},
+                         None)
               for i, (block, baby, giant) in enumerate(middle_shapes)]
     return PackedPlan(slots=s["slots"], cps=s["cps"], p=s["p"], segments=s["segments"],
                       groups=s["groups"], per_group=s["per_group"], block=s["block"],

@@ -74,14 +74,20 @@ def wide(cxr32):
 
 
 @pytest.fixture(scope="module")
+def wide_pool(cxr32):
+    """``wide`` with its pooling after the activation: a convolution layer of its own."""
+    return _trained_and_folded("wide_pool", cxr32)
+
+
+@pytest.fixture(scope="module")
 def owner_key():
     return Key.generate()
 
 
-@pytest.mark.parametrize("which", ["tutorial", "deep", "wide"])
-def test_folding_is_exact(which, tutorial, deep, wide, cxr, cxr28, cxr32):
-    net, folded = {"tutorial": tutorial, "deep": deep, "wide": wide}[which]
-    images = {"tutorial": cxr28, "deep": cxr, "wide": cxr32}[which].split("test").images[:6]
+@pytest.mark.parametrize("which", ["tutorial", "deep", "wide", "wide_pool"])
+def test_folding_is_exact(which, tutorial, deep, wide, wide_pool, cxr, cxr28, cxr32):
+    net, folded = {"tutorial": tutorial, "deep": deep, "wide": wide, "wide_pool": wide_pool}[which]
+    images = {"tutorial": cxr28, "deep": cxr}.get(which, cxr32).split("test").images[:6]
     with torch.no_grad():
         reference = net(torch.from_numpy(images)).double().numpy()
     assert np.abs(folded.forward(images) - reference).max() < 1e-4
@@ -106,12 +112,34 @@ def test_packing_computes_a_network_with_middle_layers(slots, wide, cxr32):
     assert np.abs(simulate(plan, images) - folded.forward(images)).max() < 1e-9
 
 
-def test_the_processor_skips_exactly_the_products_the_owner_skipped(wide, cxr32):
+def test_a_convolution_layer_is_evaluated_in_place(wide, wide_pool, cxr32):
+    """The block size is costed per layer: the convolution of ``wide_pool`` gets block 1
+    (every input rotated straight onto its output's slot), the dense layer after it
+    the largest block; same logits, fewer rotations and products than ``wide``."""
+    images = cxr32.split("test").images[:3]
+    counts = {}
+    for name, (_, folded) in {"wide": wide, "wide_pool": wide_pool}.items():
+        plan = plan_network(folded, slots=8192)
+        assert np.abs(simulate(plan, images) - folded.forward(images)).max() < 1e-9
+        backend = NumpyBackend()
+        evaluate_packed(plan, plan.pack_image(images[0, 0]), backend)
+        counts[name] = backend.rotations, len(plan.hidden)
+        if name == "wide_pool":
+            assert plan.block == 1 and [m.block for m in plan.middle] == [8192 // 64]
+    assert counts["wide_pool"][0] < counts["wide"][0]
+    assert counts["wide_pool"][1] < counts["wide"][1]
+    with pytest.raises(ConfigError, match="does not fit one ciphertext of 4096 slots"):
+        plan_network(wide_pool[1], slots=4096)
+
+
+@pytest.mark.parametrize("which", ["wide", "wide_pool"])
+def test_the_processor_skips_exactly_the_products_the_owner_skipped(which, wide, wide_pool,
+                                                                    cxr32):
     """An encrypted model carries no vector values: the skeleton must know which of a
     sparse layer's products the owner's evaluation left out (all-zero vectors)."""
     from medveil.he.shipping import plan_structure, skeleton_plan
 
-    _, folded = wide
+    _, folded = {"wide": wide, "wide_pool": wide_pool}[which]
     plan = plan_network(folded, slots=8192)
 
     class Names(NumpyBackend):

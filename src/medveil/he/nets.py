@@ -30,7 +30,7 @@ import numpy as np
 
 from medveil.errors import ConfigError
 
-ARCHITECTURES = ("tutorial", "lola", "deep", "wide")
+ARCHITECTURES = ("tutorial", "lola", "deep", "wide", "wide_pool")
 
 
 def _torch():
@@ -109,6 +109,11 @@ def arch_spec(name: str, image_size: int) -> ArchSpec:
     wider (7 levels): the patch convolution (16 channels; 8x8 stride 8 at 128 px, so
     the positions stay 16x16), a 3x3 convolution to 32 channels with its 2x2 average
     pooling folded into the same linear map, a 64-feature dense stage, the output.
+    ``wide_pool`` is ``wide`` with the pooling after the activation (the usual CNN
+    order: convolution, activation, pooling), folded into the dense layer that
+    follows: its 3x3 convolution is then a layer of its own, which the packing
+    evaluates in place (``packing._choose_block``: block 1, 23 rotations instead of
+    the pooled convolution's 39).
     """
     if name == "tutorial":
         if image_size < 10:
@@ -129,6 +134,13 @@ def arch_spec(name: str, image_size: int) -> ArchSpec:
         patch = image_size // 16
         return ArchSpec("wide", image_size, 16, patch, patch,
                         ("conv:32:3:1:1+pool:2", "dense:64"))
+    if name == "wide_pool":
+        if image_size % 16 or image_size < 32:
+            raise ConfigError(f"the wide_pool network needs a multiple of 16 px >= 32, "
+                              f"got {image_size}")
+        patch = image_size // 16
+        return ArchSpec("wide_pool", image_size, 16, patch, patch,
+                        ("conv:32:3:1:1", "pool:2+dense:64"))
     raise ConfigError(f"unknown HE architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
 
 

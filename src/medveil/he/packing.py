@@ -292,6 +292,9 @@ def _choose_block(weight: np.ndarray, *, slots: int, period: int, segment: np.nd
     must hold the logits.
     """
     m = weight.shape[0]
+    if m > slots:
+        raise ConfigError(f"a layer of {m} outputs does not fit one ciphertext of {slots} "
+                          "slots; use larger CKKS parameters or a narrower network")
     largest = min(slots // _pow2(m), period)
     smallest = _pow2(classes) if classes else 1
     if largest < smallest:

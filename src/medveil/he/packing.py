@@ -155,14 +155,7 @@ def plan_network(net: FoldedNet, *, slots: int = 4096, channels_per_segment: int
     kernel = net.kernel ** 2
     channels = net.channels
     if channels_per_segment is None:
-        channels_per_segment = 1
-        for cps in range(channels, 0, -1):
-            if channels % cps:
-                continue
-            p = _pow2(cps * positions)
-            if p <= slots and math.ceil(kernel / (slots // p)) <= 4:
-                channels_per_segment = cps
-                break
+        channels_per_segment = _choose_segments(net, slots=slots)
     cps = int(channels_per_segment)
     if cps < 1 or channels % cps:
         raise ConfigError(f"channels_per_segment must divide {channels}, got {cps}")
@@ -193,17 +186,14 @@ def plan_network(net: FoldedNet, *, slots: int = 4096, channels_per_segment: int
             bias[cl * positions:(cl + 1) * positions] = net.first_bias[s * cps + cl]
         first_bias.append(np.tile(bias, slots // p))
 
-    # where each input feature of the hidden layer sits: (segment, offset in the period)
-    feature = np.arange(channels * positions)
-    channel, pos = np.divmod(feature, positions)
-    in_segment, in_offset = np.divmod(channel, cps)[0], (channel % cps) * positions + pos
+    in_segment, in_offset = _first_layout(channels, positions, cps)
     stages = [(net.hidden_weight, net.hidden_bias), *net.middle]
     built = []
     period = p
     for i, (weight, bias) in enumerate(stages):
         last = i == len(stages) - 1
-        block = _choose_block(weight, slots=slots, period=period, segment=in_segment,
-                              offset=in_offset, classes=net.num_classes if last else 0)
+        block, _ = _choose_block(weight, slots=slots, period=period, segment=in_segment,
+                                 offset=in_offset, classes=net.num_classes if last else 0)
         vectors, baby, giant = _block_products(weight, slots=slots, period=period, block=block,
                                                segment=in_segment, offset=in_offset)
         stage_bias = np.zeros(slots)
@@ -278,8 +268,8 @@ def _products_made(weight: np.ndarray, *, period: int, block: int, segment: np.n
 
 
 def _choose_block(weight: np.ndarray, *, slots: int, period: int, segment: np.ndarray,
-                  offset: np.ndarray, classes: int = 0) -> int:
-    """The output block size (a power of two) with the cheapest evaluation.
+                  offset: np.ndarray, classes: int = 0) -> tuple[int, float]:
+    """The output block size (a power of two) with the cheapest evaluation, and its cost.
 
     A large block needs few products for a dense matrix and sums each block with
     ``log2(block)`` rotations; a convolution's sparse matrix needs few distinct
@@ -311,6 +301,49 @@ def _choose_block(weight: np.ndarray, *, slots: int, period: int, segment: np.nd
         if best_cost is None or cost < best_cost:
             best, best_cost = block, cost
         block *= 2
+    return best, best_cost
+
+
+def _first_layout(channels: int, positions: int, cps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each first-layer output (torch order: channel, position) sits: its segment
+    ciphertext and its offset within the segment's period."""
+    channel, pos = np.divmod(np.arange(channels * positions), positions)
+    return channel // cps, (channel % cps) * positions + pos
+
+
+#: Encrypting and sending one more client ciphertext costs about as much as this many
+#: server rotations (N = 16384 here: 10 ms to encrypt against 9 ms a rotation, and
+#: about 1 MiB more on the wire).
+CLIENT_CIPHERTEXT_ROTATIONS = 2
+
+
+def _choose_segments(net: FoldedNet, *, slots: int) -> int:
+    """Channels per segment of the first layer's output, costed like the block choice.
+
+    More channels per segment means fewer segments (fewer rotations in the first and
+    hidden layers) but more client ciphertexts (each holds fewer kernel groups); the
+    cost adds the first layer's rotations and products, the hidden layer's
+    cheapest block (:func:`_choose_block`) and ``CLIENT_CIPHERTEXT_ROTATIONS`` per
+    client ciphertext.
+    """
+    positions, kernel, channels = net.conv_out ** 2, net.kernel ** 2, net.channels
+    best, best_cost = 1, None
+    for cps in range(1, channels + 1):
+        p = _pow2(cps * positions)
+        if channels % cps or p > slots:
+            continue
+        per_group = slots // p
+        groups, segments = math.ceil(kernel / per_group), channels // cps
+        segment, offset = _first_layout(channels, positions, cps)
+        try:
+            _, hidden = _choose_block(net.hidden_weight, slots=slots, period=p, segment=segment,
+                                      offset=offset, classes=0 if net.middle else net.num_classes)
+        except ConfigError:  # the classes do not fit this period's blocks
+            continue
+        cost = segments * (math.log2(per_group) + groups / ROTATION_PRODUCTS) + hidden + \
+            groups * CLIENT_CIPHERTEXT_ROTATIONS
+        if best_cost is None or cost < best_cost:
+            best, best_cost = cps, cost
     return best
 
 

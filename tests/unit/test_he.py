@@ -292,11 +292,13 @@ def test_he_model_files_keep_middle_layers_and_old_files_still_load(wide, tutori
 
 
 @pytest.mark.slow
-def test_a_network_with_middle_layers_runs_encrypted(wide, cxr32, owner_key):
-    """7 levels at N = 16384, the model plain and encrypted (a minute on two cores)."""
+@pytest.mark.parametrize("which", ["wide", "wide_pool"])
+def test_a_network_with_middle_layers_runs_encrypted(which, wide, wide_pool, cxr32, owner_key):
+    """7 levels at N = 16384, the model plain and encrypted (a minute on two cores);
+    ``wide_pool``'s convolution in place (block 1)."""
     from medveil.he.shipping import context_extras, encrypt_weights, load_public, processor_backend
 
-    _, folded = wide
+    _, folded = {"wide": wide, "wide_pool": wide_pool}[which]
     model = HEModel(folded)
     owner = OwnerKeys(owner_key, model.he_params, model.plan.rotation_steps)
     image = cxr32.split("test").images[0, 0]

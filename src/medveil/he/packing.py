@@ -148,8 +148,9 @@ def plan_network(net: FoldedNet, *, slots: int = 4096, channels_per_segment: int
     Args:
         channels_per_segment: how many first-layer channels share one replicated
             segment. More channels per segment means more client ciphertexts but
-            fewer server rotations; ``None`` picks the largest that keeps the client
-            at <= 4 ciphertexts.
+            fewer server rotations; ``None`` picks the cheapest
+            (:func:`_choose_segments`). Each layer's block size is costed too
+            (:func:`_choose_block`).
     """
     positions = net.conv_out ** 2
     kernel = net.kernel ** 2

@@ -10,8 +10,10 @@ rotations of a generic matrix-vector product:
   ``G`` products, and folds the ``R`` kernel groups together with ``log2(R)``
   cyclic rotations by multiples of ``p``: the segment's outputs come out
   *replicated* with period ``p`` across all slots, for free.
-* **hidden layer (replicated vector -> block starts).** With ``m`` outputs, block
-  size ``B = slots / next_pow2(m)``: output ``a`` owns slots ``a*B .. a*B+B-1``.
+* **hidden layer (replicated vector -> block starts).** With ``m`` outputs and a
+  block size ``B`` (a power of two up to ``slots / next_pow2(m)``, the cheapest
+  for this layer: the largest for a dense layer, 1 for a convolution, which then
+  runs *in place*), output ``a`` owns slots ``a*B .. a*B+B-1``.
   ``Z = sum_s sum_g rot(v_s, g*B) * P_{s,g}`` puts every input of output ``a``
   in its block exactly once; ``log2(B)`` rotations sum each block into slot
   ``a*B``. The ``g`` rotations are split baby-step / giant-step.

@@ -1,5 +1,6 @@
 """Markdown tables for docs/benchmarks.md from a (partial) scorecard: the verdict per
-threat actor, the leak curve, and the figures behind them.
+threat actor, the leak curve, the figures behind them, and where each row's time
+went (scorecard /6 ``timing``).
 
 Reads ``scorecard.json`` or ``scorecard.partial.json`` (rows as they finish), so the
 tables can be written while a long bench is still running. Example::
@@ -79,15 +80,47 @@ def figures_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _stage_group(stage: str) -> str:
+    """Leak sizes folded together: the table's columns are the kinds of stage."""
+    for prefix in ("known_plaintext_k", "reidentify_k"):
+        if stage.startswith(prefix):
+            return prefix[:-2]
+    return stage
+
+
+def timing_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Seconds per stage and row (known-plaintext and re-identification summed over the
+    leak sizes), the row's wall time and what no stage covers."""
+    timed = [r for r in rows if r.get("timing")]
+    stages: list[str] = []
+    for row in timed:
+        for stage in map(_stage_group, row["timing"]):
+            if stage not in stages:
+                stages.append(stage)
+    lines = ["| scheme | " + " | ".join(stages) + " | other | wall |",
+             "|" + "---|" * (len(stages) + 3)]
+    for row in timed:
+        grouped: dict[str, float] = {}
+        for stage, seconds in row["timing"].items():
+            grouped[_stage_group(stage)] = grouped.get(_stage_group(stage), 0.0) + seconds
+        other = row["wall_s"] - sum(grouped.values())
+        cells = [f"{grouped[s]:.0f}" if s in grouped else "-" for s in stages]
+        lines.append(f"| {row['scheme']} | " + " | ".join(cells) +
+                     f" | {other:.0f} | {row['wall_s']:.0f} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scorecard", type=Path)
     args = parser.parse_args()
     card = json.loads(args.scorecard.read_text())
-    rows = [r for r in card["results"] if r.get("status") == "ok" and r.get("attacks")]
+    ok = [r for r in card["results"] if r.get("status") == "ok"]
+    rows = [r for r in ok if r.get("attacks")]
     print("\n".join(["### Verdicts", "", *verdict_table(rows), "", "### Leak curve", "",
                      *curve_table([r for r in rows if r["attacks"].get("leak_curve")]), "",
-                     "### Figures", "", *figures_table(rows)]))
+                     "### Figures", "", *figures_table(rows), "",
+                     "### Seconds per stage", "", *timing_table(ok)]))
 
 
 if __name__ == "__main__":

@@ -46,9 +46,10 @@ from medveil.metrics import image_similarity
 from medveil.progress import progress_bar
 from medveil.schemes import available_schemes, create, get_scheme_class
 from medveil.schemes.base import check_params
+from medveil.timing import StageClock
 from medveil.verdicts import actor_verdicts
 
-SCORECARD_SCHEMA = "medveil.scorecard/5"
+SCORECARD_SCHEMA = "medveil.scorecard/6"
 SCHEMA_FILE = Path(__file__).parent / "scorecard.schema.json"
 GRID_IMAGES = 4
 RECOVERY_IMAGES = 32
@@ -174,26 +175,28 @@ def finish_view_row(run, model, task_data: ImageSet, views: dict[str, np.ndarray
     scheme, row, seed = run.scheme, run.row, run.seed
     train, test = run.data.split("train"), run.data.split("test")
     test_images = task_data.split("test").images
-    started = time.perf_counter()
-    predictions = predict_standard(model, test_images)
-    if model.task == "classification":  # the first pass warmed up: time one steady pass
+    with run.clock.stage("predict"):
         started = time.perf_counter()
         predictions = predict_standard(model, test_images)
+        if model.task == "classification":  # the first pass warmed up: time one steady pass
+            started = time.perf_counter()
+            predictions = predict_standard(model, test_images)
     infer_ms = 1000 * (time.perf_counter() - started) / max(1, len(test))
     row["params"] = dict(scheme.params)
     row["utility"] = decoded_predictions(predictions).metrics(test)
 
     pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES]}
     if scheme.invertible:
-        recovered = scheme.recover(views["test"], key=run.key)
-        row["recovery"] = image_similarity(test.images, recovered)
-        pictures["key-holder recovery"] = recovered[:GRID_IMAGES]
-        # An attacker who bypasses the fingerprint check and decodes with a key of its own.
-        row["wrong_key"] = image_similarity(
-            test.images, scheme.recover_bypassing_check(views["test"], run.wrong_key))
+        with run.clock.stage("recover"):
+            recovered = scheme.recover(views["test"], key=run.key)
+            row["recovery"] = image_similarity(test.images, recovered)
+            pictures["key-holder recovery"] = recovered[:GRID_IMAGES]
+            # An attacker who bypasses the fingerprint check and decodes with a key of its own.
+            row["wrong_key"] = image_similarity(
+                test.images, scheme.recover_bypassing_check(views["test"], run.wrong_key))
 
     image_attacks(run.spec, scheme, row, pictures, train, test, views, run.budget, seed,
-                  spare=public_images(run.data))
+                  spare=public_images(run.data), clock=run.clock)
     view_bytes = views["test"].nbytes / len(views["test"])
     row["cost"] = {"fit_s": run.fit_s, "protect_ms_per_image": protect_ms,
                    "train_s": model.train_s, "infer_ms_per_image": infer_ms,
@@ -227,18 +230,22 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
                            "params": dict(scheme.params), "status": "ok",
                            "error": None, "utility": None, "recovery": None, "wrong_key": None,
                            "attacks": {}, "cost": {}}
+    clock = StageClock()
     started = time.perf_counter()
-    scheme.fit(data.split("train"), key=victim_key, seed=seed, public=public_images(data))
+    with clock.stage("fit"):
+        scheme.fit(data.split("train"), key=victim_key, seed=seed, public=public_images(data))
     fit_s = time.perf_counter() - started
-    return protocol.bench_row(BenchRun(spec=spec, scheme=scheme, row=row, data=data,
-                                       budget=budget, seed=seed, key=victim_key,
-                                       wrong_key=wrong_key, fit_s=fit_s))
+    row = protocol.bench_row(BenchRun(spec=spec, scheme=scheme, row=row, data=data,
+                                      budget=budget, seed=seed, key=victim_key,
+                                      wrong_key=wrong_key, fit_s=fit_s, clock=clock))
+    row["timing"] = clock.figures()
+    return row
 
 
 def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
                   pictures: dict[str, np.ndarray], train: ImageSet, test: ImageSet,
                   views: dict[str, np.ndarray], budget: BenchBudget, seed: int, *,
-                  spare: ImageSet | None = None) -> None:
+                  spare: ImageSet | None = None, clock: StageClock | None = None) -> None:
     """The shared suite (and the scheme's own attacks) on the views, into ``row``, then
     a verdict per threat actor (``spare``: images that fill a small gallery).
 
@@ -246,8 +253,9 @@ def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
     a gallery of their plaintexts plus distractors the attacker never saw (the other
     test images and the training images outside the largest leak). The leak curve
     refits the inverter on nested leaks of K pairs; its largest K is the headline
-    known-plaintext and re-identification figure.
+    known-plaintext and re-identification figure. ``clock`` times each attack.
     """
+    clock = clock or StageClock()
     attack_budget = budget.attacks
     rng = np.random.default_rng(seed + 11)
     order = rng.permutation(len(train))
@@ -259,27 +267,31 @@ def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
                                       seed, extra=spare)
     victim_pictures = scheme.view_as_image(views["test"])
 
-    vis = visual(victim_pictures, test.images, public=train.images, masks=test.masks)
-    row["attacks"]["visual"] = vis.figures
-    if vis.reconstructions is not None:
-        pictures["view"] = vis.reconstructions[:GRID_IMAGES]
-        vis.figures["reidentify"] = visual_reidentification(
-            vis.reconstructions[queries], test.images[queries], distractors)
-        owner = np.concatenate([train.images, test.images])
-        third = np.sort(np.random.default_rng(seed + 13).choice(
-            len(test), min(attack_budget.third_party_victims, len(test)), replace=False))
-        row["attacks"]["third_parties"] = third_parties(
-            vis.reconstructions[third], owner, len(train) + third)
+    with clock.stage("visual"):
+        vis = visual(victim_pictures, test.images, public=train.images, masks=test.masks)
+        row["attacks"]["visual"] = vis.figures
+        if vis.reconstructions is not None:
+            pictures["view"] = vis.reconstructions[:GRID_IMAGES]
+            vis.figures["reidentify"] = visual_reidentification(
+                vis.reconstructions[queries], test.images[queries], distractors)
+            owner = np.concatenate([train.images, test.images])
+            third = np.sort(np.random.default_rng(seed + 13).choice(
+                len(test), min(attack_budget.third_party_victims, len(test)), replace=False))
+            row["attacks"]["third_parties"] = third_parties(
+                vis.reconstructions[third], owner, len(train) + third)
 
     extra = scheme.attack_inverters()
     curve, best_kp = [], None
     for k in sizes:
         leak = np.sort(order[:k])
-        kp, inverter = known_plaintext(views["train"][leak], train.images[leak], views["test"],
-                                       test.images, budget=attack_budget, seed=seed, extra=extra)
-        reid = reidentification(inverter, views["train"][leak], train.images[leak],
-                                views["test"][queries], test.images[queries], distractors,
-                                budget=attack_budget, seed=seed)
+        with clock.stage(f"known_plaintext_k{k}"):
+            kp, inverter = known_plaintext(views["train"][leak], train.images[leak],
+                                           views["test"], test.images, budget=attack_budget,
+                                           seed=seed, extra=extra)
+        with clock.stage(f"reidentify_k{k}"):
+            reid = reidentification(inverter, views["train"][leak], train.images[leak],
+                                    views["test"][queries], test.images[queries], distractors,
+                                    budget=attack_budget, seed=seed)
         curve.append({**{f: kp.figures[f] for f in ("pairs", "ssim", "psnr", "method")},
                       "reidentify": reid.figures})
         best_kp = kp
@@ -287,17 +299,19 @@ def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
     row["attacks"]["reidentify"] = curve[-1]["reidentify"]
     row["attacks"]["leak_curve"] = curve
 
-    shadow = shadow_key(lambda: create(spec.name, **row["params"]), train, views["test"],
-                        test.images, budget=attack_budget, seed=seed)
-    row["attacks"]["shadow_key"] = shadow.result.figures
-    n_own = min(sizes[-1], len(shadow.own_views))
-    shadow.result.figures["reidentify"] = reidentification(
-        shadow.inverter, shadow.own_views[:n_own], shadow.own_images[:n_own],
-        views["test"][queries], test.images[queries], distractors, budget=attack_budget,
-        seed=seed).figures
-    row["attacks"].update(scheme.extra_attacks(
-        views["test"], test.images, leaked_views=views["train"][largest],
-        leaked_images=train.images[largest], budget=attack_budget, seed=seed))
+    with clock.stage("shadow_key"):  # the shadow fit, its inverter and re-identification
+        shadow = shadow_key(lambda: create(spec.name, **row["params"]), train, views["test"],
+                            test.images, budget=attack_budget, seed=seed)
+        row["attacks"]["shadow_key"] = shadow.result.figures
+        n_own = min(sizes[-1], len(shadow.own_views))
+        shadow.result.figures["reidentify"] = reidentification(
+            shadow.inverter, shadow.own_views[:n_own], shadow.own_images[:n_own],
+            views["test"][queries], test.images[queries], distractors, budget=attack_budget,
+            seed=seed).figures
+    with clock.stage("scheme_attacks"):
+        row["attacks"].update(scheme.extra_attacks(
+            views["test"], test.images, leaked_views=views["train"][largest],
+            leaked_images=train.images[largest], budget=attack_budget, seed=seed))
     with_advantages(row["attacks"], attacker_floor(train.images, test.images))
     row["verdicts"] = actor_verdicts(row["attacks"])
     best = max((best_kp, shadow.result), key=lambda r: r.figures["ssim"])

@@ -47,6 +47,19 @@ def test_scorecard_validates_against_the_schema(bench_out):
     assert all(r["status"] == "ok" for r in card["results"])
 
 
+def test_every_row_times_its_stages(bench_out):
+    """Scorecard /6: where a row's time goes, stage by stage, adding up to most of it."""
+    out, _ = bench_out
+    for name, row in rows(out).items():
+        timing = row["timing"]
+        for stage in ("fit", "protect", "task_training", "predict", "visual", "shadow_key"):
+            assert stage in timing, (name, stage)
+        assert any(s.startswith("known_plaintext_k") for s in timing)
+        assert any(s.startswith("reidentify_k") for s in timing)
+        assert all(seconds >= 0 for seconds in timing.values())
+        assert 0.5 * row["wall_s"] <= sum(timing.values()) <= row["wall_s"] + 1e-6, name
+
+
 def test_shipped_schema_extends_the_design_contract_under_a_new_version():
     """The shipped schema is the contract; a change bumps its version and keeps every
     field the design's first version required."""

@@ -101,6 +101,7 @@ def test_ckks_row_reports_encrypted_inference_and_no_image_attacks(tmp_path):
     assert he["security"]["meets_128_bit"]
     assert row["recovery"]["ssim"] > 0.99 and row["wrong_key"]["ssim"] < 0.3
     assert row["cost"]["view_bytes_per_image"] > 100_000
+    assert {"fit", "encrypted_inference", "recover"} <= set(row["timing"])
     assert "ckks" in (tmp_path / "report.md").read_text()
     assert not (tmp_path / "scorecard.partial.json").exists()
 

@@ -12,7 +12,7 @@ protocol's name.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError, DataError, unknown_name
 from medveil.metrics import classification_metrics, segmentation_metrics
+from medveil.timing import StageClock
 
 if TYPE_CHECKING:
     from medveil.budgets import BenchBudget
@@ -77,6 +78,8 @@ class BenchRun:
     key: Key
     wrong_key: Key
     fit_s: float
+    #: the row's stage times (its ``timing``); the protocol times what it runs
+    clock: StageClock = field(default_factory=StageClock)
 
 
 class Protocol(ABC):

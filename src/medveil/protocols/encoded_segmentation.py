@@ -158,28 +158,32 @@ class EncodedSegmentationProtocol(Protocol):
         scheme, data, row = run.scheme, run.data, run.row
         train, test = data.split("train"), data.split("test")
         started = time.perf_counter()
-        arrays, extras, info = self.release(scheme, data, key=run.key)
+        with run.clock.stage("protect"):
+            arrays, extras, info = self.release(scheme, data, key=run.key)
         protect_ms = 1000 * (time.perf_counter() - started) / (len(train) + len(test))
         release = ProtectedStore.in_memory(arrays=arrays, extras=extras,
                                            header=release_header(scheme, data, self, info),
                                            key=run.key)
-        model = self.train([release], budget=run.budget, seed=run.seed)
+        with run.clock.stage("task_training"):
+            model = self.train([release], budget=run.budget, seed=run.seed)
         started = time.perf_counter()  # the round trip: the server maps, the client decodes
-        predicted, _ = self.predict(model, release, split="test")
-        results = in_memory_results(predicted, "test")
-        masks = self.decode(scheme, results, key=run.key).masks
+        with run.clock.stage("predict"):
+            predicted, _ = self.predict(model, release, split="test")
+            results = in_memory_results(predicted, "test")
+            masks = self.decode(scheme, results, key=run.key).masks
         infer_ms = 1000 * (time.perf_counter() - started) / len(test)
         row["params"] = dict(scheme.params)
         row["utility"] = segmentation_metrics(masks, test.masks)
         first_copy = predicted["encoded_masks"][:len(test)]
         row["wrong_key_masks"] = segmentation_metrics(
             scheme.decode_masks_bypassing_check(first_copy, run.wrong_key), test.masks)
-        views = {"train": protect_all(scheme, train.images, run.key),
-                 "test": arrays["test"]["view"][:len(test)]}
+        with run.clock.stage("protect"):
+            views = {"train": protect_all(scheme, train.images, run.key),
+                     "test": arrays["test"]["view"][:len(test)]}
         pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES],
                                            "decoded mask": masks[:GRID_IMAGES].astype(np.float32)}
         image_attacks(run.spec, scheme, row, pictures, train, test, views, run.budget, run.seed,
-                      spare=public_images(run.data))
+                      spare=public_images(run.data), clock=run.clock)
         row["cost"] = {"fit_s": run.fit_s, "protect_ms_per_image": protect_ms,
                        "train_s": model.train_s, "infer_ms_per_image": infer_ms,
                        "view_bytes_per_image": views["test"].nbytes / len(test),

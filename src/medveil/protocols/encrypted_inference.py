@@ -148,16 +148,18 @@ class EncryptedInferenceProtocol(Protocol):
 
         scheme, row = run.scheme, run.row
         test = run.data.split(SHIPPED_SPLIT)
-        figures, arrays = self.measure(scheme, run.data, key=run.key)
+        with run.clock.stage("encrypted_inference"):  # protect, evaluate, decrypt
+            figures, arrays = self.measure(scheme, run.data, key=run.key)
         row["params"] = dict(scheme.params)
         row["utility"] = figures.pop("metrics")
         row["encrypted_inference"] = figures
         sample = test.images[:RECOVERY_IMAGES]
         view = arrays[SHIPPED_SPLIT]["view"][:RECOVERY_IMAGES]
-        recovered = scheme.recover(view, key=run.key)
-        row["recovery"] = image_similarity(sample, recovered)
-        row["wrong_key"] = image_similarity(sample,
-                                            scheme.recover_bypassing_check(view, run.wrong_key))
+        with run.clock.stage("recover"):
+            recovered = scheme.recover(view, key=run.key)
+            row["recovery"] = image_similarity(sample, recovered)
+            row["wrong_key"] = image_similarity(
+                sample, scheme.recover_bypassing_check(view, run.wrong_key))
         row["attacks"] = {"visual": None, "known_plaintext": None, "shadow_key": None,
                           "reidentify": None, "not_applicable": scheme.not_applicable_reason()}
         from medveil.verdicts import actor_verdicts

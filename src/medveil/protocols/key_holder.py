@@ -42,13 +42,16 @@ class KeyHolderProtocol(Protocol):
         from medveil.store import ProtectedStore
 
         started = time.perf_counter()
-        arrays, extras, info = self.release(run.scheme, run.data, key=run.key)
+        with run.clock.stage("protect"):
+            arrays, extras, info = self.release(run.scheme, run.data, key=run.key)
         protect_ms = 1000 * (time.perf_counter() - started) / len(run.data)
         release = ProtectedStore.in_memory(
             arrays=arrays, extras=extras,
             header=release_header(run.scheme, run.data, self, info), key=run.key)
-        recovered = self.recover(run.scheme, release, key=run.key)
-        model = train_standard(recovered, budget=run.budget, seed=run.seed)
+        with run.clock.stage("recover"):
+            recovered = self.recover(run.scheme, release, key=run.key)
+        with run.clock.stage("task_training"):
+            model = train_standard(recovered, budget=run.budget, seed=run.seed)
         row = finish_view_row(run, model, recovered, {s: a["view"] for s, a in arrays.items()},
                               protect_ms)
         # does the key holder's recovery keep the texture a radiologist reads?

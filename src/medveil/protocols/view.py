@@ -111,12 +111,14 @@ class ViewProtocol(Protocol):
 
         scheme, data = run.scheme, run.data
         started = time.perf_counter()
-        arrays, extras, info = self.release(scheme, data, key=run.key)
+        with run.clock.stage("protect"):
+            arrays, extras, info = self.release(scheme, data, key=run.key)
         protect_ms = 1000 * (time.perf_counter() - started) / len(data)
         release = ProtectedStore.in_memory(arrays=arrays, extras=extras,
                                            header=release_header(scheme, data, self, info),
                                            key=run.key)
-        model = self.train([release], budget=run.budget, seed=run.seed)
+        with run.clock.stage("task_training"):
+            model = self.train([release], budget=run.budget, seed=run.seed)
         return finish_view_row(run, model, release.as_imageset(),
                                {s: a["view"] for s, a in arrays.items()}, protect_ms)
 

@@ -93,7 +93,7 @@ def measure(architecture: str, data, *, images: int, seed: int,
                      "logit_error": float(np.abs(logits - folded.forward(image[None])[0]).max())})
     medians = {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
     medians["logit_error"] = max(r["logit_error"] for r in rows)
-    products = sum(1 for _ in plan.hidden) + sum(len(m.vectors) for m in plan.middle) + \
+    products = len(plan.hidden) + sum(len(m.vectors) for m in plan.middle) + \
         plan.segments * plan.groups + plan.num_classes
     return {"architecture": architecture, "image_size": spec.image_size, "levels": folded.depth,
             "poly_modulus_degree": params.poly_modulus_degree, "packing": plan.describe(),

@@ -102,7 +102,8 @@ def timing_table(rows: list[dict[str, Any]]) -> list[str]:
     for row in timed:
         grouped: dict[str, float] = {}
         for stage, seconds in row["timing"].items():
-            grouped[_stage_group(stage)] = grouped.get(_stage_group(stage), 0.0) + seconds
+            group = _stage_group(stage)
+            grouped[group] = grouped.get(group, 0.0) + seconds
         other = row["wall_s"] - sum(grouped.values())
         cells = [f"{grouped[s]:.0f}" if s in grouped else "-" for s in stages]
         lines.append(f"| {row['scheme']} | " + " | ".join(cells) +

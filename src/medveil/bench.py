@@ -231,13 +231,12 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
                            "error": None, "utility": None, "recovery": None, "wrong_key": None,
                            "attacks": {}, "cost": {}}
     clock = StageClock()
-    started = time.perf_counter()
     with clock.stage("fit"):
         scheme.fit(data.split("train"), key=victim_key, seed=seed, public=public_images(data))
-    fit_s = time.perf_counter() - started
     row = protocol.bench_row(BenchRun(spec=spec, scheme=scheme, row=row, data=data,
                                       budget=budget, seed=seed, key=victim_key,
-                                      wrong_key=wrong_key, fit_s=fit_s, clock=clock))
+                                      wrong_key=wrong_key, fit_s=clock.seconds["fit"],
+                                      clock=clock))
     row["timing"] = clock.figures()
     return row
 

@@ -209,10 +209,8 @@ def plan_network(net: FoldedNet, *, slots: int = 4096, channels_per_segment: int
     hidden_block = block
     middle = [DenseStage(b, bb, gg, {(g1, g2): v for (_, g1, g2), v in vec.items()}, bias)
               for b, bb, gg, vec, bias in rest]
-    block = built[-1][0]
+    block = built[-1][0]  # _choose_block made it hold the classes
     m = stages[-1][0].shape[0]
-    if net.num_classes > block:
-        raise ConfigError(f"{net.num_classes} classes do not fit hidden blocks of {block} slots")
     a_idx = np.arange(m)
     final = []
     for k in range(net.num_classes):

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import time
-import traceback
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +48,7 @@ from medveil.schemes.base import check_params
 from medveil.timing import StageClock
 from medveil.verdicts import actor_verdicts
 
-SCORECARD_SCHEMA = "medveil.scorecard/6"
+SCORECARD_SCHEMA = "medveil.scorecard/7"
 SCHEMA_FILE = Path(__file__).parent / "scorecard.schema.json"
 GRID_IMAGES = 4
 RECOVERY_IMAGES = 32
@@ -363,7 +362,7 @@ def _resumable_rows(path: Path, header: dict[str, Any]) -> dict[str, dict[str, A
     return {row["scheme"]: row for row in partial["results"] if row.get("status") == "ok"}
 
 
-BENCH_FILES = ("scorecard.json", "scorecard.partial.json", "report.md")
+BENCH_FILES = ("scorecard.json", "scorecard.partial.json", "report.md", "sweep.json")
 
 
 def _bench_folder(out: str | os.PathLike[str]) -> Path:
@@ -384,64 +383,140 @@ def _bench_folder(out: str | os.PathLike[str]) -> Path:
     return out
 
 
+@dataclass
+class _Run:
+    """One data set with one seed of a bench (a sweep has several): its folder, the
+    rows it must compute and those it has."""
+
+    out: Path
+    dataset: ImageSet
+    seed: int
+    specs: list[SchemeSpec]
+    header: dict[str, Any]
+    rows: dict[str, dict[str, Any]]
+
+    def write_partial(self) -> None:
+        """Rows so far, in the order of ``specs`` (a full bench takes more than an hour
+        here: ``--resume`` picks them up after a crash or a stop)."""
+        partial = {**self.header, "results": [{k: v for k, v in r.items()
+                                               if not k.startswith("_")}
+                                              for r in self.ordered()]}
+        atomic_write_bytes(self.out / "scorecard.partial.json",
+                           (json.dumps(partial, indent=2, default=float) + "\n").encode(),
+                           check=False)
+
+    def ordered(self) -> list[dict[str, Any]]:
+        return [self.rows[s.label] for s in self.specs if s.label in self.rows]
+
+
+def _run_folders(out: Path, combos: list[tuple[ImageSet, int]]) -> list[Path]:
+    """One combination writes into ``out`` itself; a sweep gives each data set and seed
+    a folder of its own under ``out`` (named after both) and lists them in sweep.json."""
+    if len(combos) == 1:
+        return [out]
+    folders, seen = [], set()
+    for dataset, seed in combos:
+        stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in dataset.name)
+        name = f"{stem}-seed{seed}"
+        while name in seen:
+            name += "-again"
+        seen.add(name)
+        folders.append(_bench_folder(out / name))
+    return folders
+
+
 def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all",
               quick: bool = False, seed: int = 0, out: str | os.PathLike[str] = "bench-output",
               progress: bool = True, read_options: dict[str, Any] | None = None,
               budget: BenchBudget | str | None = None, resume: bool = False,
-              pictures: bool = True) -> dict[str, Any]:
-    """Run the benchmark and write scorecard.json, report.md, report.html and pictures.
+              pictures: bool = True, executor: str = "inprocess",
+              workers: int | None = None) -> dict[str, Any]:
+    """Run the benchmark on one data set with one seed and write scorecard.json,
+    report.md, report.html and pictures into ``out`` (:func:`run_sweep`)."""
+    return run_sweep(data=[data], schemes=schemes, quick=quick, seeds=[seed], out=out,
+                     progress=progress, read_options=read_options, budget=budget,
+                     resume=resume, pictures=pictures, executor=executor,
+                     workers=workers)[0]
 
-    With ``resume``, rows that finished ``ok`` in an interrupted run into the same
-    ``out`` (its ``scorecard.partial.json``) are kept instead of run again, provided
-    the data set, seed and budget match; they are marked ``resumed`` and have no
-    pictures in the report.
+
+def run_sweep(*, data: list[str | os.PathLike[str] | None] | None = None,
+              schemes: str = "all", quick: bool = False, seeds: list[int] | None = None,
+              out: str | os.PathLike[str] = "bench-output", progress: bool = True,
+              read_options: dict[str, Any] | None = None,
+              budget: BenchBudget | str | None = None, resume: bool = False,
+              pictures: bool = True, executor: str = "inprocess",
+              workers: int | None = None) -> list[dict[str, Any]]:
+    """The benchmark of every data set with every seed: one scorecard each.
+
+    Every row of every combination is one task for the ``executor``
+    (:mod:`medveil.executors`: ``inprocess``, ``processes`` or ``ray``); a row is
+    written into its combination's partial scorecard as it finishes and the
+    scorecards do not depend on the executor. With ``resume``, rows that finished
+    ``ok`` in an interrupted run into the same ``out`` (its
+    ``scorecard.partial.json``) are kept instead of run again, provided the data
+    set, seed and budget match; they are marked ``resumed`` and have no pictures in
+    the report.
     """
-    from medveil.report import write_report
+    from medveil.executors import RowTask, get_executor
 
-    specs = parse_schemes(schemes)
-    source = data if data is not None else DEFAULT_CLASSIFICATION
-    dataset = load_dataset(source, seed=seed, **(read_options or {}))
-    if dataset.task == "none":
-        raise ConfigError(f"{dataset.name} has neither labels nor masks: nothing to benchmark")
-    specs = _for_task(specs, dataset.task, dataset.name, explicit=schemes.strip() != "all")
-    if "test" not in dataset.split_names:
-        raise ConfigError(f"{dataset.name} has no test split to measure on")
+    sources = [d if d is not None else DEFAULT_CLASSIFICATION for d in (data or [None])]
+    seeds = list(seeds) if seeds else [0]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds lists a seed twice ({seeds}); give each seed once")
+    all_specs = parse_schemes(schemes)
     if isinstance(budget, str):
         budget = get_budget(budget)
     budget = budget or BenchBudget.for_mode(quick)
-    dataset = subsample_for_budget(dataset, budget, seed)
+    runner = get_executor(executor, workers=workers)
+    combos = []
+    for source in sources:
+        for seed in seeds:
+            dataset = load_dataset(source, seed=seed, **(read_options or {}))
+            if dataset.task == "none":
+                raise ConfigError(f"{dataset.name} has neither labels nor masks: nothing to "
+                                  "benchmark")
+            if "test" not in dataset.split_names:
+                raise ConfigError(f"{dataset.name} has no test split to measure on")
+            combos.append((subsample_for_budget(dataset, budget, seed), seed))
     out = _bench_folder(out)
-    header = run_header(dataset, budget, seed)
-    finished = _resumable_rows(out / "scorecard.partial.json", header) if resume else {}
+    runs = []
+    for (dataset, seed), folder in zip(combos, _run_folders(out, combos), strict=True):
+        header = run_header(dataset, budget, seed)
+        finished = _resumable_rows(folder / "scorecard.partial.json", header) if resume else {}
+        specs = _for_task(all_specs, dataset.task, dataset.name,
+                          explicit=schemes.strip() != "all")
+        rows = {s.label: {**finished[s.label], "resumed": True} for s in specs
+                if s.label in finished}
+        runs.append(_Run(folder, dataset, seed, specs, header, rows))
+    if len(runs) > 1:
+        index = {"sweep": [{"dataset": r.dataset.name, "seed": r.seed,
+                            "folder": r.out.name} for r in runs]}
+        atomic_write_bytes(out / "sweep.json", (json.dumps(index, indent=2) + "\n").encode(),
+                           check=False)
+    todo = [(run, spec) for run in runs for spec in run.specs if spec.label not in run.rows]
     started = time.perf_counter()
-    rows = []
     with progress_bar(progress) as bar:
-        task = bar.add_task("bench", total=len(specs))
-        for spec in specs:
-            bar.update(task, description=f"bench: {spec.label}")
-            scheme_started = time.perf_counter()
-            if spec.label in finished:
-                row = {**finished[spec.label], "resumed": True}
-            else:
-                try:
-                    row = run_scheme(spec, dataset, budget, seed)
-                except Exception as exc:  # noqa: BLE001 - a failing row, not a crash
-                    row = {"scheme": spec.label,
-                           "protocol": get_scheme_class(spec.name).protocol,
-                           "params": dict(spec.params), "status": "error",
-                           "error": f"{type(exc).__name__}: {exc}",
-                           "utility": None, "recovery": None, "wrong_key": None,
-                           "attacks": {}, "cost": {}, "_traceback": traceback.format_exc()}
-                row["wall_s"] = time.perf_counter() - scheme_started
-            rows.append(row)
-            # Rows so far, for long runs (a full bench takes more than an hour here):
-            # `--resume` picks them up after a crash or a stop.
-            partial = {**header, "results": [{k: v for k, v in r.items()
-                                              if not k.startswith("_")} for r in rows]}
-            atomic_write_bytes(out / "scorecard.partial.json",
-                               (json.dumps(partial, indent=2, default=float) + "\n").encode(),
-                               check=False)
-            bar.update(task, advance=1)
+        task = bar.add_task(f"bench ({runner.name})", total=len(todo))
+
+        def done(index: int, row: dict[str, Any]) -> None:
+            run, spec = todo[index]
+            run.rows[spec.label] = row
+            run.write_partial()
+            bar.update(task, advance=1, description=f"bench: {spec.label} done")
+
+        runner.run([RowTask(spec, run.dataset, budget, run.seed) for run, spec in todo], done)
+    wall_s = time.perf_counter() - started
+    executor_figures = {"name": runner.name, "workers": runner.workers,
+                        "threads_per_worker": runner.threads}
+    return [_finish(run, budget, wall_s, executor_figures, pictures=pictures) for run in runs]
+
+
+def _finish(run: _Run, budget: BenchBudget, wall_s: float, executor: dict[str, Any], *,
+            pictures: bool) -> dict[str, Any]:
+    """The scorecard of one combination: validated, written with its report."""
+    from medveil.report import write_report
+
+    rows, dataset = run.ordered(), run.dataset
     grids = {row["scheme"]: row.pop("_pictures", None) for row in rows}
     if not pictures:  # a report that holds no patient image
         grids = {name: None for name in grids}
@@ -451,16 +526,17 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
         "medveil_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": budget.mode,
-        "seed": seed,
-        "machine": _machine(),
+        "seed": run.seed,
+        "machine": {**_machine(), "executor": executor},
         "dataset": {"name": dataset.name, "task": dataset.task,
                     "image_size": list(dataset.image_shape[1:]),
                     "n_train": int((dataset.splits == "train").sum()),
                     "n_test": int((dataset.splits == "test").sum())},
-        "wall_s": time.perf_counter() - started,
+        "wall_s": wall_s,
         "results": rows,
     }
     validate_scorecard(scorecard)
+    out = run.out
     (out / "scorecard.partial.json").unlink(missing_ok=True)
     atomic_write_bytes(out / "scorecard.json", (json.dumps(scorecard, indent=2) + "\n").encode(),
                        check=False)

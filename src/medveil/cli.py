@@ -364,17 +364,26 @@ def evaluate(
 
 @app.command()
 def bench(
-    data: Annotated[str | None, typer.Option(help="Bundled set or path (default: cxr-demo).")] =
-        None,
+    data: Annotated[list[str] | None, typer.Option(
+        help="Bundled set or path (default: cxr-demo); repeat it for a sweep over data "
+             "sets.")] = None,
     scheme_list: Annotated[str, typer.Option("--schemes", help="all, or a comma list.")] = "all",
     quick: Annotated[bool, typer.Option(help="Small subsets and budgets, for a first look.")] =
         False,
     budget: Annotated[str | None, typer.Option(
-        help="Named budget (full, quick, smoke); --quick is --budget quick.")] = None,
+        help="Named budget (full, quick, demo, smoke); --quick is --budget quick.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for scorecard and report.")] =
         Path("bench-output"),
     size: Size = None, color: Color = "gray", seed: Seed = 0, masks: Masks = None,
     label: Label = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="A sweep over seeds, a comma list (0,1,2); each data set and seed gets a folder "
+             "of its own under --out.")] = None,
+    executor: Annotated[str, typer.Option(
+        help="Where rows run: inprocess, processes (local workers) or ray "
+             "(pip install 'medveil[cluster]').")] = "inprocess",
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Workers for --executor processes / ray (default: the cores).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     resume: Annotated[bool, typer.Option(
         help="Keep the finished rows of an interrupted run into the same --out.")] = False,
@@ -383,14 +392,44 @@ def bench(
              "that holds no patient image).")] = True,
 ) -> None:
     """Every scheme, the same data, the same attacks: a privacy / utility / cost scorecard."""
-    from medveil.bench import run_bench
-    from medveil.report import HEADLINE, strongest_attack
+    from medveil.bench import run_sweep
 
     options = _read_options(size, color, masks=masks, label=label)
     options = {k: options[k] for k in ("size", "color", "masks", "label")}
-    scorecard = run_bench(data=data, schemes=scheme_list, quick=quick, seed=seed, out=out_dir,
-                          progress=not quiet, read_options=options, resume=resume,
-                          budget=budget, pictures=pictures)
+    scorecards = run_sweep(data=list(data or [None]), schemes=scheme_list, quick=quick,
+                           seeds=_seed_list(seeds, seed), out=out_dir, progress=not quiet,
+                           read_options=options, resume=resume, budget=budget,
+                           pictures=pictures, executor=executor, workers=workers)
+    failed = []
+    for scorecard in scorecards:
+        failed += _print_scorecard(scorecard)
+    folders = "; one folder per data set and seed" if len(scorecards) > 1 else ""
+    out.print(f"scorecard and report written to {out_dir.resolve()} (report.html, report.md, "
+              f"scorecard.json{folders})")
+    if failed:
+        print(f"medveil: error: {len(failed)} scheme(s) failed: {'; '.join(failed)}; "
+              f"tracebacks in errors.log under {out_dir}", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def _seed_list(seeds: str | None, seed: int) -> list[int]:
+    """``--seeds 0,1,2`` as integers (``--seed`` where it is not given)."""
+    if seeds is None:
+        return [seed]
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be a comma list of integers such as 0,1,2, "
+                          f"got {seeds!r}") from None
+    if not values or any(v < 0 or v >= 2**32 for v in values):
+        raise ConfigError(f"--seeds must list integers from 0 to 2^32-1, got {seeds!r}")
+    return values
+
+
+def _print_scorecard(scorecard: dict) -> list[str]:
+    """The scorecard's table; the rows that failed, as 'scheme (error)'."""
+    from medveil.report import HEADLINE, strongest_attack
+
     metric = HEADLINE[scorecard["dataset"]["task"]]
     table = Table("scheme", "status", metric, "strongest attack SSIM", "re-id top-1",
                   "recovery SSIM", "time s", title=f"{scorecard['dataset']['name']} "
@@ -409,13 +448,7 @@ def bench(
         if row["status"] != "ok":
             failed.append(f"{row['scheme']} ({row['error']})")
     out.print(table)
-    out.print(f"scorecard and report written to {out_dir.resolve()} "
-              f"(report.html, report.md, scorecard.json)")
-    if failed:
-        print(f"medveil: error: {len(failed)} scheme(s) failed: {'; '.join(failed)}; "
-              f"tracebacks in {out_dir / 'errors.log'}", file=sys.stderr)
-        raise typer.Exit(1)
-
+    return failed
 
 
 serve_app = typer.Typer(help="The processor as an HTTP service (needs medveil[service]).")

@@ -23,10 +23,12 @@ $(STAMP): pyproject.toml
 test: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+# The demo budget: every scheme in minutes, a first look (its report says so); the
+# quick and full figures are in docs/benchmarks.md. CHASE read at 128 px.
 demo: install
-	$(BIN)/medveil bench --quick --schemes all --out demo-output
-	$(BIN)/medveil bench --quick --data chase-demo --schemes plain,primis,privacy_sf \
-		--out demo-output/segmentation
+	$(BIN)/medveil bench --budget demo --schemes all --executor processes --out demo-output
+	$(BIN)/medveil bench --budget demo --data chase-demo --size 128 --executor processes \
+		--schemes plain,primis,privacy_sf --out demo-output/segmentation
 
 # The wire: a local server, two centres push, one pooled model, each centre decodes.
 demo-service: install

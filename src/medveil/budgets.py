@@ -3,7 +3,8 @@
 One budget is shared by the bench and by the command line (``--budget``), so that a
 workflow run by hand on the same data, seed and key gives the bench's row. A
 budget also says whether a scheme's own training is cut (``scheme_cut``: the
-scheme's ``quick_params`` apply where a row or ``--param`` does not name them).
+scheme's ``cut_params`` of that name apply where a row or ``--param`` does not
+name them).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from medveil.tasks import ClassifierConfig, SegmenterConfig
 
 @dataclass
 class BenchBudget:
-    """Everything that differs between budgets (``full``, ``quick``, ``smoke``)."""
+    """Everything that differs between budgets (``full``, ``quick``, ``demo``, ``smoke``)."""
 
     mode: str
     classifier: ClassifierConfig
@@ -26,7 +27,9 @@ class BenchBudget:
     attacks: AttackBudget
     max_train: int | None
     max_test: int | None
-    scheme_cut: bool = field(default=False)
+    scheme_cut: str | None = field(default=None)
+    #: what the report says about this budget's figures ("" for none)
+    note: str = field(default="")
 
     @classmethod
     def for_mode(cls, quick: bool) -> BenchBudget:
@@ -34,9 +37,9 @@ class BenchBudget:
 
     def scheme_params(self, scheme_class: Any, given: dict[str, Any] | None = None
                       ) -> dict[str, Any]:
-        """A scheme's parameters under this budget: its ``quick_params`` where the budget
-        cuts schemes, overridden by what the user or the row gives."""
-        defaults = scheme_class.quick_params if self.scheme_cut else {}
+        """A scheme's parameters under this budget: its ``cut_params[scheme_cut]`` where
+        the budget cuts schemes, overridden by what the user or the row gives."""
+        defaults = scheme_class.cut_params.get(self.scheme_cut, {}) if self.scheme_cut else {}
         return {**defaults, **(given or {})}
 
     def fresh_classifier(self) -> ClassifierConfig:
@@ -54,7 +57,27 @@ def _full() -> BenchBudget:
 def _quick() -> BenchBudget:
     return BenchBudget("quick", ClassifierConfig(epochs=10),
                        SegmenterConfig(steps=150, patch=96, eval_every=50),
-                       AttackBudget.quick(), max_train=600, max_test=200, scheme_cut=True)
+                       AttackBudget.quick(), max_train=600, max_test=200, scheme_cut="quick")
+
+
+def _demo() -> BenchBudget:
+    """``make demo``: every scheme on the bundled sets in minutes. The quick budget cut
+    again (fewer images, half the epochs, a quarter of the attack steps, one leak
+    size, the schemes' ``demo`` cuts): a first look at the workflow and the report,
+    not figures to quote; the report names the budget that ran."""
+    return BenchBudget("demo", ClassifierConfig(epochs=5, batch_size=32),
+                       SegmenterConfig(steps=80, patch=64, eval_every=40),
+                       AttackBudget(inversion=InversionBudget(steps=40, batch_size=16,
+                                                              channels=(16, 32, 64)),
+                                    reid=ReidBudget(steps=12, batch_size=32), leak_sizes=(100,),
+                                    gallery=64, distractors=200, shadow_images=120,
+                                    third_party_victims=64),
+                       max_train=600, max_test=64, scheme_cut="demo",
+                       note="a first look at the workflow, cut to run in minutes (fewer "
+                            "images, half the quick budget's epochs, a quarter of its attack "
+                            "steps, one leak size, the schemes' own training cut): weaker "
+                            "attacks and models than the quick and full budgets, whose figures "
+                            "are in docs/benchmarks.md; do not quote these.")
 
 
 def _smoke() -> BenchBudget:
@@ -66,10 +89,12 @@ def _smoke() -> BenchBudget:
                                     reid=ReidBudget(steps=10, batch_size=16), shadow_images=64,
                                     leak_sizes=(8, 32), gallery=16, distractors=32,
                                     third_party_victims=32),
-                       max_train=None, max_test=None, scheme_cut=True)
+                       max_train=None, max_test=None, scheme_cut="quick",
+                       note="seconds per row, for tests of the plumbing: the figures mean "
+                            "nothing.")
 
 
-BUDGETS = {"full": _full, "quick": _quick, "smoke": _smoke}
+BUDGETS = {"full": _full, "quick": _quick, "demo": _demo, "smoke": _smoke}
 
 
 def get_budget(name: str) -> BenchBudget:

@@ -145,7 +145,8 @@ def schemes() -> None:
 
 
 Budget = Annotated[str, typer.Option(
-    help="Named budget: full, quick (the bench's --quick) or smoke (seconds, for tests).")]
+    help="Named budget: full, quick (the bench's --quick), demo (make demo) or smoke "
+         "(seconds, for tests).")]
 
 
 @app.command()

@@ -330,6 +330,20 @@ NO_PATIENT_NOTICE = ("This report holds no patient image (written with --no-pict
                      "no row had pictures); only figures.")
 
 
+def _executor_words(executor: dict[str, Any] | None) -> str:
+    if not executor or executor["name"] == "inprocess":
+        return ""
+    return (f" (rows on {executor['name']}: {executor['workers']} workers, "
+            f"{executor['threads_per_worker']} thread(s) each)")
+
+
+def budget_note(mode: str) -> str:
+    """What the report must say about a budget's figures (the demo's are not to quote)."""
+    from medveil.budgets import BUDGETS
+
+    return BUDGETS[mode]().note if mode in BUDGETS else ""
+
+
 def write_report(out: Path, scorecard: dict[str, Any],
                  pictures: dict[str, dict[str, np.ndarray] | None]) -> dict[str, Path]:
     """Write report.md, report.html and the PNGs they name into ``out``."""
@@ -357,7 +371,10 @@ def write_report(out: Path, scorecard: dict[str, Any],
     intro = (f"Data: {ds['name']} ({ds['task']}, {'x'.join(map(str, ds['image_size']))}, "
              f"{ds['n_train']} train / {ds['n_test']} test). Mode: {scorecard['mode']}, "
              f"seed {scorecard['seed']}. Machine: {machine['cpu']}, {machine['cores']} cores, "
-             f"torch {machine['torch']}. Wall time {scorecard.get('wall_s', 0):.0f} s.")
+             f"torch {machine['torch']}. Wall time {scorecard.get('wall_s', 0):.0f} s"
+             f"{_executor_words(machine.get('executor'))}.")
+    if budget_note(scorecard["mode"]):
+        intro += f" Budget `{scorecard['mode']}`: {budget_note(scorecard['mode'])}"
     resumed = [r["scheme"] for r in scorecard["results"] if r.get("resumed")]
     if resumed:
         intro += (f" Rows kept from an interrupted run of the same data, seed and budget "

@@ -83,10 +83,29 @@ def test_quick_rows_take_the_schemes_quick_params_unless_named():
     (spec,) = [s for s in parse_schemes("privacy_sf:steps=7") if s.name == "privacy_sf"]
     quick, full = spec.create(budget=get_budget("quick")).params, spec.create().params
     assert quick["steps"] == full["steps"] == 7  # the row's own value wins
-    assert quick["map_steps"] == SCHEMES["privacy_sf"].quick_params["map_steps"]
+    assert quick["map_steps"] == SCHEMES["privacy_sf"].cut_params["quick"]["map_steps"]
     assert full["map_steps"] > quick["map_steps"]
     (plain,) = [s for s in parse_schemes("plain") if s.name == "plain"]
     assert plain.create(budget=get_budget("quick")).params == plain.create().params
+
+
+def test_demo_budget_cuts_every_fitted_scheme_and_its_report_says_so(tmp_path):
+    """make demo's budget: each scheme's own ``demo`` cut, and a report that names the
+    budget and says its figures are not to quote."""
+    from dataclasses import replace
+
+    demo = get_budget("demo")
+    for name, cls in SCHEMES.items():
+        if cls.needs_fit and "demo" in cls.cut_params:
+            cut = demo.scheme_params(cls)
+            assert cut and all(cls(**cut).params[k] == v for k, v in cut.items()), name
+    for name in ("primis", "privacy_sf", "fesf", "obfuscation"):
+        assert SCHEMES[name].cut_params["demo"], name
+    card = run_bench(schemes="plain", out=tmp_path, progress=False,
+                     budget=replace(TINY, mode="demo"))
+    assert card["mode"] == "demo"
+    report = (tmp_path / "report.md").read_text()
+    assert "Budget `demo`" in report and "do not quote" in report
 
 
 def test_ckks_row_reports_encrypted_inference_and_no_image_attacks(tmp_path):

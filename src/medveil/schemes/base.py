@@ -77,9 +77,10 @@ class Scheme(ABC):
     #: Parameters the shared contract tests use: a smaller training budget where the
     #: defaults would take minutes per fit (the contract checks behaviour, not quality).
     contract_params: ClassVar[dict[str, Any]] = {}
-    #: Parameters ``medveil bench --quick`` uses where the row does not name them: the
-    #: scheme's own training cut as the quick budget cuts the standard task's.
-    quick_params: ClassVar[dict[str, Any]] = {}
+    #: Parameters a budget that cuts schemes uses where the row does not name them, by
+    #: the budget's ``scheme_cut`` (``quick``, ``demo``): the scheme's own training cut
+    #: as that budget cuts the standard task's.
+    cut_params: ClassVar[dict[str, dict[str, Any]]] = {}
     #: The tasks a scheme serves; `--schemes all` skips the others for a data set.
     tasks: ClassVar[tuple[str, ...]] = ("classification", "segmentation")
     #: Schemes whose fit takes ``public`` images (same modality, not the owner's

@@ -60,6 +60,7 @@ def hide(images: np.ndarray, hosts: np.ndarray, *, alpha: float, beta: float) ->
 @register
 class FesfScheme(Scheme):
     name = "fesf"
+    cut_params = {"demo": {"epochs": 3}}  # a third of the enhancer's epochs
     invertible = False
     needs_fit = True
 

@@ -52,6 +52,7 @@ class PrimisScheme(Scheme):
     protocol = "key_holder"
     contract_recovery_ssim = 0.6  # 64 crops, 8 epochs; the full-data figure is the bench's
     contract_params = {"min_steps": 0}  # the contract checks behaviour, not the codec's quality
+    cut_params = {"demo": {"epochs": 1, "min_steps": 128}}  # a sixteenth of the codec's steps
 
     def __init__(self, *, patch: int = 8, codes: int = 3, code_dim: int = 128, k: int = 6,
                  width: int = 16, epochs: int = 8, batch_size: int = 256, lr: float = 2e-3,

@@ -62,9 +62,10 @@ def _quick() -> BenchBudget:
 
 def _demo() -> BenchBudget:
     """``make demo``: every scheme on the bundled sets in minutes. The quick budget cut
-    again (fewer images, half the epochs, a quarter of the attack steps, one leak
-    size, the schemes' ``demo`` cuts): a first look at the workflow and the report,
-    not figures to quote; the report names the budget that ran."""
+    again (64 test images, half the epochs, a fifth of the inversion steps and an
+    eighth of the re-identification steps, one leak size, the schemes' ``demo`` cuts):
+    a first look at the workflow and the report, not figures to quote; the report
+    names the budget that ran."""
     return BenchBudget("demo", ClassifierConfig(epochs=5, batch_size=32),
                        SegmenterConfig(steps=80, patch=64, eval_every=40),
                        AttackBudget(inversion=InversionBudget(steps=40, batch_size=16,
@@ -73,11 +74,12 @@ def _demo() -> BenchBudget:
                                     gallery=64, distractors=200, shadow_images=120,
                                     third_party_victims=64),
                        max_train=600, max_test=64, scheme_cut="demo",
-                       note="a first look at the workflow, cut to run in minutes (fewer "
-                            "images, half the quick budget's epochs, a quarter of its attack "
-                            "steps, one leak size, the schemes' own training cut): weaker "
-                            "attacks and models than the quick and full budgets, whose figures "
-                            "are in docs/benchmarks.md; do not quote these.")
+                       note="a first look at the workflow, cut to run in minutes (64 test "
+                            "images, half the quick budget's epochs, a fifth of its inversion "
+                            "and an eighth of its re-identification steps, one leak size, the "
+                            "schemes' own training cut): weaker attacks and models than the "
+                            "quick and full budgets, whose figures are in docs/benchmarks.md; "
+                            "do not quote these.")
 
 
 def _smoke() -> BenchBudget:

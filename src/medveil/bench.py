@@ -38,6 +38,7 @@ from medveil.attacks.suite import (
     with_advantages,
 )
 from medveil.budgets import BenchBudget, get_budget
+from medveil.cache import BenchCache
 from medveil.data import ImageSet, load_dataset
 from medveil.data.bundled import DEFAULT_CLASSIFICATION
 from medveil.errors import ConfigError
@@ -195,7 +196,7 @@ def finish_view_row(run, model, task_data: ImageSet, views: dict[str, np.ndarray
                 test.images, scheme.recover_bypassing_check(views["test"], run.wrong_key))
 
     image_attacks(run.spec, scheme, row, pictures, train, test, views, run.budget, seed,
-                  spare=public_images(run.data), clock=run.clock)
+                  spare=public_images(run.data), clock=run.clock, cache=run.cache)
     view_bytes = views["test"].nbytes / len(views["test"])
     row["cost"] = {"fit_s": run.fit_s, "protect_ms_per_image": protect_ms,
                    "train_s": model.train_s, "infer_ms_per_image": infer_ms,
@@ -215,35 +216,58 @@ def public_images(data: ImageSet) -> ImageSet | None:
     return data.split(PUBLIC_SPLIT) if PUBLIC_SPLIT in data.split_names else None
 
 
-def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int
-               ) -> dict[str, Any]:
+def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int, *,
+               cache: BenchCache | None = None) -> dict[str, Any]:
     """One scorecard row, plus the images the report shows: the scheme's protocol runs
-    the same workflow as the command line (release, train, predict, decode)."""
+    the same workflow as the command line (release, train, predict, decode).
+
+    With a ``cache``, the owner's fit (and the shadow attacker's, under its own key) is
+    reused where the same data, scheme, parameters, seed, key and code made one, and a
+    scheme that fits nothing reuses its whole row; ``cached`` lists what was reused.
+    """
     from medveil.protocols import BenchRun, get_protocol
 
     victim_key = seeded_key("victim", seed)
     wrong_key = seeded_key("wrong", seed)
     scheme = spec.create(budget=budget)
+    clock = StageClock()
+    whole_row = None
+    if cache is not None and not scheme.needs_fit:
+        whole_row = cache.row_address(data, spec, run_header(data, budget, seed), seed)
+        with clock.stage("row_from_cache"):
+            row = cache.load_row(whole_row)
+        if row is not None:
+            return {**row, "timing": clock.figures(), "cached": ["row"]}
     protocol = get_protocol(scheme.protocol)
     row: dict[str, Any] = {"scheme": spec.label, "protocol": protocol.name,
                            "params": dict(scheme.params), "status": "ok",
                            "error": None, "utility": None, "recovery": None, "wrong_key": None,
-                           "attacks": {}, "cost": {}}
-    clock = StageClock()
+                           "attacks": {}, "cost": {}, "cached": []}
+    train, public = data.split("train"), public_images(data)
     with clock.stage("fit"):
-        scheme.fit(data.split("train"), key=victim_key, seed=seed, public=public_images(data))
+        if cache is None or not scheme.needs_fit:
+            scheme.fit(train, key=victim_key, seed=seed, public=public)
+        else:
+            fitted = scheme
+            scheme, hit = cache.fitted(
+                "owner_fit", scheme, train, key=victim_key, seed=seed, public=public,
+                fit=lambda: fitted.fit(train, key=victim_key, seed=seed, public=public))
+            row["cached"] += ["fit"] if hit else []
     row = protocol.bench_row(BenchRun(spec=spec, scheme=scheme, row=row, data=data,
                                       budget=budget, seed=seed, key=victim_key,
                                       wrong_key=wrong_key, fit_s=clock.seconds["fit"],
-                                      clock=clock))
+                                      clock=clock, cache=cache))
     row["timing"] = clock.figures()
+    if whole_row is not None and row["status"] == "ok":
+        cache.save_row(whole_row, row)
     return row
 
 
 def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
                   pictures: dict[str, np.ndarray], train: ImageSet, test: ImageSet,
                   views: dict[str, np.ndarray], budget: BenchBudget, seed: int, *,
-                  spare: ImageSet | None = None, clock: StageClock | None = None) -> None:
+                  spare: ImageSet | None = None, clock: StageClock | None = None,
+                  cache: BenchCache | None = None) -> None:
     """The shared suite (and the scheme's own attacks) on the views, into ``row``, then
     a verdict per threat actor (``spare``: images that fill a small gallery).
 
@@ -299,7 +323,9 @@ def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
 
     with clock.stage("shadow_key"):  # the shadow fit, its inverter and re-identification
         shadow = shadow_key(lambda: create(spec.name, **row["params"]), train, views["test"],
-                            test.images, budget=attack_budget, seed=seed)
+                            test.images, budget=attack_budget, seed=seed, cache=cache)
+        if shadow.fit_cached:
+            row.setdefault("cached", []).append("shadow_fit")
         row["attacks"]["shadow_key"] = shadow.result.figures
         n_own = min(sizes[-1], len(shadow.own_views))
         shadow.result.figures["reidentify"] = reidentification(
@@ -430,13 +456,14 @@ def run_bench(*, data: str | os.PathLike[str] | None = None, schemes: str = "all
               progress: bool = True, read_options: dict[str, Any] | None = None,
               budget: BenchBudget | str | None = None, resume: bool = False,
               pictures: bool = True, executor: str = "inprocess",
-              workers: int | None = None) -> dict[str, Any]:
+              workers: int | None = None,
+              cache: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Run the benchmark on one data set with one seed and write scorecard.json,
     report.md, report.html and pictures into ``out`` (:func:`run_sweep`)."""
     return run_sweep(data=[data], schemes=schemes, quick=quick, seeds=[seed], out=out,
                      progress=progress, read_options=read_options, budget=budget,
                      resume=resume, pictures=pictures, executor=executor,
-                     workers=workers)[0]
+                     workers=workers, cache=cache)[0]
 
 
 def run_sweep(*, data: list[str | os.PathLike[str] | None] | None = None,
@@ -445,7 +472,8 @@ def run_sweep(*, data: list[str | os.PathLike[str] | None] | None = None,
               read_options: dict[str, Any] | None = None,
               budget: BenchBudget | str | None = None, resume: bool = False,
               pictures: bool = True, executor: str = "inprocess",
-              workers: int | None = None) -> list[dict[str, Any]]:
+              workers: int | None = None,
+              cache: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """The benchmark of every data set with every seed: one scorecard each.
 
     Every row of every combination is one task for the ``executor``
@@ -455,7 +483,8 @@ def run_sweep(*, data: list[str | os.PathLike[str] | None] | None = None,
     ``ok`` in an interrupted run into the same ``out`` (its
     ``scorecard.partial.json``) are kept instead of run again, provided the data
     set, seed and budget match; they are marked ``resumed`` and have no pictures in
-    the report.
+    the report. With a ``cache`` folder (:mod:`medveil.cache`), fits and rows that an
+    earlier run made from the same inputs are reused; each row's ``cached`` says which.
     """
     from medveil.executors import RowTask, get_executor
 
@@ -468,6 +497,7 @@ def run_sweep(*, data: list[str | os.PathLike[str] | None] | None = None,
         budget = get_budget(budget)
     budget = budget or BenchBudget.for_mode(quick)
     runner = get_executor(executor, workers=workers)
+    cache_folder = None if cache is None else str(BenchCache(cache).folder)
     combos = []
     for source in sources:
         for seed in seeds:
@@ -507,7 +537,8 @@ def run_sweep(*, data: list[str | os.PathLike[str] | None] | None = None,
             run.write_partial()
             bar.update(task, advance=1, description=f"bench: {spec.label} done")
 
-        runner.run([RowTask(spec, run.dataset, budget, run.seed) for run, spec in todo], done)
+        runner.run([RowTask(spec, run.dataset, budget, run.seed, cache_folder)
+                    for run, spec in todo], done)
     wall_s = time.perf_counter() - started
     executor_figures = {"name": runner.name, "workers": runner.workers,
                         "threads_per_worker": runner.threads}

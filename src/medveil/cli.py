@@ -385,6 +385,9 @@ def bench(
              "(pip install 'medveil[cluster]').")] = "inprocess",
     workers: Annotated[int | None, typer.Option(
         min=1, help="Workers for --executor processes / ray (default: the cores).")] = None,
+    cache: Annotated[Path | None, typer.Option(
+        help="A cache folder (0700) for fitted schemes and rows, reused by later runs with "
+             "the same inputs and code; delete it at will.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     resume: Annotated[bool, typer.Option(
         help="Keep the finished rows of an interrupted run into the same --out.")] = False,
@@ -400,7 +403,8 @@ def bench(
     scorecards = run_sweep(data=list(data or [None]), schemes=scheme_list, quick=quick,
                            seeds=_seed_list(seeds, seed), out=out_dir, progress=not quiet,
                            read_options=options, resume=resume, budget=budget,
-                           pictures=pictures, executor=executor, workers=workers)
+                           pictures=pictures, executor=executor, workers=workers,
+                           cache=cache)
     failed = []
     for scorecard in scorecards:
         failed += _print_scorecard(scorecard)

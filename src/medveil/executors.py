@@ -34,6 +34,7 @@ class RowTask:
     dataset: Any  # data.ImageSet, already cut to the budget
     budget: Any  # budgets.BenchBudget
     seed: int
+    cache: str | None = None  # the bench cache's folder (cache.BenchCache), if any
 
 
 RowDone = Callable[[int, dict[str, Any]], None]
@@ -44,6 +45,7 @@ def run_row(task: RowTask, threads: int | None = None) -> dict[str, Any]:
     one failing scheme never stops the others. ``threads`` sets torch's thread count
     first (workers); None leaves this process's setting."""
     from medveil.bench import run_scheme
+    from medveil.cache import BenchCache
     from medveil.schemes import get_scheme_class
 
     if threads is not None:
@@ -52,7 +54,8 @@ def run_row(task: RowTask, threads: int | None = None) -> dict[str, Any]:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     try:
-        row = run_scheme(task.spec, task.dataset, task.budget, task.seed)
+        row = run_scheme(task.spec, task.dataset, task.budget, task.seed,
+                         cache=BenchCache(task.cache) if task.cache else None)
     except Exception as exc:  # noqa: BLE001 - a failing row, not a crash
         row = {"scheme": task.spec.label,
                "protocol": get_scheme_class(task.spec.name).protocol,
@@ -142,7 +145,7 @@ class RayExecutor:
                 key = id(task.dataset)
                 if key not in stored:
                     stored[key] = ray.put(task.dataset)
-                light = RowTask(task.spec, None, task.budget, task.seed)
+                light = RowTask(task.spec, None, task.budget, task.seed, task.cache)
                 refs[remote.remote(light, stored[key], threads)] = index
             pending = list(refs)
             while pending:
@@ -154,7 +157,7 @@ class RayExecutor:
 
 
 def _ray_row(task: RowTask, dataset: Any, threads: int) -> dict[str, Any]:
-    return run_row(RowTask(task.spec, dataset, task.budget, task.seed), threads)
+    return run_row(RowTask(task.spec, dataset, task.budget, task.seed, task.cache), threads)
 
 
 EXECUTORS = {"inprocess": InProcessExecutor, "processes": ProcessExecutor, "ray": RayExecutor}

@@ -231,14 +231,20 @@ class ShadowAttack:
     inverter: Inverter
     own_views: np.ndarray
     own_images: np.ndarray
+    #: the attacker's fit came from the bench's cache (its own entry, its own key)
+    fit_cached: bool = False
 
 
 def shadow_key(scheme_factory, public_train, victim_views: np.ndarray,
-               victim_images: np.ndarray, *, budget: AttackBudget, seed: int) -> ShadowAttack:
+               victim_images: np.ndarray, *, budget: AttackBudget, seed: int,
+               cache: Any = None) -> ShadowAttack:
     """Fit the attacker's own instance (own random key) on public images, invert the victims.
 
     ``public_train`` is an ImageSet of images disjoint from the victims; a scheme that
-    takes public images (fesf's hosts) gets the attacker's own.
+    takes public images (fesf's hosts) gets the attacker's own. With the bench's
+    ``cache``, the attacker's fit is reused from an earlier run of the same images,
+    scheme, parameters, seed and code: its entry is addressed by the attacker's key,
+    so it is never the owner's.
     """
     attacker_key = seeded_key("attacker", seed)  # the attacker's own, unrelated to the victim's
     rng = np.random.default_rng(seed)
@@ -246,8 +252,16 @@ def shadow_key(scheme_factory, public_train, victim_views: np.ndarray,
         public_train = public_train.subset(
             np.sort(rng.choice(len(public_train), budget.shadow_images, replace=False)))
     scheme = scheme_factory()
-    scheme.fit(public_train, key=attacker_key, seed=seed + 7,
-               **({"public": public_train} if scheme.uses_public_images else {}))
+    extra_fit = {"public": public_train} if scheme.uses_public_images else {}
+    cached = False
+    if cache is None or not scheme.needs_fit:
+        scheme.fit(public_train, key=attacker_key, seed=seed + 7, **extra_fit)
+    else:
+        fitted = scheme
+        scheme, cached = cache.fitted(
+            "shadow_fit", scheme, public_train, key=attacker_key, seed=seed + 7,
+            public=extra_fit.get("public"),
+            fit=lambda: fitted.fit(public_train, key=attacker_key, seed=seed + 7, **extra_fit))
     own_views = np.concatenate([scheme.protect(public_train.images[i:i + 256], key=attacker_key)
                                 for i in range(0, len(public_train), 256)])
     inverter = Inverter(own_views, public_train.images, budget=budget, seed=seed + 3,
@@ -255,7 +269,7 @@ def shadow_key(scheme_factory, public_train, victim_views: np.ndarray,
     recon = inverter.invert(victim_views)
     return ShadowAttack(AttackResult({**image_similarity(victim_images, recon),
                                       "method": inverter.method}, recon),
-                        inverter, own_views, public_train.images)
+                        inverter, own_views, public_train.images, fit_cached=cached)
 
 
 def reidentification(inverter: Inverter, leaked_views: np.ndarray, leaked_images: np.ndarray,

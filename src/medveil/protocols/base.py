@@ -80,6 +80,8 @@ class BenchRun:
     fit_s: float
     #: the row's stage times (its ``timing``); the protocol times what it runs
     clock: StageClock = field(default_factory=StageClock)
+    #: the bench's cache (``medveil.cache.BenchCache``) or None
+    cache: Any = None
 
 
 class Protocol(ABC):

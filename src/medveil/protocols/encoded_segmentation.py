@@ -183,7 +183,7 @@ class EncodedSegmentationProtocol(Protocol):
         pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES],
                                            "decoded mask": masks[:GRID_IMAGES].astype(np.float32)}
         image_attacks(run.spec, scheme, row, pictures, train, test, views, run.budget, run.seed,
-                      spare=public_images(run.data), clock=run.clock)
+                      spare=public_images(run.data), clock=run.clock, cache=run.cache)
         row["cost"] = {"fit_s": run.fit_s, "protect_ms_per_image": protect_ms,
                        "train_s": model.train_s, "infer_ms_per_image": infer_ms,
                        "view_bytes_per_image": views["test"].nbytes / len(test),

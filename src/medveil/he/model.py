@@ -127,9 +127,10 @@ def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 
     """Train (standard loop and budget), fold and plan; returns the model and the torch net.
 
     Args:
-        distill: first train the standard classifier (same loop, budget and data) and
-            let the HE network learn its softened outputs too: square activations
-            learn more from a teacher than from labels alone.
+        distill: first train the standard classifier (the standard loop at its own
+            budget, ``ClassifierConfig()``, on the same data) and let the HE network
+            learn its softened outputs too: square activations learn more from a
+            teacher than from labels alone. ``epochs`` is the HE network's.
     """
     from medveil.tasks import ClassifierConfig, train_classifier
 
@@ -145,7 +146,7 @@ def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 
     val = data.split("val") if "val" in data.split_names else None
     started = time.perf_counter()
     config = ClassifierConfig(epochs=epochs)
-    teacher = train_classifier(train, val=val, config=config, seed=seed,
+    teacher = train_classifier(train, val=val, config=ClassifierConfig(), seed=seed,
                                progress=progress) if distill else None
     trained = train_classifier(train, val=val, config=config, seed=seed, progress=progress,
                                build_net=lambda cin, k: build_he_net(spec, cin, k),

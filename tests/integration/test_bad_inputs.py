@@ -779,6 +779,17 @@ def _(w, t):
     return bench_args(t)
 
 
+case("bench --seeds that are not integers", "--seeds", out="bench")(
+    lambda w, t: bench_args(t, "--seeds", "0,one"))
+case("bench --seeds with a seed twice", "twice", out="bench")(
+    lambda w, t: bench_args(t, "--seeds", "1,1"))
+case("bench an unknown executor", "Did you mean 'processes'", out="bench")(
+    lambda w, t: bench_args(t, "--executor", "procesess"))
+case("bench --cache a file", "--cache", out="bench")(
+    lambda w, t: [(t / "cache").write_text("x") and "bench",
+                  *bench_args(t, "--cache", str(t / "cache"))[1:]])
+
+
 # -- data show and folder layouts ----------------------------------------------------------
 case("data show a missing path", "does not exist")(
     lambda w, t: ["data", "show", str(t / "none")])

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from medveil.errors import ConfigError, unknown_name
+from medveil.errors import ConfigError, MissingDependencyError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ class ProcessExecutor:
     def run(self, tasks: list[RowTask], done: RowDone) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures.process import BrokenProcessPool
 
         # spawn, not fork: a forked child inherits torch's thread pools mid-state
         context = multiprocessing.get_context("spawn")
@@ -106,8 +107,14 @@ class ProcessExecutor:
         with ProcessPoolExecutor(max_workers=min(self.workers, max(1, len(tasks))),
                                  mp_context=context) as pool:
             futures = {pool.submit(run_row, task, threads): i for i, task in enumerate(tasks)}
-            for future in as_completed(futures):
-                done(futures[future], future.result())
+            try:
+                for future in as_completed(futures):
+                    done(futures[future], future.result())
+            except BrokenProcessPool:
+                raise ConfigError(
+                    "a bench worker process died (out of memory, or killed); the rows that "
+                    "finished, if any, are in scorecard.partial.json: rerun with --resume and "
+                    "fewer --workers, or --executor inprocess") from None
 
 
 class RayExecutor:
@@ -120,8 +127,8 @@ class RayExecutor:
         try:
             import ray  # noqa: F401
         except ImportError as exc:
-            raise ConfigError("--executor ray needs Ray: pip install 'medveil[cluster]'") \
-                from exc
+            raise MissingDependencyError("--executor ray needs Ray: pip install "
+                                         "'medveil[cluster]'") from exc
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {workers}")
         self.workers, self.threads = workers, _threads_per_worker(workers)

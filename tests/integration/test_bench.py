@@ -130,3 +130,30 @@ def test_the_report_says_when_it_holds_patient_images(bench_out, tmp_path):
     md, html = (copy / "report.md").read_text(), (copy / "report.html").read_text()
     assert NO_PATIENT_NOTICE in md and not list(copy.glob("grid_*.png"))
     assert html.count("data:image/png;base64,") == 2  # the two plots only
+
+
+def test_a_sweep_on_local_workers_with_a_cache_from_the_command_line(tmp_path):
+    """As a user runs it: two seeds on two worker processes, then again from the cache."""
+    def sweep(out: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "medveil.cli", "bench", "--budget", "smoke", "--schemes",
+             "plain", "--seeds", "0,1", "--executor", "processes", "--workers", "2",
+             "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / out), "--quiet"],
+            capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"})
+
+    first = sweep("cold")
+    assert first.returncode == 0, first.stderr
+    index = json.loads((tmp_path / "cold" / "sweep.json").read_text())["sweep"]
+    assert [entry["seed"] for entry in index] == [0, 1]
+    cold = [json.loads((tmp_path / "cold" / e["folder"] / "scorecard.json").read_text())
+            for e in index]
+    assert {c["machine"]["executor"]["name"] for c in cold} == {"processes"}
+    assert [c["results"][0]["cached"] for c in cold] == [[], []]
+    again = sweep("warm")
+    assert again.returncode == 0, again.stderr
+    warm = [json.loads((tmp_path / "warm" / e["folder"] / "scorecard.json").read_text())
+            for e in index]
+    assert [c["results"][0]["cached"] for c in warm] == [["row"], ["row"]]
+    assert [c["results"][0]["utility"] for c in warm] == [c["results"][0]["utility"]
+                                                         for c in cold]
+    assert "one folder per data set and seed" in again.stdout

@@ -157,7 +157,13 @@ class RayExecutor:
             pending = list(refs)
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
-                done(refs[ready[0]], ray.get(ready[0]))
+                try:
+                    row = ray.get(ready[0])
+                except ray.exceptions.RayError as exc:  # a worker or node lost, not a row
+                    raise ConfigError(
+                        f"a Ray worker failed ({type(exc).__name__}); the rows that finished, "
+                        "if any, are in scorecard.partial.json: rerun with --resume") from None
+                done(refs[ready[0]], row)
         finally:
             if started_here:
                 ray.shutdown()

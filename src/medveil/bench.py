@@ -524,9 +524,9 @@ def run_sweep(*, data: list[str | os.PathLike[str] | None] | None = None,
         atomic_write_bytes(out / "sweep.json", (json.dumps(index, indent=2) + "\n").encode(),
                            check=False)
     todo = [(run, spec) for run in runs for spec in run.specs if spec.label not in run.rows]
-    # the longest rows first, so that workers finish together: a scheme that is fitted
-    # is fitted twice (the owner's and the shadow attacker's)
-    todo.sort(key=lambda item: not get_scheme_class(item[1].name).needs_fit)
+    # the longest rows first (the scheme's measured bench_cost), so that workers finish
+    # together
+    todo.sort(key=lambda item: -get_scheme_class(item[1].name).bench_cost)
     started = time.perf_counter()
     with progress_bar(progress) as bar:
         task = bar.add_task(f"bench ({runner.name})", total=len(todo))

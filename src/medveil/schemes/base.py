@@ -66,6 +66,9 @@ class Scheme(ABC):
     protocol: ClassVar[str] = "view"
     #: Weak reference schemes that exist to show that the attacks bite.
     reference_only: ClassVar[bool] = False
+    #: A bench row's wall time relative to plain's (the quick bench, docs/benchmarks.md):
+    #: the executors start the longest rows first, so that workers finish together.
+    bench_cost: ClassVar[float] = 1.0
     #: Same key, same image -> same view. False for probabilistic encryption (ckks),
     #: where equal views would leak equal images.
     deterministic_views: ClassVar[bool] = True

@@ -31,6 +31,7 @@ from medveil.schemes.base import Scheme, register
 @register
 class CKKSScheme(Scheme):
     name = "ckks"
+    bench_cost = 0.7  # no image attacks; encrypted inference
     invertible = True
     needs_fit = True
     protocol = "encrypted_inference"

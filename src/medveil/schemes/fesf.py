@@ -60,6 +60,7 @@ def hide(images: np.ndarray, hosts: np.ndarray, *, alpha: float, beta: float) ->
 @register
 class FesfScheme(Scheme):
     name = "fesf"
+    bench_cost = 1.5  # fitted twice (owner, shadow)
     cut_params = {"demo": {"epochs": 3}}  # a third of the enhancer's epochs
     invertible = False
     needs_fit = True

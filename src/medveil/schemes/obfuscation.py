@@ -30,6 +30,7 @@ from medveil.schemes.base import Scheme, image_digest, register
 @register
 class ObfuscationScheme(Scheme):
     name = "obfuscation"
+    bench_cost = 1.4  # fitted twice (owner, shadow)
     cut_params = {"demo": {"epochs": 8}}  # a quarter of the VAE's epochs
     invertible = False
     needs_fit = True

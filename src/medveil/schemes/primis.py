@@ -47,6 +47,7 @@ def _chacha(key_bytes: bytes, nonce: bytes, data: bytes) -> bytes:
 @register
 class PrimisScheme(Scheme):
     name = "primis"
+    bench_cost = 4.0  # two codec fits and the per-tile inverters
     invertible = True
     needs_fit = True
     protocol = "key_holder"

@@ -83,6 +83,7 @@ def keyed_orthogonal(key: Key, purpose: str, dim: int) -> tuple[np.ndarray, np.n
 @register
 class PrivacySfScheme(Scheme):
     name = "privacy_sf"
+    bench_cost = 4.0  # two client fits, a mapping network
     invertible = False
     needs_fit = True
     protocol = "encoded_segmentation"

@@ -86,3 +86,27 @@ def test_bad_executor_and_seeds_are_clear_errors(tmp_path):
         get_executor("processes", workers=0)
     with pytest.raises(ConfigError, match="twice"):
         run_sweep(seeds=[1, 1], schemes="plain", out=tmp_path, progress=False, budget=TINY)
+
+
+def test_the_longest_rows_are_handed_out_first(tmp_path, monkeypatch):
+    """Workers finish together when the rows that take longest (the schemes' measured
+    ``bench_cost``) start first; the scorecard keeps the schemes' order."""
+    from medveil.executors import EXECUTORS, InProcessExecutor
+    from medveil.schemes import get_scheme_class
+
+    handed: list[str] = []
+
+    class Recording(InProcessExecutor):
+        name = "recording"
+
+        def run(self, tasks, done):
+            handed.extend(task.spec.name for task in tasks)
+            raise KeyboardInterrupt  # the order is all this test needs
+
+    monkeypatch.setitem(EXECUTORS, "recording", Recording)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(schemes="plain,intensity_lut,primis,obfuscation,ckks", out=tmp_path,
+                  progress=False, budget=TINY, executor="recording")
+    costs = [get_scheme_class(name).bench_cost for name in handed]
+    assert handed[0] == "primis" and costs == sorted(costs, reverse=True)
+    assert set(handed) == {"plain", "intensity_lut", "primis", "obfuscation", "ckks"}

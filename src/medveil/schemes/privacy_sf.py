@@ -89,9 +89,9 @@ class PrivacySfScheme(Scheme):
     protocol = "encoded_segmentation"
     tasks = ("segmentation",)
     contract_params = {"steps": 10, "map_steps": 10, "crop": 32}
-    # quick: a sixth (the quick U-Net gets a tenth); demo: a fiftieth
+    # quick: a sixth (the quick U-Net gets a tenth); demo: a seventy-fifth
     cut_params = {"quick": {"steps": 500, "map_steps": 500},
-                  "demo": {"steps": 60, "map_steps": 60}}
+                  "demo": {"steps": 40, "map_steps": 40}}
 
     def __init__(self, *, patch: int = 8, image_dim: int = 32, mask_dim: int = 16,
                  width: int = 64, steps: int = 3000, crop: int = 96, batch_size: int = 8,

@@ -375,6 +375,11 @@ def write_report(out: Path, scorecard: dict[str, Any],
              f"{_executor_words(machine.get('executor'))}.")
     if budget_note(scorecard["mode"]):
         intro += f" Budget `{scorecard['mode']}`: {budget_note(scorecard['mode'])}"
+    reused = [f"{r['scheme']} ({', '.join(r['cached'])})" for r in scorecard["results"]
+              if r.get("cached")]
+    if reused:
+        intro += (f" Reused from the bench cache (`--cache`; the same inputs and code made "
+                  f"them): {'; '.join(reused)}.")
     resumed = [r["scheme"] for r in scorecard["results"] if r.get("resumed")]
     if resumed:
         intro += (f" Rows kept from an interrupted run of the same data, seed and budget "

@@ -33,7 +33,10 @@ def cold_and_warm(tmp_path_factory):
 
 
 def test_a_warm_run_reuses_every_cached_stage_with_the_same_figures(cold_and_warm):
-    _, _, cold, warm = cold_and_warm
+    root, _, cold, warm = cold_and_warm
+    assert "Reused from the bench cache" not in (root / "cold" / "report.md").read_text()
+    assert ("plain (row); obfuscation:epochs=1 (fit, shadow_fit)"
+            in (root / "warm" / "report.md").read_text())
     assert cached(cold) == {"plain": [], "obfuscation:epochs=1": []}
     assert cached(warm) == {"plain": ["row"], "obfuscation:epochs=1": ["fit", "shadow_fit"]}
     strip = {"cached"}

@@ -38,7 +38,7 @@ from medveil.attacks.suite import (
     with_advantages,
 )
 from medveil.budgets import BenchBudget, get_budget
-from medveil.cache import BenchCache
+from medveil.cache import BenchCache, fit_scheme
 from medveil.data import ImageSet, load_dataset
 from medveil.data.bundled import DEFAULT_CLASSIFICATION
 from medveil.errors import ConfigError
@@ -245,14 +245,9 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int,
                            "attacks": {}, "cost": {}, "cached": []}
     train, public = data.split("train"), public_images(data)
     with clock.stage("fit"):
-        if cache is None or not scheme.needs_fit:
-            scheme.fit(train, key=victim_key, seed=seed, public=public)
-        else:
-            fitted = scheme
-            scheme, hit = cache.fitted(
-                "owner_fit", scheme, train, key=victim_key, seed=seed, public=public,
-                fit=lambda: fitted.fit(train, key=victim_key, seed=seed, public=public))
-            row["cached"] += ["fit"] if hit else []
+        scheme, hit = fit_scheme(cache, "owner_fit", scheme, train, key=victim_key, seed=seed,
+                                 public=public)
+        row["cached"] += ["fit"] if hit else []
     row = protocol.bench_row(BenchRun(spec=spec, scheme=scheme, row=row, data=data,
                                       budget=budget, seed=seed, key=victim_key,
                                       wrong_key=wrong_key, fit_s=clock.seconds["fit"],

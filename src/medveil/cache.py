@@ -27,7 +27,6 @@ import io
 import json
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +49,17 @@ def code_digest() -> str:
             digest.update(str(path.relative_to(PACKAGE)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def fit_scheme(cache: BenchCache | None, kind: str, scheme: Any, train: Any, *, key: Any,
+               seed: int, **fit_kwargs: Any) -> tuple[Any, bool]:
+    """Fit ``scheme`` on ``train``, through ``cache`` where there is one and the scheme
+    learns something (``needs_fit``); returns the fitted scheme and whether the cache
+    served it."""
+    if cache is None or not scheme.needs_fit:
+        scheme.fit(train, key=key, seed=seed, **fit_kwargs)
+        return scheme, False
+    return cache.fitted(kind, scheme, train, key=key, seed=seed, **fit_kwargs)
 
 
 def data_digest(data: Any) -> str | None:
@@ -89,12 +99,13 @@ class BenchCache:
     # fitted schemes -------------------------------------------------------------------
 
     def fitted(self, kind: str, scheme: Any, train: Any, *, key: Any, seed: int,
-               public: Any = None, fit: Callable[[], None]) -> tuple[Any, bool]:
-        """``scheme`` fitted by ``fit()`` on ``train`` (and ``public``), or the same fit
-        loaded from the cache; and whether it came from the cache."""
+               **fit_kwargs: Any) -> tuple[Any, bool]:
+        """``scheme`` fitted on ``train`` (``fit_kwargs``: ``public`` images), or the same
+        fit loaded from the cache; and whether it came from the cache."""
         from medveil.owner_state import is_owner_state, load_owner_state, save_owner_state
 
-        where = self.address(kind, data=data_digest(train), public=data_digest(public),
+        where = self.address(kind, data=data_digest(train),
+                             public=data_digest(fit_kwargs.get("public")),
                              scheme=scheme.name, version=scheme.version,
                              params=scheme.params, seed=seed, key=key.fingerprint)
         if is_owner_state(where):
@@ -102,7 +113,7 @@ class BenchCache:
                 return load_owner_state(where, key=key), True
             except MedveilError:  # a damaged entry: fit again and replace it
                 shutil.rmtree(where, ignore_errors=True)
-        fit()
+        scheme.fit(train, key=key, seed=seed, **fit_kwargs)
         where.parent.mkdir(mode=0o700, exist_ok=True)
         try:
             save_owner_state(where, scheme, protocol=scheme.protocol)

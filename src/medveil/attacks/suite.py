@@ -252,16 +252,11 @@ def shadow_key(scheme_factory, public_train, victim_views: np.ndarray,
         public_train = public_train.subset(
             np.sort(rng.choice(len(public_train), budget.shadow_images, replace=False)))
     scheme = scheme_factory()
-    extra_fit = {"public": public_train} if scheme.uses_public_images else {}
-    cached = False
-    if cache is None or not scheme.needs_fit:
-        scheme.fit(public_train, key=attacker_key, seed=seed + 7, **extra_fit)
-    else:
-        fitted = scheme
-        scheme, cached = cache.fitted(
-            "shadow_fit", scheme, public_train, key=attacker_key, seed=seed + 7,
-            public=extra_fit.get("public"),
-            fit=lambda: fitted.fit(public_train, key=attacker_key, seed=seed + 7, **extra_fit))
+    from medveil.cache import fit_scheme
+
+    scheme, cached = fit_scheme(
+        cache, "shadow_fit", scheme, public_train, key=attacker_key, seed=seed + 7,
+        **({"public": public_train} if scheme.uses_public_images else {}))
     own_views = np.concatenate([scheme.protect(public_train.images[i:i + 256], key=attacker_key)
                                 for i in range(0, len(public_train), 256)])
     inverter = Inverter(own_views, public_train.images, budget=budget, seed=seed + 3,

@@ -58,9 +58,11 @@ def _measure(scheme, test, key, *, encrypted_model: bool) -> dict:
     return figures
 
 
-def _fit(data, architecture: str, epochs: int, seed: int, key: Key, encrypted_model=False):
-    scheme = create("ckks", architecture=architecture, epochs=epochs,
-                    encrypted_model=encrypted_model)
+def _fit(data, architecture: str, epochs: int | None, seed: int, key: Key,
+         encrypted_model=False):
+    """The ckks scheme as the bench fits it (its defaults unless ``epochs`` is named)."""
+    named = {} if epochs is None else {"epochs": epochs}
+    scheme = create("ckks", architecture=architecture, encrypted_model=encrypted_model, **named)
     scheme.fit(data.split("train"), key=key, seed=seed)
     return scheme
 
@@ -83,7 +85,7 @@ def _batch_mode(owner, net, images: np.ndarray, batch_images: int) -> dict:
             "batch_max_abs_logit_error": float(np.abs(logits - reference).max())}
 
 
-def bench_tutorial(data, *, epochs: int, seed: int, key: Key, baseline_images: int,
+def bench_tutorial(data, *, epochs: int | None, seed: int, key: Key, baseline_images: int,
                    encrypted_images: int, batch_images: int) -> dict:
     scheme = _fit(data, "tutorial", epochs, seed, key)
     test = data.split("test")
@@ -127,7 +129,7 @@ def bench_tutorial(data, *, epochs: int, seed: int, key: Key, baseline_images: i
     }
 
 
-def bench_deep(data, *, epochs: int, seed: int, key: Key, max_images: int,
+def bench_deep(data, *, epochs: int | None, seed: int, key: Key, max_images: int,
                architecture: str = "deep", batch_images: int = 0) -> dict:
     """A network above one ciphertext's worth of work: single image (every test image,
     or ``max_images``), the encrypted model on 20, batch mode on ``batch_images``."""
@@ -153,7 +155,7 @@ def bench_deep(data, *, epochs: int, seed: int, key: Key, max_images: int,
             "rotations_per_image": single["rotations_per_image"], "packing": single["packing"]}
 
 
-def _standard_auc(scorecard: Path | None, data, epochs: int, seed: int) -> float:
+def _standard_auc(scorecard: Path | None, data, seed: int) -> float:
     """The standard classifier's test AUC on the same split: the bench's plain row."""
     if scorecard is not None:
         rows = json.loads(scorecard.read_text())["results"]
@@ -179,7 +181,8 @@ def main() -> None:
                              "standard classifier is trained here)")
     parser.add_argument("--quick", action="store_true",
                         help="bundled demo data resized to 28, small subsets (minutes)")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="the HE networks' epochs (default: the ckks scheme's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/ckks_bench.json")
     args = parser.parse_args()
@@ -202,7 +205,7 @@ def main() -> None:
                       architecture=args.architecture, batch_images=deep_batch)
     large = bench_deep(data128, epochs=args.epochs, seed=args.seed, key=key,
                        max_images=deep_images, architecture=args.architecture)
-    standard = _standard_auc(args.standard_auc_from, data64, args.epochs, args.seed)
+    standard = _standard_auc(args.standard_auc_from, data64, args.seed)
     from medveil.he.ckks import CKKSParameters
 
     result = {key_: tutorial[key_] for key_ in (

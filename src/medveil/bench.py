@@ -243,10 +243,9 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int,
                            "params": dict(scheme.params), "status": "ok",
                            "error": None, "utility": None, "recovery": None, "wrong_key": None,
                            "attacks": {}, "cost": {}, "cached": []}
-    train, public = data.split("train"), public_images(data)
     with clock.stage("fit"):
-        scheme, hit = fit_scheme(cache, "owner_fit", scheme, train, key=victim_key, seed=seed,
-                                 public=public)
+        scheme, hit = fit_scheme(cache, "owner_fit", scheme, scheme.fit_data(data),
+                                 key=victim_key, seed=seed, public=public_images(data))
         row["cached"] += ["fit"] if hit else []
     row = protocol.bench_row(BenchRun(spec=spec, scheme=scheme, row=row, data=data,
                                       budget=budget, seed=seed, key=victim_key,

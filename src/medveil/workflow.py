@@ -95,7 +95,7 @@ def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.
     instance = create(scheme, **budget.scheme_params(cls, params))
     protocol = get_protocol(instance.protocol)
     started = time.perf_counter()
-    instance.fit(imageset.split("train"), key=key, seed=seed,
+    instance.fit(instance.fit_data(imageset), key=key, seed=seed,
                  public=None if public is None else public_images(imageset, public))
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
@@ -372,7 +372,7 @@ def run_multicentre(data: ImageSet, *, centres: int = 2, scheme: str = "privacy_
     for index, part in enumerate(parts):
         key = seeded_key(f"centre-{index}", seed)
         instance = create(scheme, **budget.scheme_params(cls, params))
-        instance.fit(part.split("train"), key=key, seed=seed + index)
+        instance.fit(instance.fit_data(part), key=key, seed=seed + index)
         protocol = get_protocol(instance.protocol)
         arrays, extras, info = protocol.release(instance, part, key=key)
         releases.append(ProtectedStore.in_memory(

@@ -388,3 +388,49 @@ def test_ckks_parameters_are_auto_or_named_in_full():
         create("ckks", poly_modulus_degree="big")
     with pytest.raises(ConfigError, match="128-bit"):
         create("ckks", poly_modulus_degree=8192, coeff_bits=[60, 60, 60, 60], scale_bits=40)
+
+
+def test_the_default_network_follows_the_image_size():
+    from medveil.he.model import default_architecture
+
+    assert default_architecture(28) == "tutorial"
+    assert default_architecture(64) == default_architecture(128) == "wide_pool"
+    assert default_architecture(60) == "deep"  # not a multiple of 16: the 5-level network
+
+
+def test_distillation_trains_a_teacher_and_changes_what_the_he_network_learns(cxr28):
+    """Same data, seed and epochs: the distilled network learns the teacher's softened
+    outputs too, so its weights differ from the labels-only network's; both are recorded."""
+    from medveil.he.model import train_he_model
+
+    train = cxr28.split("train").head(96)
+    distilled, _ = train_he_model(train, architecture="tutorial", epochs=2, seed=0, distill=True)
+    labels_only, _ = train_he_model(train, architecture="tutorial", epochs=2, seed=0,
+                                    distill=False)
+    assert distilled.info["distilled"] and not labels_only.info["distilled"]
+    assert not np.allclose(distilled.net.hidden_weight, labels_only.net.hidden_weight)
+    again, _ = train_he_model(train, architecture="tutorial", epochs=2, seed=0, distill=True)
+    np.testing.assert_allclose(again.net.hidden_weight, distilled.net.hidden_weight)
+
+
+def test_the_ckks_fit_reads_the_validation_split_for_model_selection(cxr28):
+    """The HE network keeps its best validation epoch, as the standard classifier does, so
+    the owner's fit reads train and val; schemes without model selection read train only."""
+    from medveil.data.imageset import from_splits
+    from medveil.schemes import create
+
+    train = cxr28.split("train")
+    data = from_splits([("train", train.images[:96], train.labels[:96], None),
+                        ("val", train.images[96:160], train.labels[96:160], None),
+                        ("test", train.images[160:170], train.labels[160:170], None)])
+    assert create("ckks").fit_data(data).split_names == ["train", "val"]
+    assert create("plain").fit_data(data).split_names == ["train"]
+    assert create("ckks").fit_data(data.split("train")).split_names == ["train"]
+    scheme = create("ckks", architecture="tutorial", epochs=3, distill=False)
+    scheme.fit(scheme.fit_data(data), key=Key.generate(), seed=0)
+    info = scheme.model.info
+    assert info["selected_on"] == "val_auc" and 1 <= info["selected_epoch"] <= 3
+    assert 0.0 <= info["val_auc"] <= 1.0
+    alone = create("ckks", architecture="tutorial", epochs=3, distill=False)
+    alone.fit(data.split("train"), key=Key.generate(), seed=0)
+    assert alone.model.info["selected_on"] == "last_epoch"

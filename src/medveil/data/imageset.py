@@ -132,6 +132,11 @@ class ImageSet:
             )
         return self.subset(index)
 
+    def splits_subset(self, names: tuple[str, ...]) -> ImageSet:
+        """Rows of the named splits that are present; the first one must be (a clear error)."""
+        self.split(names[0])
+        return self.subset(np.nonzero(np.isin(self.splits, list(names)))[0])
+
     def head(self, n: int, *, seed: int = 0) -> ImageSet:
         """A seeded random subset of at most ``n`` rows per split, for quick runs."""
         rng = np.random.default_rng(seed)

@@ -31,12 +31,17 @@ _ARRAYS = ("first_weight", "first_bias", "hidden_weight", "hidden_bias", "final_
 
 
 def default_architecture(image_size: int) -> str:
-    """The tutorial network up to 32 px (its reference size is 28), the deep one above.
+    """The tutorial network up to 32 px (its reference size is 28); ``wide_pool`` above
+    where the size is a multiple of 16 (64 and 128 px chest X-rays); ``deep`` otherwise.
 
-    ``wide`` (7 levels, N = 16384) is available by name; it becomes the default once
-    its encrypted AUC and latency are measured on the full test split (issue 19).
+    ``wide_pool`` (7 levels, N = 16384) trained for 30 epochs with distillation is the
+    network whose encrypted AUC on the chest X-rays matches the plaintext classifier's
+    (docs/benchmarks.md, issue 19); ``deep`` (5 levels, N = 8192) serves the sizes
+    ``wide_pool`` cannot take.
     """
-    return "tutorial" if image_size <= 32 else "deep"
+    if image_size <= 32:
+        return "tutorial"
+    return "wide_pool" if image_size % 16 == 0 else "deep"
 
 
 @dataclass
@@ -120,9 +125,9 @@ class HEModel:
         return cls.from_bytes(path.read_bytes(), source=str(path))
 
 
-def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 15,
+def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 30,
                    seed: int = 0, channels_per_segment: int | None = None,
-                   slots: int | None = None, distill: bool = False,
+                   slots: int | None = None, distill: bool = True,
                    progress: bool = False) -> tuple[HEModel, Any]:
     """Train (standard loop and budget), fold and plan; returns the model and the torch net.
 
@@ -152,8 +157,13 @@ def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 
                                build_net=lambda cin, k: build_he_net(spec, cin, k),
                                teacher=teacher)
     folded = fold_network(trained.net, spec, calibration=train.images[:, 0])
+    scores = [record.get("val_auc", float("-inf")) for record in trained.history]
+    selection = {"selected_on": "val_auc", "selected_epoch": len(scores) - int(
+        np.argmax(scores[::-1])), "val_auc": max(scores)} if val is not None else {
+        "selected_on": "last_epoch", "selected_epoch": len(scores)}
     model = HEModel(folded, channels_per_segment,
                     {"architecture": architecture, "train_s": time.perf_counter() - started,
-                     "epochs": epochs, "data": data.name, "distilled": distill}, slots)
+                     "epochs": epochs, "data": data.name, "distilled": distill, **selection},
+                    slots)
     model.plan  # noqa: B018 - fail early if the network does not fit the slots
     return model, trained

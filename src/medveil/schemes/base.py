@@ -89,6 +89,9 @@ class Scheme(ABC):
     #: Schemes whose fit takes ``public`` images (same modality, not the owner's
     #: patients: a public or consented set), e.g. fesf's hosts.
     uses_public_images: ClassVar[bool] = False
+    #: The owner's splits the fit reads: the training images, plus the validation split
+    #: for schemes that select their network on it as the standard classifier does (ckks).
+    fit_splits: ClassVar[tuple[str, ...]] = ("train",)
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
@@ -100,6 +103,10 @@ class Scheme(ABC):
         return f"{type(self).__name__}({shown})"
 
     # -- the interface ------------------------------------------------------------
+    def fit_data(self, data: ImageSet) -> ImageSet:
+        """What of the owner's data set ``fit`` reads: the splits in ``fit_splits``."""
+        return data.splits_subset(self.fit_splits)
+
     def fit(self, train: ImageSet, *, key: Key, seed: int = 0,
             public: ImageSet | None = None) -> Self:
         """Learn owner-side parameters from the owner's training images.

@@ -37,10 +37,16 @@ class CKKSScheme(Scheme):
     protocol = "encrypted_inference"
     tasks = ("classification",)  # an encrypted CNN classifier
     deterministic_views = False
+    fit_splits = ("train", "val")  # model selection on val, as the standard classifier's
 
-    def __init__(self, *, architecture: str = "auto", epochs: int = 15,
+    contract_params = {"epochs": 2}  # the contract checks behaviour (the teacher still trains)
+    #: The cut budgets train the HE network from labels alone (no teacher), shorter.
+    cut_params = {"quick": {"epochs": 15, "distill": False},
+                  "demo": {"epochs": 5, "distill": False}}
+
+    def __init__(self, *, architecture: str = "auto", epochs: int = 30,
                  channels_per_segment: int | None = None, encrypted_model: bool = False,
-                 distill: bool = False,
+                 distill: bool = True,
                  poly_modulus_degree: int | str = "auto",
                  coeff_bits: tuple[int, ...] | list[int] | None = None,
                  scale_bits: int | None = None) -> None:
@@ -97,7 +103,7 @@ class CKKSScheme(Scheme):
                                        epochs=self.params["epochs"], seed=seed,
                                        channels_per_segment=self.params["channels_per_segment"],
                                        slots=self.he_params_slots(),
-                                       distill=self.params.get("distill", False))
+                                       distill=self.params.get("distill", True))
         self._check_depth()
 
     def he_params_slots(self) -> int | None:

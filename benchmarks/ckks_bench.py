@@ -63,7 +63,7 @@ def _fit(data, architecture: str, epochs: int | None, seed: int, key: Key,
     """The ckks scheme as the bench fits it (its defaults unless ``epochs`` is named)."""
     named = {} if epochs is None else {"epochs": epochs}
     scheme = create("ckks", architecture=architecture, encrypted_model=encrypted_model, **named)
-    scheme.fit(data.split("train"), key=key, seed=seed)
+    scheme.fit(scheme.fit_data(data), key=key, seed=seed)
     return scheme
 
 
@@ -184,6 +184,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="the HE networks' epochs (default: the ckks scheme's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parts", default="tutorial,deep64,large128",
+                        help="which measurements to run (comma-separated; keys of the parts "
+                             "left out are null)")
     parser.add_argument("--out", default="runs/ckks_bench.json")
     args = parser.parse_args()
     key = Key.generate()  # a fresh owner key: nothing here depends on its value
@@ -200,23 +203,33 @@ def main() -> None:
         data128 = load_dataset(args.data128, seed=args.seed)
         sizes = {"baseline_images": 40, "encrypted_images": 100, "batch_images": 4096}
         deep_images, deep_batch = 10 ** 9, args.deep_batch
-    tutorial = bench_tutorial(data28, epochs=args.epochs, seed=args.seed, key=key, **sizes)
+    parts = set(args.parts.split(","))
+    unknown = parts - {"tutorial", "deep64", "large128"}
+    if unknown:
+        parser.error(f"unknown --parts {sorted(unknown)}: choose from tutorial,deep64,large128")
+    tutorial = bench_tutorial(data28, epochs=args.epochs, seed=args.seed, key=key, **sizes) \
+        if "tutorial" in parts else {}
     deep = bench_deep(data64, epochs=args.epochs, seed=args.seed, key=key, max_images=deep_images,
-                      architecture=args.architecture, batch_images=deep_batch)
+                      architecture=args.architecture, batch_images=deep_batch) \
+        if "deep64" in parts else {}
     large = bench_deep(data128, epochs=args.epochs, seed=args.seed, key=key,
-                       max_images=deep_images, architecture=args.architecture)
-    standard = _standard_auc(args.standard_auc_from, data64, args.seed)
+                       max_images=deep_images, architecture=args.architecture) \
+        if "large128" in parts else {}
+    standard = _standard_auc(args.standard_auc_from, data64, args.seed) \
+        if "deep64" in parts else None
     from medveil.he.ckks import CKKSParameters
 
-    result = {key_: tutorial[key_] for key_ in (
+    result = {key_: tutorial.get(key_) for key_ in (
         "latency_s", "baseline_latency_s", "speedup", "batch_ms_per_image", "argmax_agreement",
         "max_abs_logit_error", "ciphertext_bytes_per_image")}
     result.update({
-        "deep_auc": deep["encrypted_metrics"]["auc"],
-        "deep_plain_auc": deep["plaintext_metrics"]["auc"],
-        "deep_latency_s": deep["latency_s"],
+        "deep_auc": deep.get("encrypted_metrics", {}).get("auc"),
+        "deep_plain_auc": deep.get("plaintext_metrics", {}).get("auc"),
+        "deep_latency_s": deep.get("latency_s"),
         "deep_batch_ms_per_image": deep.get("batch_ms_per_image"),
-        "large_auc": large["encrypted_metrics"]["auc"], "large_latency_s": large["latency_s"],
+        "large_auc": large.get("encrypted_metrics", {}).get("auc"),
+        "large_argmax_agreement": large.get("argmax_agreement"),
+        "large_latency_s": large.get("latency_s"),
         "standard_classifier_auc": standard})
     result.update({"peak_rss_mb": _peak_rss_mb(), "tutorial": tutorial, "deep64": deep,
                    "large128": large,

@@ -46,7 +46,7 @@ class CKKSScheme(Scheme):
 
     def __init__(self, *, architecture: str = "auto", epochs: int = 30,
                  channels_per_segment: int | None = None, encrypted_model: bool = False,
-                 distill: bool = True,
+                 distill: bool = True, distill_weight: float = 0.8,
                  poly_modulus_degree: int | str = "auto",
                  coeff_bits: tuple[int, ...] | list[int] | None = None,
                  scale_bits: int | None = None) -> None:
@@ -56,6 +56,9 @@ class CKKSScheme(Scheme):
         if architecture not in ("auto", *ARCHITECTURES):
             raise ConfigError(f"architecture must be auto or one of {', '.join(ARCHITECTURES)}, "
                               f"got {architecture!r}")
+        if not 0.0 <= float(distill_weight) <= 1.0:
+            raise ConfigError(f"distill_weight is the teacher's share of the loss, between 0 "
+                              f"and 1; got {distill_weight}")
         if isinstance(poly_modulus_degree, str) and poly_modulus_degree != "auto":
             raise ConfigError(f"poly_modulus_degree must be auto or a power of two such as "
                               f"8192, got {poly_modulus_degree!r}")
@@ -72,6 +75,7 @@ class CKKSScheme(Scheme):
         super().__init__(architecture=architecture, epochs=int(epochs),
                          channels_per_segment=channels_per_segment,
                          encrypted_model=bool(encrypted_model), distill=bool(distill),
+                         distill_weight=float(distill_weight),
                          poly_modulus_degree=poly_modulus_degree,
                          coeff_bits=coeff_bits, scale_bits=scale_bits)
         self.model = None
@@ -103,7 +107,8 @@ class CKKSScheme(Scheme):
                                        epochs=self.params["epochs"], seed=seed,
                                        channels_per_segment=self.params["channels_per_segment"],
                                        slots=self.he_params_slots(),
-                                       distill=self.params.get("distill", True))
+                                       distill=self.params.get("distill", True),
+                                       distill_weight=self.params.get("distill_weight", 0.8))
         self._check_depth()
 
     def he_params_slots(self) -> int | None:

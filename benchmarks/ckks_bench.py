@@ -32,7 +32,7 @@ import numpy as np
 from medveil.atomic import atomic_write_bytes
 from medveil.data.readers import load_dataset
 from medveil.he.baseline import TutorialPipeline
-from medveil.he.batch import BatchEvaluator, decrypt_batch, encrypt_batch
+from medveil.he.batch import batch_evaluator, decrypt_batch, encrypt_batch
 from medveil.keys import Key
 from medveil.schemes import create
 
@@ -74,12 +74,14 @@ def _batch_mode(owner, net, images: np.ndarray, batch_images: int) -> dict:
     started = time.perf_counter()
     cts = encrypt_batch(owner, batch)
     encrypted = time.perf_counter()
-    outputs = BatchEvaluator(owner.public, net).run(cts)
+    evaluator = batch_evaluator(owner.public, net)
+    outputs = evaluator.run(cts, consume=True)
     evaluated = time.perf_counter()
     logits = decrypt_batch(owner, outputs, count, net.output_scale)
     seconds = time.perf_counter() - started
     reference = net.forward(batch)
     return {"batch_ms_per_image": 1000 * seconds / count, "batch_images": count,
+            "batch_engine": type(evaluator).__name__, "batch_peak_rss_mb": _peak_rss_mb(),
             "batch_encrypt_s": encrypted - started, "batch_eval_s": evaluated - encrypted,
             "batch_argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
             "batch_max_abs_logit_error": float(np.abs(logits - reference).max())}

@@ -312,17 +312,84 @@ def test_a_network_with_middle_layers_runs_encrypted(which, wide, wide_pool, cxr
         assert np.abs(logits - reference).max() < 5e-3
 
 
-def test_batch_mode_matches_plaintext(tutorial, cxr28, owner_key):
-    from medveil.he.batch import BatchEvaluator, decrypt_batch, encrypt_batch
+@pytest.mark.parametrize("engine", ["seal", "rns"])
+def test_batch_mode_matches_plaintext(engine, tutorial, cxr28, owner_key):
+    from medveil.he.batch import batch_evaluator, decrypt_batch, encrypt_batch
 
     _, folded = tutorial
     owner = OwnerKeys(owner_key, CKKSParameters(), [])
     images = cxr28.split("test").images[:16, 0]
-    logits = decrypt_batch(owner, BatchEvaluator(owner.public, folded).run(
-        encrypt_batch(owner, images)), len(images), folded.output_scale)
+    cts = encrypt_batch(owner, images)
+    logits = decrypt_batch(owner, batch_evaluator(owner.public, folded, engine=engine).run(
+        cts, consume=True), len(images), folded.output_scale)
     reference = folded.forward(images)
     assert np.abs(logits - reference).max() < 5e-3
     assert (logits.argmax(1) == reference.argmax(1)).all()
+    assert engine == "seal" or all(ct is None for ct in cts)  # consumed as read
+
+
+def test_the_residue_engine_runs_a_seven_level_network_in_batch(owner_key):
+    """A small network with a middle layer (the 7-level path: layer 1 streamed into the
+    middle layer as unrelinearised squares) on real chest X-rays at 16 px."""
+    from medveil.he.batch import RNSBatchEvaluator, decrypt_batch, encrypt_batch
+    from medveil.he.nets import ArchSpec
+
+    data = load_dataset("cxr-demo", size=16)
+    spec = ArchSpec("small7", 16, 4, 4, 4, ("conv:4:3:1:1", "pool:2+dense:8"))
+    train = data.split("train").head(128)
+    folded = fold_network(_briefly_trained(spec, train.images, train.labels), spec,
+                          calibration=train.images[:, 0])
+    assert folded.depth == 7
+    owner = OwnerKeys(owner_key, CKKSParameters.for_depth(7), [])
+    images = data.split("test").images[:40, 0]
+    evaluator = RNSBatchEvaluator(owner.public, folded)
+    logits = decrypt_batch(owner, evaluator.run(encrypt_batch(owner, images)), len(images),
+                           folded.output_scale)
+    reference = folded.forward(images)
+    assert np.abs(logits - reference).max() < 1e-3
+    assert (logits.argmax(1) == reference.argmax(1)).all()
+
+
+def test_residue_products_are_exact_and_views_alias_the_ciphertext(owner_key):
+    from medveil.he import rns
+
+    rng = np.random.default_rng(0)
+    owner = OwnerKeys(owner_key, CKKSParameters(), [])
+    for q in rns.level_primes(owner.ctx, owner.ctx.first_parms_id()):
+        weight = rng.integers(-(2 ** 36), 2 ** 36, size=(5, 300)).astype(np.float64)
+        x = rng.integers(0, q, size=(400, 7)).astype(np.float64)
+        columns = np.sort(rng.choice(400, 300, replace=False))
+        product = rns.IntegerWeights.cut(weight, q.bit_length(), chunk=64).matmul_mod(
+            x, q, rns.support_runs(columns))
+        exact = (weight.astype(np.int64).astype(object) @ x[columns].astype(np.int64)
+                 .astype(object)) % q
+        assert (product.astype(np.int64) == exact.astype(np.int64)).all()
+    values = rng.uniform(-1, 1, owner.params.slots)
+    ct = owner.encrypt(values)
+    view = rns.ciphertext_view(ct)
+    assert view.shape == (2, ct.coeff_modulus_size(), owner.params.poly_modulus_degree)
+    primes = rns.level_primes(owner.ctx, ct.parms_id())
+    for i, q in enumerate(primes):  # times three, in place
+        view[:, i, :] = (view[:, i, :] * np.uint64(3)) % np.uint64(q)
+    np.testing.assert_allclose(owner.decrypt(ct)[:8], 3 * values[:8], atol=1e-3)
+    assert rns.readable(owner.public)
+
+
+def test_a_sparse_layer_splits_into_groups_of_shared_inputs():
+    from medveil.he import rns
+
+    weight = np.zeros((6, 10))
+    weight[0:3, [1, 2, 5]] = 1.0
+    weight[3:6, [0, 9]] = 2.0
+    groups = rns.row_groups(weight)
+    assert [(r.tolist(), c.tolist()) for r, c in groups] == [([0, 1, 2], [1, 2, 5]),
+                                                             ([3, 4, 5], [0, 9])]
+    assert rns.support_runs(np.array([1, 2, 5, 6, 7, 9])) == [slice(1, 3), slice(5, 8),
+                                                              slice(9, 10)]
+    with pytest.raises(ConfigError, match="batch engine"):
+        from medveil.he.batch import batch_evaluator
+
+        batch_evaluator(None, None, engine="gpu")
 
 
 def test_tutorial_baseline_runs_and_is_only_compared(tutorial, cxr28):

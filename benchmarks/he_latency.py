@@ -12,6 +12,9 @@ the accuracy figures come from ``ckks_bench.py``. Example::
 
     python benchmarks/he_latency.py --size 64 --architectures wide,wide_pool \\
         --out runs/he_latency.json
+
+``--batch 8192`` adds batch mode (one image per slot, every slot filled), with the
+engine ``--batch-engine`` (auto: residue matrix products where available).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ def _briefly_trained(spec, images: np.ndarray, labels: np.ndarray, seed: int):
 
 
 def measure(architecture: str, data, *, images: int, seed: int,
-            channels_per_segment: int | None) -> dict:
+            channels_per_segment: int | None, batch: int = 0, batch_engine: str = "auto"
+            ) -> dict:
     """Median single-image figures of one architecture on ``data``'s test images."""
     from medveil.he.ckks import CKKSParameters, OwnerKeys, SealBackend
     from medveil.he.nets import arch_spec, fold_network
@@ -95,9 +99,39 @@ def measure(architecture: str, data, *, images: int, seed: int,
     medians["logit_error"] = max(r["logit_error"] for r in rows)
     products = len(plan.hidden) + sum(len(m.vectors) for m in plan.middle) + \
         plan.segments * plan.groups + plan.num_classes
-    return {"architecture": architecture, "image_size": spec.image_size, "levels": folded.depth,
-            "poly_modulus_degree": params.poly_modulus_degree, "packing": plan.describe(),
-            "products": products, "images": len(rows), **medians}
+    row = {"architecture": architecture, "image_size": spec.image_size, "levels": folded.depth,
+           "poly_modulus_degree": params.poly_modulus_degree, "packing": plan.describe(),
+           "products": products, "images": len(rows), **medians}
+    if batch:
+        row.update(measure_batch(owner, folded, test.images[:, 0], batch, engine=batch_engine))
+    return row
+
+
+def measure_batch(owner, folded, images: np.ndarray, count: int, *, engine: str) -> dict:
+    """Batch mode, one image per slot: ``count`` test images (repeated), encrypted,
+    evaluated and decrypted; milliseconds per image over the whole round trip."""
+    import resource
+
+    from medveil.he.batch import batch_evaluator, decrypt_batch, encrypt_batch
+
+    count = min(count, owner.params.slots)
+    batch = images[np.arange(count) % len(images)]
+    started = time.perf_counter()
+    cts = encrypt_batch(owner, batch)
+    encrypted = time.perf_counter()
+    evaluator = batch_evaluator(owner.public, folded, engine=engine)
+    outputs = evaluator.run(cts, consume=True)
+    evaluated = time.perf_counter()
+    logits = decrypt_batch(owner, outputs, count, folded.output_scale)
+    seconds = time.perf_counter() - started
+    reference = folded.forward(batch)
+    return {"batch_images": count, "batch_engine": type(evaluator).__name__,
+            "batch_ms_per_image": 1000 * seconds / count,
+            "batch_encrypt_s": encrypted - started, "batch_eval_s": evaluated - encrypted,
+            "batch_stages_s": getattr(evaluator, "stats", {}),
+            "batch_argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
+            "batch_max_abs_logit_error": float(np.abs(logits - reference).max()),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
@@ -113,6 +147,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=0,
+                        help="also batch mode on this many images (0: skip; at most the slots)")
+    parser.add_argument("--batch-engine", default="auto", choices=["auto", "rns", "seal"])
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -120,7 +157,8 @@ def main() -> None:
     results = []
     for architecture in args.architectures.split(","):
         row = measure(architecture, data, images=args.images, seed=args.seed,
-                      channels_per_segment=args.channels_per_segment)
+                      channels_per_segment=args.channels_per_segment, batch=args.batch,
+                      batch_engine=args.batch_engine)
         results.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "packing"}), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

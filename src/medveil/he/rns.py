@@ -129,27 +129,37 @@ class IntegerWeights:
 
         ``runs``: the rows of ``x`` that W's columns stand for, as contiguous slices in
         order (a sparse row group's support), so no input is copied; default all rows.
+        The products of up to ``chunk`` inner terms are summed before one reduction.
         ``exact=False`` leaves the result in [-q, 2q) (for sums that reduce later).
         """
         runs = runs or [slice(0, x.shape[0])]
-        stacked, n_out = self._stacked, self.digits[0].shape[0]
-        total, column = None, 0
+        total = terms = None
+        filled = column = 0
         for run in runs:
-            for start in range(run.start, run.stop, self.chunk):
-                stop = min(start + self.chunk, run.stop)
-                terms = stacked[:, column:column + stop - start] @ x[start:stop]
-                column += stop - start
-                acc = reduce_lazy(terms[:n_out], q)
-                for k in range(1, len(self.digits)):
-                    acc *= float(2 ** self.bits)
-                    acc += terms[k * n_out:(k + 1) * n_out]
-                    reduce_lazy(acc, q)
-                if total is None:
-                    total = acc
-                else:
-                    total += acc
-                    reduce_lazy(total, q)
+            start = run.start
+            while start < run.stop:
+                take = min(self.chunk - filled, run.stop - start)
+                product = self._stacked[:, column:column + take] @ x[start:start + take]
+                terms = product if terms is None else np.add(terms, product, out=terms)
+                filled, column, start = filled + take, column + take, start + take
+                if filled == self.chunk:
+                    total, terms, filled = self._fold(terms, total, q), None, 0
+        if terms is not None:
+            total = self._fold(terms, total, q)
         return reduce_mod(total, q) if exact else total
+
+    def _fold(self, terms: np.ndarray, total: np.ndarray | None, q: int) -> np.ndarray:
+        """Horner over the digit blocks of one chunk's products, added to ``total``."""
+        n_out = self.digits[0].shape[0]
+        acc = reduce_lazy(terms[:n_out], q)
+        for k in range(1, len(self.digits)):
+            acc *= float(2 ** self.bits)
+            acc += terms[k * n_out:(k + 1) * n_out]
+            reduce_lazy(acc, q)
+        if total is None:
+            return acc
+        total += acc
+        return reduce_lazy(total, q)
 
     @property
     def _stacked(self) -> np.ndarray:

@@ -176,8 +176,9 @@ def main() -> None:
     parser.add_argument("--data128", default=str(SHARED / "cxr_pneumonia_128.npz"))
     parser.add_argument("--architecture", default="auto",
                         help="the 64 and 128 px network (auto: the scheme's default)")
-    parser.add_argument("--deep-batch", type=int, default=4096,
-                        help="batch-mode images for the 64 px network (0: skip)")
+    parser.add_argument("--deep-batch", type=int, default=8192,
+                        help="batch-mode images for the 64 px network, at most its slots "
+                             "(0: skip)")
     parser.add_argument("--standard-auc-from", type=Path,
                         help="a scorecard whose plain row ran on the same split (else the "
                              "standard classifier is trained here)")

@@ -182,10 +182,10 @@ class RNSBatchEvaluator:
         ev = self.evaluator
         ev.rescale_to_next_inplace(ct)
         ev.square_inplace(ct)
-        if rescale:  # before relinearising: key switching costs less on fewer primes
-            ev.rescale_to_next_inplace(ct)
-        if relinearise:
+        if relinearise:  # before rescaling, which divides the key-switching noise too
             ev.relinearize_inplace(ct, self.public.relin_keys)
+        if rescale:
+            ev.rescale_to_next_inplace(ct)
         return ct
 
     # -- the network ----------------------------------------------------------------

@@ -34,9 +34,9 @@ def encrypt_batch(owner: OwnerKeys, images: np.ndarray) -> list[Any]:
     flat = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
     if len(flat) > owner.params.slots:
         raise DataError(f"a batch holds at most {owner.params.slots} images, got {len(flat)}")
-    padded = np.zeros((owner.params.slots, flat.shape[1]))
-    padded[:len(flat)] = flat
-    return [owner.encrypt(padded[:, j]) for j in range(flat.shape[1])]
+    pixels = np.zeros((flat.shape[1], owner.params.slots))  # one contiguous row per pixel
+    pixels[:, :len(flat)] = flat.T
+    return [owner.encrypt(row) for row in pixels]
 
 
 class BatchEvaluator:

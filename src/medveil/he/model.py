@@ -34,10 +34,10 @@ def default_architecture(image_size: int) -> str:
     """The tutorial network up to 32 px (its reference size is 28); ``wide_pool`` above
     where the size is a multiple of 16 (64 and 128 px chest X-rays); ``deep`` otherwise.
 
-    ``wide_pool`` (7 levels, N = 16384) trained for 30 epochs with distillation is the
-    network whose encrypted AUC on the chest X-rays matches the plaintext classifier's
-    (docs/benchmarks.md, issue 19); ``deep`` (5 levels, N = 8192) serves the sizes
-    ``wide_pool`` cannot take.
+    ``wide_pool`` (7 levels, N = 16384) trained for 30 epochs with distillation comes
+    within about 0.01 AUC of the standard classifier on the 64 px chest X-rays (``deep``:
+    0.05 below; docs/benchmarks.md, issue 19); ``deep`` (5 levels, N = 8192) serves the
+    sizes ``wide_pool`` cannot take.
     """
     if image_size <= 32:
         return "tutorial"

@@ -32,7 +32,7 @@ import numpy as np
 from medveil.atomic import atomic_write_bytes
 from medveil.data.readers import load_dataset
 from medveil.he.baseline import TutorialPipeline
-from medveil.he.batch import batch_evaluator, decrypt_batch, encrypt_batch
+from medveil.he.batch import measure_batch
 from medveil.keys import Key
 from medveil.schemes import create
 
@@ -67,26 +67,6 @@ def _fit(data, architecture: str, epochs: int | None, seed: int, key: Key,
     return scheme
 
 
-def _batch_mode(owner, net, images: np.ndarray, batch_images: int) -> dict:
-    """Batch mode: one image per slot, up to every slot filled (test images, repeated)."""
-    count = min(batch_images, owner.params.slots)
-    batch = images[np.arange(count) % len(images)]
-    started = time.perf_counter()
-    cts = encrypt_batch(owner, batch)
-    encrypted = time.perf_counter()
-    evaluator = batch_evaluator(owner.public, net)
-    outputs = evaluator.run(cts, consume=True)
-    evaluated = time.perf_counter()
-    logits = decrypt_batch(owner, outputs, count, net.output_scale)
-    seconds = time.perf_counter() - started
-    reference = net.forward(batch)
-    return {"batch_ms_per_image": 1000 * seconds / count, "batch_images": count,
-            "batch_engine": type(evaluator).__name__, "batch_peak_rss_mb": _peak_rss_mb(),
-            "batch_encrypt_s": encrypted - started, "batch_eval_s": evaluated - encrypted,
-            "batch_argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
-            "batch_max_abs_logit_error": float(np.abs(logits - reference).max())}
-
-
 def bench_tutorial(data, *, epochs: int | None, seed: int, key: Key, baseline_images: int,
                    encrypted_images: int, batch_images: int) -> dict:
     scheme = _fit(data, "tutorial", epochs, seed, key)
@@ -106,7 +86,7 @@ def bench_tutorial(data, *, epochs: int | None, seed: int, key: Key, baseline_im
     base = np.stack([pipeline.logits(image) for image in images[:n_base]])
     baseline_latency = (time.perf_counter() - started) / n_base
 
-    batch = _batch_mode(scheme.owner_keys(key), net, images, batch_images)
+    batch = measure_batch(scheme.owner_keys(key), net, images, batch_images)
     latency = single["latency_ms_per_image"] / 1000
     return {
         "data": data.name, "test_images": len(images), "architecture": "tutorial",
@@ -141,8 +121,8 @@ def bench_deep(data, *, epochs: int | None, seed: int, key: Key, max_images: int
     single = _measure(scheme, test, key, encrypted_model=False)
     enc = _measure(scheme, test.subset(np.arange(min(20, len(test)))), key,
                    encrypted_model=True)
-    batch = _batch_mode(scheme.owner_keys(key), scheme.model.net,
-                        scheme.model.check_images(test.images), batch_images) \
+    batch = measure_batch(scheme.owner_keys(key), scheme.model.net,
+                           scheme.model.check_images(test.images), batch_images) \
         if batch_images else {}
     return {"data": data.name, "architecture": scheme.model.info["architecture"],
             "he_params": scheme.he_params.to_dict(), "test_images": single["images"], **batch,

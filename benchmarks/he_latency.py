@@ -103,35 +103,10 @@ def measure(architecture: str, data, *, images: int, seed: int,
            "poly_modulus_degree": params.poly_modulus_degree, "packing": plan.describe(),
            "products": products, "images": len(rows), **medians}
     if batch:
+        from medveil.he.batch import measure_batch
+
         row.update(measure_batch(owner, folded, test.images[:, 0], batch, engine=batch_engine))
     return row
-
-
-def measure_batch(owner, folded, images: np.ndarray, count: int, *, engine: str) -> dict:
-    """Batch mode, one image per slot: ``count`` test images (repeated), encrypted,
-    evaluated and decrypted; milliseconds per image over the whole round trip."""
-    import resource
-
-    from medveil.he.batch import batch_evaluator, decrypt_batch, encrypt_batch
-
-    count = min(count, owner.params.slots)
-    batch = images[np.arange(count) % len(images)]
-    started = time.perf_counter()
-    cts = encrypt_batch(owner, batch)
-    encrypted = time.perf_counter()
-    evaluator = batch_evaluator(owner.public, folded, engine=engine)
-    outputs = evaluator.run(cts, consume=True)
-    evaluated = time.perf_counter()
-    logits = decrypt_batch(owner, outputs, count, folded.output_scale)
-    seconds = time.perf_counter() - started
-    reference = folded.forward(batch)
-    return {"batch_images": count, "batch_engine": type(evaluator).__name__,
-            "batch_ms_per_image": 1000 * seconds / count,
-            "batch_encrypt_s": encrypted - started, "batch_eval_s": evaluated - encrypted,
-            "batch_stages_s": getattr(evaluator, "stats", {}),
-            "batch_argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
-            "batch_max_abs_logit_error": float(np.abs(logits - reference).max()),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:

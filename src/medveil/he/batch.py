@@ -8,11 +8,14 @@ and for any network depth the modulus chain allows.
 
 from __future__ import annotations
 
+import resource
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from medveil.errors import DataError
+from medveil.errors import ConfigError, DataError
 from medveil.he.ckks import OwnerKeys, PublicContext, sealapi
 from medveil.he.nets import FoldedNet
 
@@ -105,7 +108,7 @@ def decrypt_batch(owner: OwnerKeys, outputs: list[Any], count: int, output_scale
     return np.stack([owner.decrypt(ct)[:count] for ct in outputs], axis=1) / output_scale
 
 
-class RNSBatchEvaluator:
+class RNSBatchEvaluator(BatchEvaluator):
     """:class:`BatchEvaluator`'s network, its sums as exact residue matrix products.
 
     The same levels and the same result (to CKKS noise), much faster: every linear
@@ -126,19 +129,15 @@ class RNSBatchEvaluator:
     def __init__(self, public: PublicContext, net: FoldedNet) -> None:
         from medveil.he import rns
 
-        seal = sealapi()
-        self.seal, self.public, self.net, self.rns = seal, public, net, rns
-        self.evaluator = seal.Evaluator(public.ctx)
-        self.encoder = seal.CKKSEncoder(public.ctx)
-        first, first_bias = first_layer_matrix(net)
+        super().__init__(public, net)
+        self.rns = rns
         # The first layer's outputs in (position, channel) order: a convolution's output
         # position then reads a few contiguous runs of the next layer's inputs.
         positions = net.conv_out ** 2
         order = (np.arange(net.channels)[None, :] * positions
                  + np.arange(positions)[:, None]).reshape(-1)
-        hidden = net.hidden_weight[:, order]
-        self.layers = [(first[order], first_bias[order]), (hidden, net.hidden_bias),
-                       *net.middle, (net.final_weight, net.final_bias)]
+        (first, first_bias), (hidden, hidden_bias), *rest = self.layers
+        self.layers = [(first[order], first_bias[order]), (hidden[:, order], hidden_bias), *rest]
         self.stats: dict[str, float] = {}
 
     # -- helpers --------------------------------------------------------------------
@@ -151,16 +150,16 @@ class RNSBatchEvaluator:
                          for ct in cts]).view(np.int64).astype(np.float64)
 
     def _write(self, template: Any, rows: list[np.ndarray], constant: list[int],
-               scale: float) -> Any:
-        """A new ciphertext shaped as ``template`` holding per-prime residue rows, plus a
-        constant (already reduced per prime) on its first part, at ``scale``."""
+               scale: float, primes: list[int]) -> Any:
+        """A new ciphertext shaped as ``template`` (at the level of ``primes``) holding
+        per-prime residue rows, plus a constant (reduced per prime) on its first part."""
         out = self.seal.Ciphertext()
         self.evaluator.negate(template, out)
         view = self.rns.ciphertext_view(out)
         for prime, residues in enumerate(rows):
             part = residues.reshape(view.shape[0], -1)
             part[0] += constant[prime]
-            self.rns.reduce_mod(part, self._level_q[prime])
+            self.rns.reduce_mod(part, primes[prime])
             view[:, prime, :] = part.astype(np.int64).view(np.uint64)
         out.scale = scale
         return out
@@ -195,9 +194,6 @@ class RNSBatchEvaluator:
         ``consume``: drop each input ciphertext from ``inputs`` once the first layer has
         read it (a full batch of 64x64 images is 8.6 GB of ciphertexts at N = 16384).
         """
-        import time
-        from concurrent.futures import ThreadPoolExecutor
-
         rns, delta, slots2 = self.rns, self.public.scale, self.public.params.poly_modulus_degree
         started = time.perf_counter()
         (w0, b0), (w1, b1), (w2, b2), *rest = self.layers
@@ -206,7 +202,6 @@ class RNSBatchEvaluator:
         w_scale0 = delta * primes0[-1] / scale0
         integer0, const0 = np.round(w0 * w_scale0), self._constants(b0, scale0 * w_scale0, primes0)
         hidden_in: list[np.ndarray] = []
-        self._level_q = primes0
         groups0 = rns.row_groups(w0)
         readers = np.zeros(len(inputs), dtype=np.int64)
         for _, cols in groups0:
@@ -223,7 +218,7 @@ class RNSBatchEvaluator:
                      for i, q in enumerate(primes0)]
             for k, row in enumerate(rows):
                 ct = self._activate(self._write(template0, [p[k] for p in parts], const0[row],
-                                                scale0 * w_scale0))
+                                                scale0 * w_scale0, primes0))
                 if not hidden_in:
                     primes1, scale1, template1 = self._primes(ct), ct.scale, ct
                     hidden_in = [np.empty((len(w0), 2 * slots2)) for _ in primes1]
@@ -253,9 +248,8 @@ class RNSBatchEvaluator:
             parts = pending.result()
             if index + 1 < len(groups1):
                 pending = pool.submit(products, groups1[index + 1])
-            self._level_q = primes1
             squares = [self._activate(self._write(template1, [p[k] for p in parts], const1[row],
-                                                  scale1 * w_scale1),
+                                                  scale1 * w_scale1, primes1),
                                       relinearise=False, rescale=False)
                        for k, row in enumerate(rows)]
             if not accumulators:
@@ -279,21 +273,17 @@ class RNSBatchEvaluator:
         pool.shutdown()
         self.stats["layer1_s"] = time.perf_counter() - started - self.stats["layer0_s"]
         const2 = self._constants(b2, scale2 * w_scale2, primes2)
-        self._level_q = primes2
         x = []
         for row in range(len(w2)):
             ct = self._write(template2, [acc[row] for acc in accumulators], const2[row],
-                             scale2 * w_scale2)
+                             scale2 * w_scale2, primes2)
             self.evaluator.relinearize_inplace(ct, self.public.relin_keys)
             self.evaluator.rescale_to_next_inplace(ct)
             self.evaluator.rescale_to_next_inplace(ct)
             x.append(ct)
         # Any further layers (the 7-level networks' output layer): few products, SEAL's.
-        seal_layers = BatchEvaluator.__new__(BatchEvaluator)
-        seal_layers.seal, seal_layers.public = self.seal, self.public
-        seal_layers.evaluator, seal_layers.encoder = self.evaluator, self.encoder
         for weight, bias in rest:
-            x = seal_layers._linear(seal_layers._square(x), weight, bias)
+            x = self._linear(self._square(x), weight, bias)
         self.stats["total_s"] = time.perf_counter() - started
         return x
 
@@ -305,7 +295,6 @@ def batch_evaluator(public: PublicContext, net: FoldedNet, *, engine: str = "aut
                     ) -> BatchEvaluator | RNSBatchEvaluator:
     """The batch-mode evaluator: ``rns`` (residue matrix products) where this TenSEAL
     build's ciphertexts can be read in place, else ``seal`` (one SEAL call per product)."""
-    from medveil.errors import ConfigError
     from medveil.he import rns
 
     if engine not in BATCH_ENGINES:
@@ -314,3 +303,28 @@ def batch_evaluator(public: PublicContext, net: FoldedNet, *, engine: str = "aut
     if engine == "auto":
         engine = "rns" if rns.readable(public) else "seal"
     return RNSBatchEvaluator(public, net) if engine == "rns" else BatchEvaluator(public, net)
+
+
+def measure_batch(owner: OwnerKeys, net: FoldedNet, images: np.ndarray, count: int, *,
+                  engine: str = "auto") -> dict[str, Any]:
+    """Batch mode timed end to end (the benchmarks' figure): ``count`` images (repeated
+    from ``images``, at most the slots) encrypted, evaluated and decrypted; milliseconds
+    per image over the whole round trip, agreement and error against plaintext."""
+    count = min(count, owner.params.slots)
+    batch = np.asarray(images)[np.arange(count) % len(images)]
+    started = time.perf_counter()
+    cts = encrypt_batch(owner, batch)
+    encrypted = time.perf_counter()
+    evaluator = batch_evaluator(owner.public, net, engine=engine)
+    outputs = evaluator.run(cts, consume=True)
+    evaluated = time.perf_counter()
+    logits = decrypt_batch(owner, outputs, count, net.output_scale)
+    seconds = time.perf_counter() - started
+    reference = net.forward(batch)
+    return {"batch_images": count, "batch_engine": type(evaluator).__name__,
+            "batch_ms_per_image": 1000 * seconds / count,
+            "batch_encrypt_s": encrypted - started, "batch_eval_s": evaluated - encrypted,
+            "batch_stages_s": getattr(evaluator, "stats", {}),
+            "batch_argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),
+            "batch_max_abs_logit_error": float(np.abs(logits - reference).max()),
+            "batch_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

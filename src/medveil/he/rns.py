@@ -96,7 +96,8 @@ class IntegerWeights:
     2^51 and every Horner step below 2^52.
     """
 
-    digits: tuple[np.ndarray, ...]  # (n_out, n_in) each, float64, least significant first
+    stacked: np.ndarray  # the digits stacked (most significant first), each (n_out, n_in)
+    count: int  # how many digits
     bits: int
     chunk: int
 
@@ -116,12 +117,7 @@ class IntegerWeights:
             rest = high
             if not rest.any():
                 break
-        return cls(tuple(digits), bits, chunk)
-
-    @property
-    def stacked(self) -> np.ndarray:
-        """The digits stacked (most significant first), for one product per input block."""
-        return np.concatenate(self.digits[::-1], axis=0)
+        return cls(np.concatenate(digits[::-1], axis=0), len(digits), bits, chunk)
 
     def matmul_mod(self, x: np.ndarray, q: int, runs: list[slice] | None = None, *,
                    exact: bool = True) -> np.ndarray:
@@ -139,7 +135,7 @@ class IntegerWeights:
             start = run.start
             while start < run.stop:
                 take = min(self.chunk - filled, run.stop - start)
-                product = self._stacked[:, column:column + take] @ x[start:start + take]
+                product = self.stacked[:, column:column + take] @ x[start:start + take]
                 terms = product if terms is None else np.add(terms, product, out=terms)
                 filled, column, start = filled + take, column + take, start + take
                 if filled == self.chunk:
@@ -150,9 +146,9 @@ class IntegerWeights:
 
     def _fold(self, terms: np.ndarray, total: np.ndarray | None, q: int) -> np.ndarray:
         """Horner over the digit blocks of one chunk's products, added to ``total``."""
-        n_out = self.digits[0].shape[0]
+        n_out = self.stacked.shape[0] // self.count
         acc = reduce_lazy(terms[:n_out], q)
-        for k in range(1, len(self.digits)):
+        for k in range(1, self.count):
             acc *= float(2 ** self.bits)
             acc += terms[k * n_out:(k + 1) * n_out]
             reduce_lazy(acc, q)
@@ -160,14 +156,6 @@ class IntegerWeights:
             return acc
         total += acc
         return reduce_lazy(total, q)
-
-    @property
-    def _stacked(self) -> np.ndarray:
-        cached = self.__dict__.get("_stacked_cache")
-        if cached is None:
-            cached = self.stacked
-            object.__setattr__(self, "_stacked_cache", cached)
-        return cached
 
 
 def support_runs(columns: np.ndarray) -> list[slice]:

@@ -109,8 +109,8 @@ class CKKSScheme(Scheme):
                                        epochs=self.params["epochs"], seed=seed,
                                        channels_per_segment=self.params["channels_per_segment"],
                                        slots=self.he_params_slots(),
-                                       distill=self.params.get("distill", True),
-                                       distill_weight=self.params.get("distill_weight", 0.8))
+                                       distill=self.params["distill"],
+                                       distill_weight=self.params["distill_weight"])
         self._check_depth()
 
     def he_params_slots(self) -> int | None:

@@ -331,7 +331,8 @@ def test_batch_mode_matches_plaintext(engine, tutorial, cxr28, owner_key):
 def test_the_residue_engine_runs_a_seven_level_network_in_batch(owner_key):
     """A small network with a middle layer (the 7-level path: layer 1 streamed into the
     middle layer as unrelinearised squares) on real chest X-rays at 16 px."""
-    from medveil.he.batch import RNSBatchEvaluator, decrypt_batch, encrypt_batch
+    from medveil.he import rns
+    from medveil.he.batch import RNSBatchEvaluator, SharedPixels, decrypt_batch, encrypt_batch
     from medveil.he.nets import ArchSpec
 
     data = load_dataset("cxr-demo", size=16)
@@ -343,11 +344,26 @@ def test_the_residue_engine_runs_a_seven_level_network_in_batch(owner_key):
     owner = OwnerKeys(owner_key, CKKSParameters.for_depth(7), [])
     images = data.split("test").images[:40, 0]
     evaluator = RNSBatchEvaluator(owner.public, folded)
-    logits = decrypt_batch(owner, evaluator.run(encrypt_batch(owner, images)), len(images),
-                           folded.output_scale)
+    cts = encrypt_batch(owner, images)
+    outputs = evaluator.run(cts)
+    logits = decrypt_batch(owner, outputs, len(images), folded.output_scale)
     reference = folded.forward(images)
     assert np.abs(logits - reference).max() < 1e-3
     assert (logits.argmax(1) == reference.argmax(1)).all()
+    # Shared among two forked processes: the same sums, so the same residues bit for bit.
+    shared = evaluator.run(cts, workers=2)
+    assert all((rns.ciphertext_view(a) == rns.ciphertext_view(b)).all()
+               for a, b in zip(outputs, shared, strict=True))
+    # The client's pixels encrypted by two processes into shared memory: every
+    # ciphertext's uniform part is its own (no worker repeats another's randomness).
+    pixels = encrypt_batch(owner, images, workers=2)
+    assert isinstance(pixels, SharedPixels) and len(pixels) == 16 * 16
+    uniform = pixels.residues[:, 1, 0, :8]
+    assert len({row.tobytes() for row in uniform}) == len(uniform)
+    logits = decrypt_batch(owner, evaluator.run(pixels, consume=True, workers=2), len(images),
+                           folded.output_scale)
+    assert np.abs(logits - reference).max() < 1e-3
+    assert len(pixels) == 0  # released after the first layer
 
 
 def test_residue_products_are_exact_and_views_alias_the_ciphertext(owner_key):

@@ -8,9 +8,15 @@ and for any network depth the modulus chain allows.
 
 from __future__ import annotations
 
+import functools
+import mmap
+import os
 import resource
 import time
+import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,14 +38,50 @@ def first_layer_matrix(net: FoldedNet) -> tuple[np.ndarray, np.ndarray]:
     return dense, np.repeat(net.first_bias, positions)
 
 
-def encrypt_batch(owner: OwnerKeys, images: np.ndarray) -> list[Any]:
-    """One ciphertext per pixel, image ``i`` in slot ``i`` (at most ``slots`` images)."""
+def encrypt_batch(owner: OwnerKeys, images: np.ndarray, *, workers: int = 1
+                  ) -> list[Any] | SharedPixels:
+    """One ciphertext per pixel, image ``i`` in slot ``i`` (at most ``slots`` images).
+
+    ``workers`` > 1 (where ciphertexts can be read in place): the pixels are encrypted
+    by that many forked processes straight into shared memory (:class:`SharedPixels`),
+    which :meth:`RNSBatchEvaluator.run` reads; each process draws its own encryption
+    randomness (SEAL seeds every encryption from the system's random device).
+    """
+    from medveil.he import rns
+
     flat = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
     if len(flat) > owner.params.slots:
         raise DataError(f"a batch holds at most {owner.params.slots} images, got {len(flat)}")
     pixels = np.zeros((flat.shape[1], owner.params.slots))  # one contiguous row per pixel
     pixels[:, :len(flat)] = flat.T
-    return [owner.encrypt(row) for row in pixels]
+    if workers <= 1 or not rns.readable(owner.public):
+        return [owner.encrypt(row) for row in pixels]
+    template = owner.encrypt(pixels[0])
+    residues = _array((len(pixels), *rns.ciphertext_view(template).shape), np.uint64,
+                      shared=True)
+
+    def share(first: int) -> None:
+        for j in range(first, len(pixels), workers):
+            residues[j] = rns.ciphertext_view(owner.encrypt(pixels[j]))
+
+    _in_workers([functools.partial(share, w) for w in range(workers)])
+    return SharedPixels(residues, template)
+
+
+class SharedPixels:
+    """A client's batch as one residue array in shared memory (row ``j``: pixel ``j``'s
+    ciphertext, ``(size, primes, N)``) and a ciphertext at its level and scale: what
+    forked processes write and read without copying ciphertext objects."""
+
+    def __init__(self, residues: np.ndarray, template: Any) -> None:
+        self.residues, self.template = residues, template
+
+    def __len__(self) -> int:
+        return len(self.residues)
+
+    def release(self) -> None:
+        """Drop the residues (the shared memory is freed with its last reference)."""
+        self.residues = np.empty((0, *self.residues.shape[1:]), dtype=self.residues.dtype)
 
 
 class BatchEvaluator:
@@ -90,9 +132,16 @@ class BatchEvaluator:
             self.evaluator.rescale_to_next_inplace(ct)
         return cts
 
-    def run(self, inputs: list[Any], *, consume: bool = False) -> list[Any]:
+    #: How many processes :meth:`run` can share its work among (None: any).
+    max_workers: int | None = 1
+
+    def run(self, inputs: list[Any], *, consume: bool = False, workers: int = 1
+            ) -> list[Any]:
         """Per-class ciphertexts of (scaled) logits, image ``i`` in slot ``i``;
-        ``consume``: empty ``inputs`` once the first layer has read them."""
+        ``consume``: empty ``inputs`` once the first layer has read them; one process
+        (``workers`` must be 1)."""
+        if workers != 1:
+            raise ConfigError(f"the SEAL-call batch engine runs in one process, not {workers}")
         x = inputs
         for depth, (weight, bias) in enumerate(self.layers):
             x = self._linear(x, weight, bias)
@@ -125,6 +174,7 @@ class RNSBatchEvaluator(BatchEvaluator):
 
     #: Squares of layer 1 read by layer 2 per product (its inner dimension).
     LAYER2_BLOCK = 256
+    max_workers = None
 
     def __init__(self, public: PublicContext, net: FoldedNet) -> None:
         from medveil.he import rns
@@ -187,96 +237,75 @@ class RNSBatchEvaluator(BatchEvaluator):
             ev.rescale_to_next_inplace(ct)
         return ct
 
+    def _probe(self, template: Any, scale: float, primes: list[int], *,
+               relinearise: bool = True, rescale: bool = True) -> Any:
+        """``template`` rewritten at the layer's product scale and activated: the level,
+        scale and shape every output of that layer will have (known before any worker
+        starts; SEAL refuses an all-zero ciphertext)."""
+        rows = list(self.rns.ciphertext_view(template).astype(np.float64).transpose(1, 0, 2))
+        return self._activate(self._write(template, rows, [0] * len(primes), scale, primes),
+                              relinearise=relinearise, rescale=rescale)
+
+    def _input_residues(self, inputs: list[Any] | SharedPixels, cols: np.ndarray, prime: int
+                        ) -> np.ndarray:
+        if isinstance(inputs, SharedPixels):
+            picked = inputs.residues[cols][:, :, prime, :]
+            return picked.reshape(len(cols), -1).view(np.int64).astype(np.float64)
+        return self._residues([inputs[j] for j in cols], prime)
+
     # -- the network ----------------------------------------------------------------
-    def run(self, inputs: list[Any], *, consume: bool = False) -> list[Any]:
+    def run(self, inputs: list[Any] | SharedPixels, *, consume: bool = False,
+            workers: int = 1) -> list[Any]:
         """Per-class ciphertexts of (scaled) logits, image ``i`` in slot ``i``.
 
-        ``consume``: drop each input ciphertext from ``inputs`` once the first layer has
-        read it (a full batch of 64x64 images is 8.6 GB of ciphertexts at N = 16384).
+        ``consume``: drop each input ciphertext once the first layer has read it (a full
+        batch of 64x64 images is 8.6 GB of ciphertexts at N = 16384; a
+        :class:`SharedPixels` batch is released after the first layer).
+        ``workers``: the first two layers' output groups shared among this many forked
+        processes (the same result, bit for bit: every sum is exact modular arithmetic);
+        their intermediate residues live in shared memory.
         """
-        rns, delta, slots2 = self.rns, self.public.scale, self.public.params.poly_modulus_degree
+        delta, slots2 = self.public.scale, self.public.params.poly_modulus_degree
         started = time.perf_counter()
         (w0, b0), (w1, b1), (w2, b2), *rest = self.layers
+        template0 = inputs.template if isinstance(inputs, SharedPixels) else inputs[0]
         # Layer 0: each group of outputs from its own inputs; activated, kept as residues.
-        primes0, scale0 = self._primes(inputs[0]), inputs[0].scale
+        primes0, scale0 = self._primes(template0), template0.scale
         w_scale0 = delta * primes0[-1] / scale0
-        integer0, const0 = np.round(w0 * w_scale0), self._constants(b0, scale0 * w_scale0, primes0)
-        hidden_in: list[np.ndarray] = []
-        groups0 = rns.row_groups(w0)
-        readers = np.zeros(len(inputs), dtype=np.int64)
-        for _, cols in groups0:
-            readers[cols] += 1
-        template0 = inputs[0]
-        for rows, cols in groups0:
-            support = [inputs[j] for j in cols]
-            readers[cols] -= 1
-            if consume:
-                for j in cols[readers[cols] == 0]:
-                    inputs[j] = None
-            cut = self._group_weights(integer0, rows, cols, primes0)
-            parts = [cut[i].matmul_mod(self._residues(support, i), q, exact=False)
-                     for i, q in enumerate(primes0)]
-            for k, row in enumerate(rows):
-                ct = self._activate(self._write(template0, [p[k] for p in parts], const0[row],
-                                                scale0 * w_scale0, primes0))
-                if not hidden_in:
-                    primes1, scale1, template1 = self._primes(ct), ct.scale, ct
-                    hidden_in = [np.empty((len(w0), 2 * slots2)) for _ in primes1]
-                view = rns.ciphertext_view(ct)
-                for i in range(len(primes1)):
-                    hidden_in[i][row] = view[:, i, :].reshape(-1).view(np.int64)
+        layer0 = _Layer(np.round(w0 * w_scale0), self._constants(b0, scale0 * w_scale0, primes0),
+                        scale0 * w_scale0, primes0, self.rns.row_groups(w0), template0)
+        template1 = self._probe(template0, layer0.scale, primes0)
+        primes1, scale1 = self._primes(template1), template1.scale
+        hidden_in = _array((len(primes1), len(w0), 2 * slots2), np.float64, shared=workers > 1)
+        _in_workers([functools.partial(self._layer0, inputs, layer0, hidden_in, consume=consume,
+                                       shard=(w, workers)) for w in range(workers)])
+        if isinstance(inputs, SharedPixels) and consume:
+            inputs.release()
         self.stats["layer0_s"] = time.perf_counter() - started
         # Layer 1 streamed into layer 2: each group's outputs are squared (no
         # relinearisation, no rescale) and summed into layer 2's accumulators at once.
         w_scale1 = delta * primes1[-1] / scale1
-        integer1, const1 = np.round(w1 * w_scale1), self._constants(b1, scale1 * w_scale1, primes1)
-        accumulators: list[np.ndarray] = []
-        groups1 = rns.row_groups(w1)
-
-        def products(group: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
-            cut = self._group_weights(integer1, *group, primes1)
-            runs = rns.support_runs(group[1])
-            return [cut[i].matmul_mod(hidden_in[i], q, runs, exact=False)
-                    for i, q in enumerate(primes1)]
-
-        # One thread computes the next group's products (BLAS and numpy release the
-        # GIL) while this one runs SEAL on the current group's outputs.
-        pool = ThreadPoolExecutor(max_workers=1)
-        pending = pool.submit(products, groups1[0])
-        buffered: list[tuple[np.ndarray, list[np.ndarray]]] = []
-        for index, (rows, _) in enumerate(groups1):
-            parts = pending.result()
-            if index + 1 < len(groups1):
-                pending = pool.submit(products, groups1[index + 1])
-            squares = [self._activate(self._write(template1, [p[k] for p in parts], const1[row],
-                                                  scale1 * w_scale1, primes1),
-                                      relinearise=False, rescale=False)
-                       for k, row in enumerate(rows)]
-            if not accumulators:
-                primes2, scale2, template2 = self._primes(squares[0]), squares[0].scale, squares[0]
-                w_scale2 = delta * primes2[-1] * primes2[-2] / scale2  # two rescales after
-                integer2 = np.round(w2 * w_scale2)
-                accumulators = [np.zeros((len(w2), 3 * slots2)) for _ in primes2]
-            # Layer 2 reads the squares in blocks of a few groups: one product with a
-            # deeper inner dimension instead of one per group (less memory traffic).
-            buffered.append((rows, [self._residues(squares, i) for i in range(len(primes2))]))
-            if sum(len(r) for r, _ in buffered) >= self.LAYER2_BLOCK or \
-                    index + 1 == len(groups1):
-                block_rows = np.concatenate([r for r, _ in buffered])
-                cut = self._group_weights(integer2, np.arange(len(w2)), block_rows, primes2)
-                for i, q in enumerate(primes2):
-                    block = np.concatenate([parts_i[i] for _, parts_i in buffered])
-                    accumulators[i] += cut[i].matmul_mod(block, q, exact=False)
-                    if (index + 1) % 1024 == 0:  # [-q, 2q) per block: far below 2^51
-                        rns.reduce_lazy(accumulators[i], q)
-                buffered = []
-        pool.shutdown()
+        layer1 = _Layer(np.round(w1 * w_scale1), self._constants(b1, scale1 * w_scale1, primes1),
+                        scale1 * w_scale1, primes1, self.rns.row_groups(w1), template1)
+        template2 = self._probe(template1, layer1.scale, primes1, relinearise=False,
+                                rescale=False)
+        primes2, scale2 = self._primes(template2), template2.scale
+        w_scale2 = delta * primes2[-1] * primes2[-2] / scale2  # two rescales after
+        integer2 = np.round(w2 * w_scale2)
+        accumulators = _array((workers, len(primes2), len(w2), 3 * slots2), np.float64,
+                              shared=workers > 1)
+        _in_workers([functools.partial(self._layer1, hidden_in, layer1, integer2, primes2,
+                                       accumulators[w], shard=(w, workers))
+                     for w in range(workers)])
+        del hidden_in
+        summed = accumulators.sum(axis=0)  # each in [-q, 2q) per worker: far below 2^51
+        del accumulators
         self.stats["layer1_s"] = time.perf_counter() - started - self.stats["layer0_s"]
         const2 = self._constants(b2, scale2 * w_scale2, primes2)
         x = []
         for row in range(len(w2)):
-            ct = self._write(template2, [acc[row] for acc in accumulators], const2[row],
-                             scale2 * w_scale2, primes2)
+            ct = self._write(template2, list(summed[:, row]), const2[row], scale2 * w_scale2,
+                             primes2)
             self.evaluator.relinearize_inplace(ct, self.public.relin_keys)
             self.evaluator.rescale_to_next_inplace(ct)
             self.evaluator.rescale_to_next_inplace(ct)
@@ -286,6 +315,144 @@ class RNSBatchEvaluator(BatchEvaluator):
             x = self._linear(self._square(x), weight, bias)
         self.stats["total_s"] = time.perf_counter() - started
         return x
+
+    def _layer0(self, inputs: list[Any] | SharedPixels, layer: _Layer, hidden_in: np.ndarray,
+                *, consume: bool, shard: tuple[int, int]) -> None:
+        """The first layer's groups of one shard, activated, into ``hidden_in`` rows."""
+        groups = layer.groups[shard[0]::shard[1]]
+        if not groups:
+            return
+        readers = np.zeros(len(inputs), dtype=np.int64)
+        for _, cols in groups:
+            readers[cols] += 1
+        consume = consume and isinstance(inputs, list)
+
+        def products(rows: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
+            cut = self._group_weights(layer.integer, rows, cols, layer.primes)
+            return [cut[i].matmul_mod(self._input_residues(inputs, cols, i), q, exact=False)
+                    for i, q in enumerate(layer.primes)]
+
+        # One thread computes the next group's products (BLAS and numpy release the
+        # GIL) while this one runs SEAL (rescale, square, relinearise) on the current
+        # group's outputs.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(products, *groups[0])
+            for index, (rows, cols) in enumerate(groups):
+                parts = pending.result()
+                readers[cols] -= 1
+                if consume:  # read by every group that needs them: SEAL may free them
+                    for j in cols[readers[cols] == 0]:
+                        inputs[j] = None
+                if index + 1 < len(groups):
+                    pending = pool.submit(products, *groups[index + 1])
+                for k, row in enumerate(rows):
+                    ct = self._activate(self._write(layer.template, [p[k] for p in parts],
+                                                    layer.constants[row], layer.scale,
+                                                    layer.primes))
+                    view = self.rns.ciphertext_view(ct)
+                    for i in range(len(hidden_in)):
+                        hidden_in[i, row] = view[:, i, :].reshape(-1).view(np.int64)
+
+    def _layer1(self, hidden_in: np.ndarray, layer: _Layer, integer2: np.ndarray,
+                primes2: list[int], accumulators: np.ndarray, *, shard: tuple[int, int]
+                ) -> None:
+        """The second layer's groups of one shard, squared, summed into layer 2's
+        ``accumulators`` (one per prime, left in [-q, 2q))."""
+        groups = layer.groups[shard[0]::shard[1]]
+        if not groups:
+            return
+
+        def products(rows: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
+            cut = self._group_weights(layer.integer, rows, cols, layer.primes)
+            runs = self.rns.support_runs(cols)
+            return [cut[i].matmul_mod(hidden_in[i], q, runs, exact=False)
+                    for i, q in enumerate(layer.primes)]
+
+        buffered: list[tuple[np.ndarray, list[np.ndarray]]] = []
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(products, *groups[0])
+            for index, (rows, _) in enumerate(groups):
+                parts = pending.result()
+                if index + 1 < len(groups):
+                    pending = pool.submit(products, *groups[index + 1])
+                squares = [self._activate(self._write(layer.template, [p[k] for p in parts],
+                                                      layer.constants[row], layer.scale,
+                                                      layer.primes),
+                                          relinearise=False, rescale=False)
+                           for k, row in enumerate(rows)]
+                # Layer 2 reads the squares in blocks of a few groups: one product with a
+                # deeper inner dimension instead of one per group (less memory traffic).
+                buffered.append((rows, [self._residues(squares, i) for i in range(len(primes2))]))
+                if sum(len(r) for r, _ in buffered) < self.LAYER2_BLOCK and \
+                        index + 1 < len(groups):
+                    continue
+                block_rows = np.concatenate([r for r, _ in buffered])
+                cut = self._group_weights(integer2, np.arange(len(integer2)), block_rows,
+                                          primes2)
+                for i, q in enumerate(primes2):
+                    block = np.concatenate([parts_i[i] for _, parts_i in buffered])
+                    accumulators[i] += cut[i].matmul_mod(block, q, exact=False)
+                    self.rns.reduce_lazy(accumulators[i], q)
+                buffered = []
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One linear layer's integer weights, bias constants, product scale, the primes of
+    its inputs' level, its row groups and a ciphertext shaped as its outputs."""
+
+    integer: np.ndarray
+    constants: list[list[int]]
+    scale: float
+    primes: list[int]
+    groups: list[tuple[np.ndarray, np.ndarray]]
+    template: Any
+
+
+def _array(shape: tuple[int, ...], dtype: Any, *, shared: bool) -> np.ndarray:
+    """A zeroed array, in memory shared with forked workers where ``shared``."""
+    if not shared:
+        return np.zeros(shape, dtype=dtype)
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return np.frombuffer(mmap.mmap(-1, size), dtype=dtype).reshape(shape)
+
+
+def _with_limits(limits: Callable[..., Any], task: Callable[[], None]) -> Callable[[], None]:
+    def limited() -> None:
+        with limits(limits=1, user_api="blas"):
+            task()
+    return limited
+
+
+def _in_workers(tasks: list[Callable[[], None]]) -> None:
+    """Run the first task here and each other in a forked process (they share memory
+    made by :func:`_array` only); raise if any fails. With several, each runs its BLAS
+    products on one thread: the processes already fill the cores, and more threads than
+    cores make OpenBLAS's waiting threads spin."""
+    if len(tasks) > 1:
+        from threadpoolctl import threadpool_limits
+
+        tasks = [_with_limits(threadpool_limits, task) for task in tasks]
+    children = []
+    for task in tasks[1:]:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's exit status is checked below
+            code = 1
+            try:
+                task()
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        children.append(pid)
+    try:
+        tasks[0]()
+    finally:
+        failed = [pid for pid in children
+                  if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} batch worker process(es) failed (see stderr)")
 
 
 BATCH_ENGINES = ("auto", "rns", "seal")
@@ -306,23 +473,27 @@ def batch_evaluator(public: PublicContext, net: FoldedNet, *, engine: str = "aut
 
 
 def measure_batch(owner: OwnerKeys, net: FoldedNet, images: np.ndarray, count: int, *,
-                  engine: str = "auto") -> dict[str, Any]:
+                  engine: str = "auto", workers: int | None = None) -> dict[str, Any]:
     """Batch mode timed end to end (the benchmarks' figure): ``count`` images (repeated
     from ``images``, at most the slots) encrypted, evaluated and decrypted; milliseconds
-    per image over the whole round trip, agreement and error against plaintext."""
+    per image over the whole round trip, agreement and error against plaintext.
+    ``workers``: processes for the client's encryption and the evaluation (default: one
+    per CPU where the engine can share its work, else one)."""
     count = min(count, owner.params.slots)
     batch = np.asarray(images)[np.arange(count) % len(images)]
     started = time.perf_counter()
-    cts = encrypt_batch(owner, batch)
-    encrypted = time.perf_counter()
     evaluator = batch_evaluator(owner.public, net, engine=engine)
-    outputs = evaluator.run(cts, consume=True)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, evaluator.max_workers or os.cpu_count() or 1)
+    cts = encrypt_batch(owner, batch, workers=workers)
+    encrypted = time.perf_counter()
+    outputs = evaluator.run(cts, consume=True, workers=workers)
     evaluated = time.perf_counter()
     logits = decrypt_batch(owner, outputs, count, net.output_scale)
     seconds = time.perf_counter() - started
     reference = net.forward(batch)
     return {"batch_images": count, "batch_engine": type(evaluator).__name__,
-            "batch_ms_per_image": 1000 * seconds / count,
+            "batch_workers": workers, "batch_ms_per_image": 1000 * seconds / count,
             "batch_encrypt_s": encrypted - started, "batch_eval_s": evaluated - encrypted,
             "batch_stages_s": getattr(evaluator, "stats", {}),
             "batch_argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),

@@ -17,6 +17,7 @@ instead (``attacks.not_applicable``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -146,15 +147,15 @@ class CKKSScheme(Scheme):
                            for image in self.model.check_images(images)],
                           slot=self.view_slot_bytes)
 
-    def view_ciphertexts(self, view: np.ndarray, ctx) -> list[list[Any]]:
-        """Parse a view array back into SEAL ciphertexts (any holder of the context)."""
+    def view_ciphertexts(self, view: np.ndarray, ctx) -> Iterator[list[Any]]:
+        """Parse a view array back into SEAL ciphertexts (any holder of the context), one
+        image's at a time: a 128 px test split is about 10 GB of ciphertexts at once."""
         from medveil.he.ckks import _load, sealapi
 
         seal = sealapi()
-        return [[_load(seal.Ciphertext(), ctx, blob) for blob in blobs]
-                for blobs in unpack_slots(view, per_row=self.model.plan.groups,
-                                          slot=self.view_slot_bytes,
-                                          what="ckks views")]
+        for blobs in unpack_slots(view, per_row=self.model.plan.groups,
+                                  slot=self.view_slot_bytes, what="ckks views"):
+            yield [_load(seal.Ciphertext(), ctx, blob) for blob in blobs]
 
     def processor_extras(self, key: Key) -> dict[str, np.ndarray]:
         """What the processor gets beside the ciphertexts: the public context (no secret

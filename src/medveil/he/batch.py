@@ -169,7 +169,9 @@ class RNSBatchEvaluator(BatchEvaluator):
     layer's squares are neither relinearised nor rescaled: the layer after it sums
     them as 3-part ciphertexts and relinearises its few outputs once (relinearisation
     and rescaling are linear, so the order does not change the result beyond noise),
-    rescaling twice. Output order and scales as :class:`BatchEvaluator`'s.
+    rescaling twice. Output order and scales as :class:`BatchEvaluator`'s. The groups
+    of the first two layers can be dealt to several forked processes (``run(...,
+    workers=W)``): exact sums, so the same residues bit for bit.
     """
 
     #: Squares of layer 1 read by layer 2 per product (its inner dimension).

@@ -364,6 +364,8 @@ def test_the_residue_engine_runs_a_seven_level_network_in_batch(owner_key):
                            folded.output_scale)
     assert np.abs(logits - reference).max() < 1e-3
     assert len(pixels) == 0  # released after the first layer
+    with pytest.raises(ConfigError, match="at least 1"):
+        evaluator.run(cts, workers=0)
 
 
 def test_residue_products_are_exact_and_views_alias_the_ciphertext(owner_key):

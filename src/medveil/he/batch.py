@@ -267,6 +267,8 @@ class RNSBatchEvaluator(BatchEvaluator):
         processes (the same result, bit for bit: every sum is exact modular arithmetic);
         their intermediate residues live in shared memory.
         """
+        if workers < 1:
+            raise ConfigError(f"batch workers must be at least 1, got {workers}")
         delta, slots2 = self.public.scale, self.public.params.poly_modulus_degree
         started = time.perf_counter()
         (w0, b0), (w1, b1), (w2, b2), *rest = self.layers

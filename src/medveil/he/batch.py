@@ -248,6 +248,15 @@ class RNSBatchEvaluator(BatchEvaluator):
         return self._activate(self._write(template, rows, [0] * len(primes), scale, primes),
                               relinearise=relinearise, rescale=rescale)
 
+    def _layer(self, weight: np.ndarray, bias: np.ndarray, template: Any) -> _Layer:
+        """A layer read from inputs shaped as ``template``: weights scaled so that one
+        rescale after the product brings it back to the context's scale."""
+        primes, scale = self._primes(template), template.scale
+        w_scale = self.public.scale * primes[-1] / scale
+        return _Layer(np.round(weight * w_scale),
+                      self._constants(bias, scale * w_scale, primes), scale * w_scale, primes,
+                      self.rns.row_groups(weight), template)
+
     def _input_residues(self, inputs: list[Any] | SharedPixels, cols: np.ndarray, prime: int
                         ) -> np.ndarray:
         if isinstance(inputs, SharedPixels):
@@ -274,13 +283,10 @@ class RNSBatchEvaluator(BatchEvaluator):
         (w0, b0), (w1, b1), (w2, b2), *rest = self.layers
         template0 = inputs.template if isinstance(inputs, SharedPixels) else inputs[0]
         # Layer 0: each group of outputs from its own inputs; activated, kept as residues.
-        primes0, scale0 = self._primes(template0), template0.scale
-        w_scale0 = delta * primes0[-1] / scale0
-        layer0 = _Layer(np.round(w0 * w_scale0), self._constants(b0, scale0 * w_scale0, primes0),
-                        scale0 * w_scale0, primes0, self.rns.row_groups(w0), template0)
-        template1 = self._probe(template0, layer0.scale, primes0)
-        primes1, scale1 = self._primes(template1), template1.scale
-        hidden_in = _array((len(primes1), len(w0), 2 * slots2), np.float64, shared=workers > 1)
+        layer0 = self._layer(w0, b0, template0)
+        template1 = self._probe(template0, layer0.scale, layer0.primes)
+        hidden_in = _array((len(self._primes(template1)), len(w0), 2 * slots2), np.float64,
+                           shared=workers > 1)
         _in_workers([functools.partial(self._layer0, inputs, layer0, hidden_in, consume=consume,
                                        shard=(w, workers)) for w in range(workers)])
         if isinstance(inputs, SharedPixels) and consume:
@@ -288,10 +294,8 @@ class RNSBatchEvaluator(BatchEvaluator):
         self.stats["layer0_s"] = time.perf_counter() - started
         # Layer 1 streamed into layer 2: each group's outputs are squared (no
         # relinearisation, no rescale) and summed into layer 2's accumulators at once.
-        w_scale1 = delta * primes1[-1] / scale1
-        layer1 = _Layer(np.round(w1 * w_scale1), self._constants(b1, scale1 * w_scale1, primes1),
-                        scale1 * w_scale1, primes1, self.rns.row_groups(w1), template1)
-        template2 = self._probe(template1, layer1.scale, primes1, relinearise=False,
+        layer1 = self._layer(w1, b1, template1)
+        template2 = self._probe(template1, layer1.scale, layer1.primes, relinearise=False,
                                 rescale=False)
         primes2, scale2 = self._primes(template2), template2.scale
         w_scale2 = delta * primes2[-1] * primes2[-2] / scale2  # two rescales after

@@ -91,6 +91,13 @@ def unpack_slots(array: np.ndarray, *, per_row: int, slot: int = CT_SLOT_BYTES,
     return out
 
 
+def load_ciphertexts(ctx: Any, blobs: list[bytes]) -> list[Any]:
+    """One image's slot blobs (a row of :func:`unpack_slots`) as SEAL ciphertexts: callers
+    load one image at a time (a 128 px test split is about 10 GB of ciphertexts at once)."""
+    seal = sealapi()
+    return [_load(seal.Ciphertext(), ctx, blob) for blob in blobs]
+
+
 def context_extras(public: PublicContext) -> dict[str, np.ndarray]:
     return {CONTEXT_FILES[name]: _u8(blob) for name, blob in public.to_bytes().items()}
 

@@ -35,29 +35,30 @@ def evaluate_release(release, *, split: str) -> tuple[list[list[bytes]], dict[st
     first image is evaluated twice, the first time encoding the weights (plain
     model) or loading them (encrypted model): its cost is ``compile_s``.
     """
-    from medveil.he.ckks import _load, _save, sealapi
+    from medveil.he.ckks import _save
     from medveil.he.packing import evaluate_packed
-    from medveil.he.shipping import load_public, processor_backend, slot_bytes, unpack_slots
+    from medveil.he.shipping import (
+        load_ciphertexts,
+        load_public,
+        processor_backend,
+        slot_bytes,
+        unpack_slots,
+    )
 
     public = load_public(release.extras)
     plan, backend, info = processor_backend(release.extras, public)
     views = release.part(split)["view"]
-    seal = sealapi()
     rows = unpack_slots(views, per_row=plan.groups, what="ckks views",
                         slot=slot_bytes(public.params, seeded=True))
 
-    def ciphertexts(blobs: list[bytes]) -> list[Any]:
-        # One image's ciphertexts at a time: a whole split's, deserialised at once, is
-        # tens of GB at N = 16384 (624 chest X-rays at 128 px ran out of memory).
-        return [_load(seal.Ciphertext(), public.ctx, b) for b in blobs]
-
     started = time.perf_counter()
     if rows:
-        evaluate_packed(plan, ciphertexts(rows[0]), backend)
+        evaluate_packed(plan, load_ciphertexts(public.ctx, rows[0]), backend)
     compile_s = time.perf_counter() - started
     rotations = backend.rotations
     started = time.perf_counter()
-    out = [[_save(evaluate_packed(plan, ciphertexts(blobs), backend))] for blobs in rows]
+    out = [[_save(evaluate_packed(plan, load_ciphertexts(public.ctx, blobs),
+                                   backend))] for blobs in rows]
     eval_s = time.perf_counter() - started
     n = max(1, len(rows))
     return out, {**info, "compile_s": compile_s, "eval_ms_per_image": 1000 * eval_s / n,

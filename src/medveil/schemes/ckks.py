@@ -150,12 +150,11 @@ class CKKSScheme(Scheme):
     def view_ciphertexts(self, view: np.ndarray, ctx) -> Iterator[list[Any]]:
         """Parse a view array back into SEAL ciphertexts (any holder of the context), one
         image's at a time: a 128 px test split is about 10 GB of ciphertexts at once."""
-        from medveil.he.ckks import _load, sealapi
+        from medveil.he.shipping import load_ciphertexts
 
-        seal = sealapi()
         for blobs in unpack_slots(view, per_row=self.model.plan.groups,
                                   slot=self.view_slot_bytes, what="ckks views"):
-            yield [_load(seal.Ciphertext(), ctx, blob) for blob in blobs]
+            yield load_ciphertexts(ctx, blobs)
 
     def processor_extras(self, key: Key) -> dict[str, np.ndarray]:
         """What the processor gets beside the ciphertexts: the public context (no secret

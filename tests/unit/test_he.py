@@ -498,6 +498,28 @@ def test_distillation_trains_a_teacher_and_changes_what_the_he_network_learns(cx
     np.testing.assert_allclose(again.net.hidden_weight, distilled.net.hidden_weight)
 
 
+def test_the_teachers_budget_is_named_or_follows_the_image_size(cxr28):
+    """A longer teacher teaches something else (the student's weights change), the budget
+    is recorded with the model; auto keeps the standard budget up to 64 px, longer above."""
+    from medveil.he.model import default_teacher_epochs, train_he_model
+    from medveil.schemes import create
+    from medveil.tasks import ClassifierConfig
+
+    assert default_teacher_epochs(28) == default_teacher_epochs(64) == ClassifierConfig().epochs
+    assert default_teacher_epochs(128) > ClassifierConfig().epochs
+    train = cxr28.split("train").head(96)
+    short, _ = train_he_model(train, architecture="tutorial", epochs=1, seed=0, teacher_epochs=1)
+    longer, _ = train_he_model(train, architecture="tutorial", epochs=1, seed=0, teacher_epochs=2)
+    assert (short.info["teacher_epochs"], longer.info["teacher_epochs"]) == (1, 2)
+    assert not np.allclose(short.net.hidden_weight, longer.net.hidden_weight)
+    with pytest.raises(ConfigError, match="teacher_epochs"):
+        train_he_model(train, architecture="tutorial", epochs=1, seed=0, teacher_epochs=0)
+    for bad in (0, "long"):
+        with pytest.raises(ConfigError, match="teacher_epochs"):
+            create("ckks", teacher_epochs=bad)
+    assert create("ckks", teacher_epochs="25").params["teacher_epochs"] == 25
+
+
 def test_the_ckks_fit_reads_the_validation_split_for_model_selection(cxr28):
     """The HE network keeps its best validation epoch, as the standard classifier does, so
     the owner's fit reads train and val; schemes without model selection read train only."""

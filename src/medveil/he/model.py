@@ -44,6 +44,20 @@ def default_architecture(image_size: int) -> str:
     return "wide_pool" if image_size % 16 == 0 else "deep"
 
 
+#: The teacher's epochs by image side (``teacher_epochs="auto"``): the standard
+#: classifier's own budget (``ClassifierConfig().epochs``, 15) up to 64 px; 25 above,
+#: where 15 leaves the standard classifier short (128 px chest X-rays, seed 0: AUC
+#: 0.9498 at 15 epochs, 0.9616 at 25; docs/benchmarks.md, issue 19).
+LARGE_IMAGE_TEACHER_EPOCHS = 25
+
+
+def default_teacher_epochs(image_size: int) -> int:
+    """The teacher's epochs for ``teacher_epochs="auto"`` (see ``LARGE_IMAGE_TEACHER_EPOCHS``)."""
+    from medveil.tasks import ClassifierConfig
+
+    return ClassifierConfig().epochs if image_size <= 64 else LARGE_IMAGE_TEACHER_EPOCHS
+
+
 @dataclass
 class HEModel:
     """A folded network plus its single-image packing."""
@@ -128,18 +142,20 @@ class HEModel:
 def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 30,
                    seed: int = 0, channels_per_segment: int | None = None,
                    slots: int | None = None, distill: bool = True,
-                   distill_weight: float = 0.8,
+                   distill_weight: float = 0.8, teacher_epochs: int | str = "auto",
                    progress: bool = False) -> tuple[HEModel, Any]:
     """Train (standard loop and budget), fold and plan; returns the model and the torch net.
 
     Args:
-        distill: first train the standard classifier (the standard loop at its own
-            budget, ``ClassifierConfig()``, on the same data) and let the HE network
+        distill: first train the standard classifier (the standard loop, its own
+            configuration, ``teacher_epochs`` long, on the same data) and let the HE network
             learn its softened outputs too: square activations learn more from a
             teacher than from labels alone. ``epochs`` is the HE network's.
         distill_weight: the teacher's share of the loss (``ClassifierConfig.distill_weight``;
             0.8 here: on the 64 px chest X-rays it beat 0.5 at the same seeds,
             docs/benchmarks.md).
+        teacher_epochs: the teacher's epochs; ``"auto"``: ``default_teacher_epochs``
+            of the image side (the standard budget up to 64 px, longer above).
     """
     from medveil.tasks import ClassifierConfig, train_classifier
 
@@ -155,8 +171,14 @@ def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 
     val = data.split("val") if "val" in data.split_names else None
     started = time.perf_counter()
     config = ClassifierConfig(epochs=epochs, distill_weight=distill_weight)
-    teacher = train_classifier(train, val=val, config=ClassifierConfig(), seed=seed,
-                               progress=progress) if distill else None
+    if teacher_epochs == "auto":
+        teacher_epochs = default_teacher_epochs(h)
+    if not isinstance(teacher_epochs, int) or isinstance(teacher_epochs, bool) \
+            or teacher_epochs < 1:
+        raise ConfigError(f"teacher_epochs must be auto or a positive whole number of epochs, "
+                          f"got {teacher_epochs!r}")
+    teacher = train_classifier(train, val=val, config=ClassifierConfig(epochs=teacher_epochs),
+                               seed=seed, progress=progress) if distill else None
     trained = train_classifier(train, val=val, config=config, seed=seed, progress=progress,
                                build_net=lambda cin, k: build_he_net(spec, cin, k),
                                teacher=teacher)
@@ -168,7 +190,8 @@ def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 
     model = HEModel(folded, channels_per_segment,
                     {"architecture": architecture, "train_s": time.perf_counter() - started,
                      "epochs": epochs, "data": data.name, "distilled": distill,
-                     **({"distill_weight": distill_weight} if distill else {}), **selection},
+                     **({"distill_weight": distill_weight, "teacher_epochs": teacher_epochs}
+                        if distill else {}), **selection},
                     slots)
     model.plan  # noqa: B018 - fail early if the network does not fit the slots
     return model, trained

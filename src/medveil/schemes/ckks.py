@@ -50,6 +50,7 @@ class CKKSScheme(Scheme):
     def __init__(self, *, architecture: str = "auto", epochs: int = 30,
                  channels_per_segment: int | None = None, encrypted_model: bool = False,
                  distill: bool = True, distill_weight: float = 0.8,
+                 teacher_epochs: int | str = "auto",
                  poly_modulus_degree: int | str = "auto",
                  coeff_bits: tuple[int, ...] | list[int] | None = None,
                  scale_bits: int | None = None) -> None:
@@ -62,6 +63,14 @@ class CKKSScheme(Scheme):
         if not 0.0 <= float(distill_weight) <= 1.0:
             raise ConfigError(f"distill_weight is the teacher's share of the loss, between 0 "
                               f"and 1; got {distill_weight}")
+        if teacher_epochs != "auto":
+            try:
+                teacher_epochs = int(teacher_epochs)
+            except (TypeError, ValueError):
+                teacher_epochs = 0
+            if teacher_epochs < 1:
+                raise ConfigError("teacher_epochs must be auto or a positive whole number of "
+                                  "epochs (the standard classifier's, when distill is on)")
         if isinstance(poly_modulus_degree, str) and poly_modulus_degree != "auto":
             raise ConfigError(f"poly_modulus_degree must be auto or a power of two such as "
                               f"8192, got {poly_modulus_degree!r}")
@@ -78,7 +87,7 @@ class CKKSScheme(Scheme):
         super().__init__(architecture=architecture, epochs=int(epochs),
                          channels_per_segment=channels_per_segment,
                          encrypted_model=bool(encrypted_model), distill=bool(distill),
-                         distill_weight=float(distill_weight),
+                         distill_weight=float(distill_weight), teacher_epochs=teacher_epochs,
                          poly_modulus_degree=poly_modulus_degree,
                          coeff_bits=coeff_bits, scale_bits=scale_bits)
         self.model = None
@@ -111,7 +120,8 @@ class CKKSScheme(Scheme):
                                        channels_per_segment=self.params["channels_per_segment"],
                                        slots=self.he_params_slots(),
                                        distill=self.params["distill"],
-                                       distill_weight=self.params["distill_weight"])
+                                       distill_weight=self.params["distill_weight"],
+                                       teacher_epochs=self.params["teacher_epochs"])
         self._check_depth()
 
     def he_params_slots(self) -> int | None:

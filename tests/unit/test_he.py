@@ -332,7 +332,14 @@ def test_the_residue_engine_runs_a_seven_level_network_in_batch(owner_key):
     """A small network with a middle layer (the 7-level path: layer 1 streamed into the
     middle layer as unrelinearised squares) on real chest X-rays at 16 px."""
     from medveil.he import rns
-    from medveil.he.batch import RNSBatchEvaluator, SharedPixels, decrypt_batch, encrypt_batch
+    from medveil.he.batch import (
+        RNSBatchEvaluator,
+        SharedPixels,
+        StreamedPixels,
+        decrypt_batch,
+        encrypt_batch,
+        measure_batch,
+    )
     from medveil.he.nets import ArchSpec
 
     data = load_dataset("cxr-demo", size=16)
@@ -364,6 +371,17 @@ def test_the_residue_engine_runs_a_seven_level_network_in_batch(owner_key):
                            folded.output_scale)
     assert np.abs(logits - reference).max() < 1e-3
     assert len(pixels) == 0  # released after the first layer
+    # Streamed (encrypted as the first layer reads them, for batches too large to hold):
+    # the same result to CKKS noise, on two processes too.
+    streamed = encrypt_batch(owner, images, streamed=True)
+    assert isinstance(streamed, StreamedPixels) and len(streamed) == 16 * 16
+    logits = decrypt_batch(owner, evaluator.run(streamed, workers=2), len(images),
+                           folded.output_scale)
+    assert np.abs(logits - reference).max() < 1e-3
+    measured = measure_batch(owner, folded, images, 40, streamed=True, workers=2)
+    assert measured["batch_streamed"] and measured["batch_argmax_agreement"] == 1.0
+    with pytest.raises(ConfigError, match="residue engine"):
+        measure_batch(owner, folded, images, 40, streamed=True, engine="seal")
     with pytest.raises(ConfigError, match="at least 1"):
         evaluator.run(cts, workers=0)
 

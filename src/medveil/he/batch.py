@@ -38,14 +38,17 @@ def first_layer_matrix(net: FoldedNet) -> tuple[np.ndarray, np.ndarray]:
     return dense, np.repeat(net.first_bias, positions)
 
 
-def encrypt_batch(owner: OwnerKeys, images: np.ndarray, *, workers: int = 1
-                  ) -> list[Any] | SharedPixels:
+def encrypt_batch(owner: OwnerKeys, images: np.ndarray, *, workers: int = 1,
+                  streamed: bool = False) -> list[Any] | SharedPixels | StreamedPixels:
     """One ciphertext per pixel, image ``i`` in slot ``i`` (at most ``slots`` images).
 
     ``workers`` > 1 (where ciphertexts can be read in place): the pixels are encrypted
     by that many forked processes straight into shared memory (:class:`SharedPixels`),
     which :meth:`RNSBatchEvaluator.run` reads; each process draws its own encryption
     randomness (SEAL seeds every encryption from the system's random device).
+    ``streamed``: nothing is encrypted yet; the pixels are encrypted as the first layer
+    reads them (:class:`StreamedPixels`), for batches whose ciphertexts do not fit in
+    memory at once (128x128 images at N = 16384: 16384 ciphertexts, 34 GB).
     """
     from medveil.he import rns
 
@@ -54,6 +57,11 @@ def encrypt_batch(owner: OwnerKeys, images: np.ndarray, *, workers: int = 1
         raise DataError(f"a batch holds at most {owner.params.slots} images, got {len(flat)}")
     pixels = np.zeros((flat.shape[1], owner.params.slots))  # one contiguous row per pixel
     pixels[:, :len(flat)] = flat.T
+    if streamed:
+        if not rns.readable(owner.public):
+            raise ConfigError("a streamed batch is read in place by the residue engine, "
+                              "which this TenSEAL build does not allow; leave streamed off")
+        return StreamedPixels(owner.encrypt, pixels)
     if workers <= 1 or not rns.readable(owner.public):
         return [owner.encrypt(row) for row in pixels]
     template = owner.encrypt(pixels[0])
@@ -62,7 +70,8 @@ def encrypt_batch(owner: OwnerKeys, images: np.ndarray, *, workers: int = 1
 
     def share(first: int) -> None:
         for j in range(first, len(pixels), workers):
-            residues[j] = rns.ciphertext_view(owner.encrypt(pixels[j]))
+            ct = owner.encrypt(pixels[j])  # alive while its residues are copied
+            residues[j] = rns.ciphertext_view(ct)
 
     _in_workers([functools.partial(share, w) for w in range(workers)])
     return SharedPixels(residues, template)
@@ -82,6 +91,35 @@ class SharedPixels:
     def release(self) -> None:
         """Drop the residues (the shared memory is freed with its last reference)."""
         self.residues = np.empty((0, *self.residues.shape[1:]), dtype=self.residues.dtype)
+
+
+class StreamedPixels:
+    """A client's batch encrypted as the first layer reads it: the client's end of a
+    stream that sends each pixel's ciphertext when the processor's first layer asks
+    for it, so no more than one group's ciphertexts exist at a time. Each read draws
+    fresh encryptions; the first layer of a patch network reads each pixel once (its
+    groups' inputs are disjoint), an overlapping one re-encrypts shared pixels (the
+    cost is counted, the result is the same to CKKS noise)."""
+
+    def __init__(self, encrypt: Callable[[np.ndarray], Any], pixels: np.ndarray) -> None:
+        self._encrypt, self._pixels = encrypt, pixels
+        self.template = encrypt(pixels[0])
+
+    def __len__(self) -> int:
+        return len(self._pixels)
+
+    def residues(self, cols: np.ndarray) -> np.ndarray:
+        """Pixels ``cols`` encrypted now, as residues ``(len(cols), size, primes, N)``."""
+        from medveil.he import rns
+
+        block = None
+        for k, j in enumerate(cols):
+            ct = self._encrypt(self._pixels[j])  # alive while its residues are copied
+            view = rns.ciphertext_view(ct)
+            if block is None:
+                block = np.empty((len(cols), *view.shape), dtype=view.dtype)
+            block[k] = view
+        return block
 
 
 class BatchEvaluator:
@@ -257,15 +295,17 @@ class RNSBatchEvaluator(BatchEvaluator):
                       self._constants(bias, scale * w_scale, primes), scale * w_scale, primes,
                       self.rns.row_groups(weight), template)
 
-    def _input_residues(self, inputs: list[Any] | SharedPixels, cols: np.ndarray, prime: int
-                        ) -> np.ndarray:
+    def _input_block(self, inputs: list[Any] | SharedPixels | StreamedPixels,
+                     cols: np.ndarray) -> np.ndarray:
+        """The residues ``(len(cols), size, primes, N)`` of a group's input ciphertexts."""
         if isinstance(inputs, SharedPixels):
-            picked = inputs.residues[cols][:, :, prime, :]
-            return picked.reshape(len(cols), -1).view(np.int64).astype(np.float64)
-        return self._residues([inputs[j] for j in cols], prime)
+            return inputs.residues[cols]
+        if isinstance(inputs, StreamedPixels):
+            return inputs.residues(cols)
+        return np.stack([self.rns.ciphertext_view(inputs[j]) for j in cols])
 
     # -- the network ----------------------------------------------------------------
-    def run(self, inputs: list[Any] | SharedPixels, *, consume: bool = False,
+    def run(self, inputs: list[Any] | SharedPixels | StreamedPixels, *, consume: bool = False,
             workers: int = 1) -> list[Any]:
         """Per-class ciphertexts of (scaled) logits, image ``i`` in slot ``i``.
 
@@ -281,7 +321,7 @@ class RNSBatchEvaluator(BatchEvaluator):
         delta, slots2 = self.public.scale, self.public.params.poly_modulus_degree
         started = time.perf_counter()
         (w0, b0), (w1, b1), (w2, b2), *rest = self.layers
-        template0 = inputs.template if isinstance(inputs, SharedPixels) else inputs[0]
+        template0 = inputs[0] if isinstance(inputs, list) else inputs.template
         # Layer 0: each group of outputs from its own inputs; activated, kept as residues.
         layer0 = self._layer(w0, b0, template0)
         template1 = self._probe(template0, layer0.scale, layer0.primes)
@@ -324,7 +364,8 @@ class RNSBatchEvaluator(BatchEvaluator):
         self.stats["total_s"] = time.perf_counter() - started
         return x
 
-    def _layer0(self, inputs: list[Any] | SharedPixels, layer: _Layer, hidden_in: np.ndarray,
+    def _layer0(self, inputs: list[Any] | SharedPixels | StreamedPixels, layer: _Layer,
+                hidden_in: np.ndarray,
                 *, consume: bool, shard: tuple[int, int]) -> None:
         """The first layer's groups of one shard, activated, into ``hidden_in`` rows."""
         groups = layer.groups[shard[0]::shard[1]]
@@ -337,7 +378,9 @@ class RNSBatchEvaluator(BatchEvaluator):
 
         def products(rows: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
             cut = self._group_weights(layer.integer, rows, cols, layer.primes)
-            return [cut[i].matmul_mod(self._input_residues(inputs, cols, i), q, exact=False)
+            block = self._input_block(inputs, cols)
+            return [cut[i].matmul_mod(block[:, :, i, :].reshape(len(cols), -1).view(np.int64)
+                                      .astype(np.float64), q, exact=False)
                     for i, q in enumerate(layer.primes)]
 
         # One thread computes the next group's products (BLAS and numpy release the
@@ -480,20 +523,41 @@ def batch_evaluator(public: PublicContext, net: FoldedNet, *, engine: str = "aut
     return RNSBatchEvaluator(public, net) if engine == "rns" else BatchEvaluator(public, net)
 
 
+def fits_in_memory(owner: OwnerKeys, pixels: int, *, share: float = 0.5) -> bool:
+    """Whether ``pixels`` top-level ciphertexts take at most ``share`` of this machine's
+    physical memory (else a batch is streamed: :class:`StreamedPixels`)."""
+    from medveil.he import rns
+
+    if not rns.readable(owner.public):
+        return True  # only the residue engine can stream; the SEAL engine holds them all
+    one = rns.ciphertext_view(owner.encrypt(np.zeros(owner.params.slots))).nbytes
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return pixels * one <= share * memory
+
+
 def measure_batch(owner: OwnerKeys, net: FoldedNet, images: np.ndarray, count: int, *,
-                  engine: str = "auto", workers: int | None = None) -> dict[str, Any]:
+                  engine: str = "auto", workers: int | None = None,
+                  streamed: bool | None = None) -> dict[str, Any]:
     """Batch mode timed end to end (the benchmarks' figure): ``count`` images (repeated
     from ``images``, at most the slots) encrypted, evaluated and decrypted; milliseconds
     per image over the whole round trip, agreement and error against plaintext.
     ``workers``: processes for the client's encryption and the evaluation (default: one
-    per CPU where the engine can share its work, else one)."""
+    per CPU where the engine can share its work, else one). ``streamed`` (default: where
+    the pixel ciphertexts would take more than half the memory): the pixels are
+    encrypted as the first layer reads them, so the encryption's time is inside the
+    first layer's (``batch_encrypt_s`` is then only the setup)."""
     count = min(count, owner.params.slots)
     batch = np.asarray(images)[np.arange(count) % len(images)]
+    if streamed is None:
+        streamed = not fits_in_memory(owner, batch[0].size)
     started = time.perf_counter()
     evaluator = batch_evaluator(owner.public, net, engine=engine)
     if workers is None:
         workers = min(os.cpu_count() or 1, evaluator.max_workers or os.cpu_count() or 1)
-    cts = encrypt_batch(owner, batch, workers=workers)
+    if streamed and not isinstance(evaluator, RNSBatchEvaluator):
+        raise ConfigError(f"a streamed batch ({batch[0].size} pixel ciphertexts) is read by "
+                          "the residue engine only: use engine rns or auto, or fewer pixels")
+    cts = encrypt_batch(owner, batch, workers=workers, streamed=streamed)
     encrypted = time.perf_counter()
     outputs = evaluator.run(cts, consume=True, workers=workers)
     evaluated = time.perf_counter()
@@ -501,7 +565,8 @@ def measure_batch(owner: OwnerKeys, net: FoldedNet, images: np.ndarray, count: i
     seconds = time.perf_counter() - started
     reference = net.forward(batch)
     return {"batch_images": count, "batch_engine": type(evaluator).__name__,
-            "batch_workers": workers, "batch_ms_per_image": 1000 * seconds / count,
+            "batch_workers": workers, "batch_streamed": streamed,
+            "batch_ms_per_image": 1000 * seconds / count,
             "batch_encrypt_s": encrypted - started, "batch_eval_s": evaluated - encrypted,
             "batch_stages_s": getattr(evaluator, "stats", {}),
             "batch_argmax_agreement": float(np.mean(logits.argmax(1) == reference.argmax(1))),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medveil.atomic import atomic_write_bytes
+from medveil.atomic import atomic_write_bytes, check_output
 from medveil.data.readers import load_dataset
 from medveil.he.baseline import TutorialPipeline
 from medveil.he.batch import measure_batch
@@ -171,7 +171,12 @@ def main() -> None:
                         help="which measurements to run (comma-separated; keys of the parts "
                              "left out are null)")
     parser.add_argument("--out", default="runs/ckks_bench.json")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out if this benchmark wrote it before")
     args = parser.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out, force=args.force, option="--out")  # before an hour's work, not after
     key = Key.generate()  # a fresh owner key: nothing here depends on its value
     started = time.perf_counter()
     if args.quick:
@@ -220,9 +225,7 @@ def main() -> None:
                    "wall_s": time.perf_counter() - started,
                    "machine": {"cpu": platform.processor() or platform.machine(),
                                "python": platform.python_version()}})
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write_bytes(out, (json.dumps(result, indent=2) + "\n").encode(), force=args.force)
     print(json.dumps({k: result[k] for k in (
         "latency_s", "baseline_latency_s", "speedup", "batch_ms_per_image", "argmax_agreement",
         "max_abs_logit_error", "peak_rss_mb", "ciphertext_bytes_per_image", "deep_auc",

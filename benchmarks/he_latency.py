@@ -15,7 +15,9 @@ the accuracy figures come from ``ckks_bench.py``. Example::
 
 ``--batch 8192`` adds batch mode (one image per slot, every slot filled), with the
 engine ``--batch-engine`` (auto: residue matrix products where available), shared among
-``--batch-workers`` processes (default: one per CPU where the engine can share its work).
+``--batch-workers`` processes (default: one per CPU where the engine can share its work),
+the pixels encrypted up front or as the first layer reads them (``--batch-streamed``;
+auto: streamed where the pixel ciphertexts would take over half the memory).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _briefly_trained(spec, images: np.ndarray, labels: np.ndarray, seed: int):
 
 def measure(architecture: str, data, *, images: int, seed: int,
             channels_per_segment: int | None, batch: int = 0, batch_engine: str = "auto",
-            batch_workers: int | None = None) -> dict:
+            batch_workers: int | None = None, batch_streamed: bool | None = None) -> dict:
     """Median single-image figures of one architecture on ``data``'s test images."""
     from medveil.he.ckks import CKKSParameters, OwnerKeys, SealBackend
     from medveil.he.nets import arch_spec, fold_network
@@ -107,7 +109,7 @@ def measure(architecture: str, data, *, images: int, seed: int,
         from medveil.he.batch import measure_batch
 
         row.update(measure_batch(owner, folded, test.images[:, 0], batch, engine=batch_engine,
-                                 workers=batch_workers))
+                                 workers=batch_workers, streamed=batch_streamed))
     return row
 
 
@@ -127,6 +129,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0,
                         help="also batch mode on this many images (0: skip; at most the slots)")
     parser.add_argument("--batch-engine", default="auto", choices=["auto", "rns", "seal"])
+    parser.add_argument("--batch-streamed", default="auto", choices=["auto", "on", "off"],
+                        help="encrypt the batch's pixels as the first layer reads them")
     parser.add_argument("--batch-workers", type=int, default=None,
                         help="processes for batch mode (default: one per CPU, rns engine)")
     parser.add_argument("--out", type=Path, required=True)
@@ -137,7 +141,9 @@ def main() -> None:
     for architecture in args.architectures.split(","):
         row = measure(architecture, data, images=args.images, seed=args.seed,
                       channels_per_segment=args.channels_per_segment, batch=args.batch,
-                      batch_engine=args.batch_engine, batch_workers=args.batch_workers)
+                      batch_engine=args.batch_engine, batch_workers=args.batch_workers,
+                      batch_streamed={"auto": None, "on": True, "off": False}[
+                          args.batch_streamed])
         results.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "packing"}), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

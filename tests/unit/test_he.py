@@ -320,8 +320,11 @@ def test_batch_mode_matches_plaintext(engine, tutorial, cxr28, owner_key):
     owner = OwnerKeys(owner_key, CKKSParameters(), [])
     images = cxr28.split("test").images[:16, 0]
     cts = encrypt_batch(owner, images)
-    logits = decrypt_batch(owner, batch_evaluator(owner.public, folded, engine=engine).run(
-        cts, consume=True), len(images), folded.output_scale)
+    evaluator = batch_evaluator(owner.public, folded, engine=engine)
+    logits = decrypt_batch(owner, evaluator.run(cts, consume=True), len(images),
+                           folded.output_scale)
+    # Overlapping 7x7 patches of stride 3: a streamed batch would encrypt pixels again.
+    assert engine == "seal" or not evaluator.reads_each_pixel_once
     reference = folded.forward(images)
     assert np.abs(logits - reference).max() < 5e-3
     assert (logits.argmax(1) == reference.argmax(1)).all()
@@ -378,7 +381,13 @@ def test_the_residue_engine_runs_a_seven_level_network_in_batch(owner_key):
     logits = decrypt_batch(owner, evaluator.run(streamed, workers=2), len(images),
                            folded.output_scale)
     assert np.abs(logits - reference).max() < 1e-3
-    measured = measure_batch(owner, folded, images, 40, streamed=True, workers=2)
+    # A patch network's first layer reads each pixel once: one encryption per pixel,
+    # as up front (counted in this process, one worker), and streamed by default.
+    assert evaluator.reads_each_pixel_once
+    once = encrypt_batch(owner, images, streamed=True)
+    evaluator.run(once)
+    assert once.encryptions == len(once)
+    measured = measure_batch(owner, folded, images, 40, workers=2)
     assert measured["batch_streamed"] and measured["batch_argmax_agreement"] == 1.0
     with pytest.raises(ConfigError, match="residue engine"):
         measure_batch(owner, folded, images, 40, streamed=True, engine="seal")

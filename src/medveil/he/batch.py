@@ -104,6 +104,7 @@ class StreamedPixels:
     def __init__(self, encrypt: Callable[[np.ndarray], Any], pixels: np.ndarray) -> None:
         self._encrypt, self._pixels = encrypt, pixels
         self.template = encrypt(pixels[0])
+        self.encryptions = 0  # in this process (each forked worker counts its own)
 
     def __len__(self) -> int:
         return len(self._pixels)
@@ -115,6 +116,7 @@ class StreamedPixels:
         block = None
         for k, j in enumerate(cols):
             ct = self._encrypt(self._pixels[j])  # alive while its residues are copied
+            self.encryptions += 1
             view = rns.ciphertext_view(ct)
             if block is None:
                 block = np.empty((len(cols), *view.shape), dtype=view.dtype)
@@ -229,6 +231,14 @@ class RNSBatchEvaluator(BatchEvaluator):
         (first, first_bias), (hidden, hidden_bias), *rest = self.layers
         self.layers = [(first[order], first_bias[order]), (hidden[:, order], hidden_bias), *rest]
         self.stats: dict[str, float] = {}
+
+    @property
+    def reads_each_pixel_once(self) -> bool:
+        """Whether the first layer's groups read disjoint pixels (a patch network): then
+        a streamed batch encrypts each pixel once, as an unstreamed one does."""
+        cols = [c for _, c in self.rns.row_groups(self.layers[0][0])]
+        read = np.concatenate(cols) if cols else np.empty(0, dtype=np.int64)
+        return len(read) == len(np.unique(read))
 
     # -- helpers --------------------------------------------------------------------
     def _primes(self, ct: Any) -> list[int]:
@@ -542,16 +552,21 @@ def measure_batch(owner: OwnerKeys, net: FoldedNet, images: np.ndarray, count: i
     from ``images``, at most the slots) encrypted, evaluated and decrypted; milliseconds
     per image over the whole round trip, agreement and error against plaintext.
     ``workers``: processes for the client's encryption and the evaluation (default: one
-    per CPU where the engine can share its work, else one). ``streamed`` (default: where
-    the pixel ciphertexts would take more than half the memory): the pixels are
-    encrypted as the first layer reads them, so the encryption's time is inside the
-    first layer's (``batch_encrypt_s`` is then only the setup)."""
+    per CPU where the engine can share its work, else one). ``streamed``: the pixels
+    are encrypted as the first layer reads them, so the encryption's time is inside the
+    first layer's (``batch_encrypt_s`` is then only the setup); by default wherever the
+    residue engine's first layer reads each pixel once (no encryption repeated, none of
+    the shared pixel store's page faults: 17.7 against 23.7 ms per image for
+    ``wide_pool`` at 64 px, docs/benchmarks.md) or the pixel ciphertexts would take
+    more than half the memory."""
     count = min(count, owner.params.slots)
     batch = np.asarray(images)[np.arange(count) % len(images)]
-    if streamed is None:
-        streamed = not fits_in_memory(owner, batch[0].size)
     started = time.perf_counter()
     evaluator = batch_evaluator(owner.public, net, engine=engine)
+    if streamed is None:
+        streamed = isinstance(evaluator, RNSBatchEvaluator) and (
+            evaluator.reads_each_pixel_once or not fits_in_memory(owner, batch[0].size))
+        started = time.perf_counter()  # the choice is not part of the round trip
     if workers is None:
         workers = min(os.cpu_count() or 1, evaluator.max_workers or os.cpu_count() or 1)
     if streamed and not isinstance(evaluator, RNSBatchEvaluator):

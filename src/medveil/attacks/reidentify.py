@@ -79,14 +79,20 @@ def rank_scores(queries: np.ndarray, gallery: np.ndarray) -> dict[str, tuple[flo
                                           @ standardized(fine_structure(gallery)).T))}
 
 
+def _channels_last(images: np.ndarray) -> torch.Tensor:
+    """A float32 batch in channels-last memory order: the embedder's convolutions run
+    about a sixth faster on this CPU's oneDNN kernels (the same arithmetic)."""
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).contiguous(
+        memory_format=torch.channels_last)
+
+
 def train_embedder(queries: np.ndarray, plaintexts: np.ndarray, *, budget: ReidBudget,
                    seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed + 1)
-        net = _Embedder(plaintexts.shape[1])
-        q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-        p = torch.from_numpy(np.ascontiguousarray(plaintexts, dtype=np.float32))
+        net = _Embedder(plaintexts.shape[1]).to(memory_format=torch.channels_last)
+        q, p = _channels_last(queries), _channels_last(plaintexts)
         optimiser = torch.optim.AdamW(net.parameters(), lr=budget.lr)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=budget.lr,
                                                        total_steps=budget.steps)
@@ -121,9 +127,9 @@ def reidentify(inverted_queries: np.ndarray, plaintexts: np.ndarray, *,
     scores = {"pixel": topk(-distance), **rank_scores(inverted_queries, gallery)}
     net = train_embedder(leaked_inverted, leaked_plain, budget=budget, seed=seed)
     with torch.no_grad():
-        eq = net(torch.from_numpy(np.ascontiguousarray(inverted_queries))).numpy()
-        eg = np.concatenate([net(torch.from_numpy(np.ascontiguousarray(gallery[i:i + 256])))
-                             .numpy() for i in range(0, len(gallery), 256)])
+        eq = net(_channels_last(inverted_queries)).numpy()
+        eg = np.concatenate([net(_channels_last(gallery[i:i + 256])).numpy()
+                             for i in range(0, len(gallery), 256)])
     scores["siamese"] = topk(eq @ eg.T)
     method = max(scores, key=lambda m: scores[m])
     top1, top5 = scores[method]

@@ -540,7 +540,8 @@ def fits_in_memory(owner: OwnerKeys, pixels: int, *, share: float = 0.5) -> bool
 
     if not rns.readable(owner.public):
         return True  # only the residue engine can stream; the SEAL engine holds them all
-    one = rns.ciphertext_view(owner.encrypt(np.zeros(owner.params.slots))).nbytes
+    probe = owner.encrypt(np.zeros(owner.params.slots))
+    one = rns.ciphertext_view(probe).nbytes
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return pixels * one <= share * memory
 
@@ -564,9 +565,10 @@ def measure_batch(owner: OwnerKeys, net: FoldedNet, images: np.ndarray, count: i
     started = time.perf_counter()
     evaluator = batch_evaluator(owner.public, net, engine=engine)
     if streamed is None:
+        choosing = time.perf_counter()
         streamed = isinstance(evaluator, RNSBatchEvaluator) and (
             evaluator.reads_each_pixel_once or not fits_in_memory(owner, batch[0].size))
-        started = time.perf_counter()  # the choice is not part of the round trip
+        started += time.perf_counter() - choosing  # the choice is not part of the round trip
     if workers is None:
         workers = min(os.cpu_count() or 1, evaluator.max_workers or os.cpu_count() or 1)
     if streamed and not isinstance(evaluator, RNSBatchEvaluator):

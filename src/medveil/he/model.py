@@ -51,6 +51,21 @@ def default_architecture(image_size: int) -> str:
 LARGE_IMAGE_TEACHER_EPOCHS = 25
 
 
+def checked_teacher_epochs(value: Any) -> int | str:
+    """``"auto"`` or a positive whole number of epochs (``"25"`` read as 25), else a
+    ConfigError: the scheme's parameter and :func:`train_he_model` check it alike."""
+    if value == "auto":
+        return value
+    try:
+        epochs = int(value) if not isinstance(value, bool) and float(value) == int(value) else 0
+    except (TypeError, ValueError):
+        epochs = 0
+    if epochs < 1:
+        raise ConfigError(f"teacher_epochs must be auto or a positive whole number of epochs "
+                          f"(the standard classifier's, when distill is on), got {value!r}")
+    return epochs
+
+
 def default_teacher_epochs(image_size: int) -> int:
     """The teacher's epochs for ``teacher_epochs="auto"`` (see ``LARGE_IMAGE_TEACHER_EPOCHS``)."""
     from medveil.tasks import ClassifierConfig
@@ -171,12 +186,9 @@ def train_he_model(data: ImageSet, *, architecture: str = "auto", epochs: int = 
     val = data.split("val") if "val" in data.split_names else None
     started = time.perf_counter()
     config = ClassifierConfig(epochs=epochs, distill_weight=distill_weight)
+    teacher_epochs = checked_teacher_epochs(teacher_epochs)
     if teacher_epochs == "auto":
         teacher_epochs = default_teacher_epochs(h)
-    if not isinstance(teacher_epochs, int) or isinstance(teacher_epochs, bool) \
-            or teacher_epochs < 1:
-        raise ConfigError(f"teacher_epochs must be auto or a positive whole number of epochs, "
-                          f"got {teacher_epochs!r}")
     teacher = train_classifier(train, val=val, config=ClassifierConfig(epochs=teacher_epochs),
                                seed=seed, progress=progress) if distill else None
     trained = train_classifier(train, val=val, config=config, seed=seed, progress=progress,

@@ -55,6 +55,7 @@ class CKKSScheme(Scheme):
                  coeff_bits: tuple[int, ...] | list[int] | None = None,
                  scale_bits: int | None = None) -> None:
         from medveil.he.ckks import CKKSParameters
+        from medveil.he.model import checked_teacher_epochs
         from medveil.he.nets import ARCHITECTURES
 
         if architecture not in ("auto", *ARCHITECTURES):
@@ -63,14 +64,7 @@ class CKKSScheme(Scheme):
         if not 0.0 <= float(distill_weight) <= 1.0:
             raise ConfigError(f"distill_weight is the teacher's share of the loss, between 0 "
                               f"and 1; got {distill_weight}")
-        if teacher_epochs != "auto":
-            try:
-                teacher_epochs = int(teacher_epochs)
-            except (TypeError, ValueError):
-                teacher_epochs = 0
-            if teacher_epochs < 1:
-                raise ConfigError("teacher_epochs must be auto or a positive whole number of "
-                                  "epochs (the standard classifier's, when distill is on)")
+        teacher_epochs = checked_teacher_epochs(teacher_epochs)
         if isinstance(poly_modulus_degree, str) and poly_modulus_degree != "auto":
             raise ConfigError(f"poly_modulus_degree must be auto or a power of two such as "
                               f"8192, got {poly_modulus_degree!r}")

@@ -382,7 +382,7 @@ def bench(
              "of its own under --out.")] = None,
     executor: Annotated[str, typer.Option(
         help="Where rows run: inprocess, processes (local workers) or ray "
-             "(pip install 'medveil[cluster]').")] = "inprocess",
+             "(pip install 'medveil\\[cluster]').")] = "inprocess",
     workers: Annotated[int | None, typer.Option(
         min=1, help="Workers for --executor processes / ray (default: the cores).")] = None,
     cache: Annotated[Path | None, typer.Option(
@@ -456,7 +456,7 @@ def _print_scorecard(scorecard: dict) -> list[str]:
     return failed
 
 
-serve_app = typer.Typer(help="The processor as an HTTP service (needs medveil[service]).")
+serve_app = typer.Typer(help="The processor as an HTTP service (needs medveil\\[service]).")
 app.add_typer(serve_app, name="serve")
 remote_app = typer.Typer(help="A centre's side of `medveil serve`: push, train, predict, pull.",
                          no_args_is_help=True)

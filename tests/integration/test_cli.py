@@ -92,3 +92,9 @@ def test_wrong_key_and_tampered_store(workspace, tmp_path):
     assert_user_error(run("train", "--data", str(copy), "--out", str(tmp_path / "m.pt")),
                       "tampered")
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_help_names_the_install_extras():
+    """Rich reads ``[cluster]`` as markup; the help must still show the extra to install."""
+    assert "medveil[cluster]" in run("bench", "--help").stdout
+    assert "medveil[service]" in run("--help").stdout

@@ -91,6 +91,7 @@ def test_bad_executor_and_seeds_are_clear_errors(tmp_path):
 def test_the_longest_rows_are_handed_out_first(tmp_path, monkeypatch):
     """Workers finish together when the rows that take longest (the schemes' measured
     ``bench_cost``) start first; the scorecard keeps the schemes' order."""
+    from medveil.bench import row_cost
     from medveil.executors import EXECUTORS, InProcessExecutor
     from medveil.schemes import get_scheme_class
 
@@ -107,6 +108,10 @@ def test_the_longest_rows_are_handed_out_first(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_bench(schemes="plain,intensity_lut,primis,obfuscation,ckks", out=tmp_path,
                   progress=False, budget=TINY, executor="recording")
-    costs = [get_scheme_class(name).bench_cost for name in handed]
+    costs = [row_cost(get_scheme_class(name), TINY.mode) for name in handed]
     assert handed[0] == "primis" and costs == sorted(costs, reverse=True)
+    # the full budget encrypts every test image: ckks's row is long there, short in the quick
+    ckks, obfuscation = get_scheme_class("ckks"), get_scheme_class("obfuscation")
+    assert row_cost(ckks, "full") > row_cost(obfuscation, "full")
+    assert row_cost(ckks, "quick") < row_cost(obfuscation, "quick")
     assert set(handed) == {"plain", "intensity_lut", "primis", "obfuscation", "ckks"}

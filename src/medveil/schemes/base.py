@@ -69,6 +69,9 @@ class Scheme(ABC):
     #: A bench row's wall time relative to plain's (the quick bench, docs/benchmarks.md):
     #: the executors start the longest rows first, so that workers finish together.
     bench_cost: ClassVar[float] = 1.0
+    #: The same ratio where another budget's row differs from the quick bench's
+    #: (``{"full": 1.8}``): the order of rows is the order of their expected lengths.
+    bench_cost_by_budget: ClassVar[dict[str, float]] = {}
     #: Same key, same image -> same view. False for probabilistic encryption (ckks),
     #: where equal views would leak equal images.
     deterministic_views: ClassVar[bool] = True

@@ -111,7 +111,7 @@ def test_the_longest_rows_are_handed_out_first(tmp_path, monkeypatch):
     costs = [row_cost(get_scheme_class(name), TINY.mode) for name in handed]
     assert handed[0] == "primis" and costs == sorted(costs, reverse=True)
     # the full budget encrypts every test image: ckks's row is long there, short in the quick
-    ckks, obfuscation = get_scheme_class("ckks"), get_scheme_class("obfuscation")
-    assert row_cost(ckks, "full") > row_cost(obfuscation, "full")
-    assert row_cost(ckks, "quick") < row_cost(obfuscation, "quick")
+    ckks, fesf = get_scheme_class("ckks"), get_scheme_class("fesf")
+    assert row_cost(ckks, "full") > row_cost(fesf, "full")
+    assert row_cost(ckks, "quick") < row_cost(fesf, "quick")
     assert set(handed) == {"plain", "intensity_lut", "primis", "obfuscation", "ckks"}

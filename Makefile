@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medveil-installed
 
-.PHONY: install test demo demo-service lint clean bench-peers
+.PHONY: install test demo demo-service lint clean bench-peers bench-full
 
 install: $(STAMP)
 
@@ -34,6 +34,15 @@ demo: install
 demo-service: install
 	rm -rf demo-output/service
 	$(BIN)/python -m medveil.service.demo --budget quick --workdir demo-output/service
+
+# The full bench of every classification scheme on the chest X-rays (../shared): about
+# 54 minutes on 2 cores from an empty cache, 33 from the cache a run filled
+# (docs/benchmarks.md). Each run writes a new folder under bench-full/.
+FULL_DATA ?= ../shared/data/cxr_pneumonia_64.npz
+bench-full: install
+	mkdir -p bench-full
+	$(BIN)/medveil bench --data $(FULL_DATA) --schemes plain,fesf,obfuscation,primis,ckks \
+		--executor processes --cache bench-full/cache --out bench-full/run-$$(date +%Y%m%d-%H%M%S)
 
 # medveil and Orion side by side on the same folded weights (benchmarks/he_peers.py).
 # Orion gets its own environment, never the project's: torch pinned as above, then

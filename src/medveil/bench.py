@@ -353,12 +353,6 @@ def gallery_distractors(train: ImageSet, test: ImageSet, leaked: np.ndarray,
     return pool
 
 
-def row_cost(scheme_class: Any, mode: str) -> float:
-    """A row's expected wall relative to plain's under the budget ``mode``: the scheme's
-    ``bench_cost_by_budget`` for that budget, else its quick-bench ``bench_cost``."""
-    return scheme_class.bench_cost_by_budget.get(mode, scheme_class.bench_cost)
-
-
 def run_header(dataset: ImageSet, budget: BenchBudget, seed: int) -> dict[str, Any]:
     """What must match for a finished row to be reused by ``--resume``."""
     header = {"dataset": {"name": dataset.name, "image_size": list(dataset.image_shape[1:]),
@@ -526,7 +520,7 @@ def run_sweep(*, data: list[str | os.PathLike[str] | None] | None = None,
     todo = [(run, spec) for run in runs for spec in run.specs if spec.label not in run.rows]
     # the longest rows first (the scheme's measured cost under this budget), so that
     # workers finish together
-    todo.sort(key=lambda item: -row_cost(get_scheme_class(item[1].name), budget.mode))
+    todo.sort(key=lambda item: -get_scheme_class(item[1].name).row_cost(budget.mode))
     started = time.perf_counter()
     with progress_bar(progress) as bar:
         task = bar.add_task(f"bench ({runner.name})", total=len(todo))

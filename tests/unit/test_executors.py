@@ -91,7 +91,6 @@ def test_bad_executor_and_seeds_are_clear_errors(tmp_path):
 def test_the_longest_rows_are_handed_out_first(tmp_path, monkeypatch):
     """Workers finish together when the rows that take longest (the schemes' measured
     ``bench_cost``) start first; the scorecard keeps the schemes' order."""
-    from medveil.bench import row_cost
     from medveil.executors import EXECUTORS, InProcessExecutor
     from medveil.schemes import get_scheme_class
 
@@ -108,10 +107,10 @@ def test_the_longest_rows_are_handed_out_first(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_bench(schemes="plain,intensity_lut,primis,obfuscation,ckks", out=tmp_path,
                   progress=False, budget=TINY, executor="recording")
-    costs = [row_cost(get_scheme_class(name), TINY.mode) for name in handed]
+    costs = [get_scheme_class(name).row_cost(TINY.mode) for name in handed]
     assert handed[0] == "primis" and costs == sorted(costs, reverse=True)
     # the full budget encrypts every test image: ckks's row is long there, short in the quick
     ckks, fesf = get_scheme_class("ckks"), get_scheme_class("fesf")
-    assert row_cost(ckks, "full") > row_cost(fesf, "full")
-    assert row_cost(ckks, "quick") < row_cost(fesf, "quick")
+    assert ckks.row_cost("full") > fesf.row_cost("full")
+    assert ckks.row_cost("quick") < fesf.row_cost("quick")
     assert set(handed) == {"plain", "intensity_lut", "primis", "obfuscation", "ckks"}

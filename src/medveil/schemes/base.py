@@ -101,6 +101,12 @@ class Scheme(ABC):
         self.key_fingerprint: str | None = None
         self._fitted = False
 
+    @classmethod
+    def row_cost(cls, budget_mode: str) -> float:
+        """A bench row's expected wall relative to plain's under the budget
+        ``budget_mode``: ``bench_cost_by_budget`` for it, else the quick ``bench_cost``."""
+        return cls.bench_cost_by_budget.get(budget_mode, cls.bench_cost)
+
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({shown})"

@@ -128,7 +128,7 @@ def written_by_medveil(path: str | os.PathLike[str]) -> bool:
 
 def _torch_medveil(path: Path) -> bool:
     try:
-        from medveil.tasks import read_model_record
+        from medveil.model_file import read_model_record
 
         read_model_record(path)
         return True

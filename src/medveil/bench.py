@@ -14,7 +14,7 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,36 +23,18 @@ import numpy as np
 
 from medveil import __version__
 from medveil.atomic import atomic_write_bytes
-from medveil.attacks import (
-    known_plaintext,
-    reidentification,
-    shadow_key,
-    visual,
-)
-from medveil.attacks.suite import (
-    attacker_floor,
-    leak_sizes,
-    seeded_key,
-    third_parties,
-    visual_reidentification,
-    with_advantages,
-)
+from medveil.bench_row import SchemeSpec, run_header, run_scheme  # noqa: F401  (API)
 from medveil.budgets import BenchBudget, get_budget
-from medveil.cache import BenchCache, fit_scheme
+from medveil.cache import BenchCache
 from medveil.data import ImageSet, load_dataset
 from medveil.data.bundled import DEFAULT_CLASSIFICATION
 from medveil.errors import ConfigError
-from medveil.metrics import image_similarity
 from medveil.progress import progress_bar
-from medveil.schemes import available_schemes, create, get_scheme_class
+from medveil.schemes import available_schemes, get_scheme_class
 from medveil.schemes.base import check_params
-from medveil.timing import StageClock
-from medveil.verdicts import actor_verdicts
 
-SCORECARD_SCHEMA = "medveil.scorecard/7"
+SCORECARD_SCHEMA = "medveil.scorecard/8"
 SCHEMA_FILE = Path(__file__).parent / "scorecard.schema.json"
-GRID_IMAGES = 4
-RECOVERY_IMAGES = 32
 
 
 def validate_scorecard(scorecard: dict[str, Any]) -> None:
@@ -60,23 +42,6 @@ def validate_scorecard(scorecard: dict[str, Any]) -> None:
     import jsonschema
 
     jsonschema.validate(scorecard, json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
-
-
-@dataclass(frozen=True)
-class SchemeSpec:
-    """One scorecard row to run: a registered scheme with parameter overrides."""
-
-    label: str
-    name: str
-    params: tuple[tuple[str, Any], ...] = ()
-
-    def create(self, *, budget: BenchBudget | None = None):
-        """The scheme with this row's parameters; a budget that cuts schemes adds its
-        ``quick_params`` where the row does not name them."""
-        params = dict(self.params)
-        if budget is not None:
-            params = budget.scheme_params(get_scheme_class(self.name), params)
-        return create(self.name, **params)
 
 
 def parse_value(raw: str) -> Any:
@@ -151,216 +116,6 @@ def subsample_for_budget(data: ImageSet, budget: BenchBudget, seed: int) -> Imag
             idx = np.sort(rng.choice(idx, limit, replace=False))
         keep.append(idx)
     return data.subset(np.concatenate(keep))
-
-
-def protect_all(scheme, images: np.ndarray, key) -> np.ndarray:
-    from medveil.protocols.base import protect_batched
-
-    return protect_batched(scheme, images, key)
-
-
-def protect_splits(scheme, data: ImageSet, key) -> dict[str, np.ndarray]:
-    """Every split's views under ``key``, by split name."""
-    return {s: protect_all(scheme, data.split(s).images, key) for s in data.split_names}
-
-
-def finish_view_row(run, model, task_data: ImageSet, views: dict[str, np.ndarray],
-                    protect_ms: float) -> dict[str, Any]:
-    """The rest of a row once the standard model is trained (``view`` and ``key_holder``):
-    utility from the model's test predictions, key holders' recovery and a wrong-key
-    decode for invertible schemes, the attacks on the views, and the costs."""
-    from medveil.protocols.base import decoded_predictions
-    from medveil.protocols.view import predict_standard
-
-    scheme, row, seed = run.scheme, run.row, run.seed
-    train, test = run.data.split("train"), run.data.split("test")
-    test_images = task_data.split("test").images
-    with run.clock.stage("predict"):
-        started = time.perf_counter()
-        predictions = predict_standard(model, test_images)
-        if model.task == "classification":  # the first pass warmed up: time one steady pass
-            started = time.perf_counter()
-            predictions = predict_standard(model, test_images)
-    infer_ms = 1000 * (time.perf_counter() - started) / max(1, len(test))
-    row["params"] = dict(scheme.params)
-    row["utility"] = decoded_predictions(predictions).metrics(test)
-
-    pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES]}
-    if scheme.invertible:
-        with run.clock.stage("recover"):
-            recovered = scheme.recover(views["test"], key=run.key)
-            row["recovery"] = image_similarity(test.images, recovered)
-            pictures["key-holder recovery"] = recovered[:GRID_IMAGES]
-            # An attacker who bypasses the fingerprint check and decodes with a key of its own.
-            row["wrong_key"] = image_similarity(
-                test.images, scheme.recover_bypassing_check(views["test"], run.wrong_key))
-
-    image_attacks(run.spec, scheme, row, pictures, train, test, views, run.budget, seed,
-                  spare=public_images(run.data), clock=run.clock, cache=run.cache)
-    view_bytes = views["test"].nbytes / len(views["test"])
-    row["cost"] = {"fit_s": run.fit_s, "protect_ms_per_image": protect_ms,
-                   "train_s": model.train_s, "infer_ms_per_image": infer_ms,
-                   "view_bytes_per_image": view_bytes,
-                   "plain_bytes_per_image": float(np.prod(test.image_shape))}  # uint8 pixels
-    row["_pictures"] = pictures
-    return row
-
-
-PUBLIC_SPLIT = "val"
-
-
-def public_images(data: ImageSet) -> ImageSet | None:
-    """The bench's stand-in for a public or consented image set (fesf's hosts): the
-    validation split, which the owner's patients (train and test, the only images
-    the third-party attack counts as the owner's) never include."""
-    return data.split(PUBLIC_SPLIT) if PUBLIC_SPLIT in data.split_names else None
-
-
-def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int, *,
-               cache: BenchCache | None = None) -> dict[str, Any]:
-    """One scorecard row, plus the images the report shows: the scheme's protocol runs
-    the same workflow as the command line (release, train, predict, decode).
-
-    With a ``cache``, the owner's fit (and the shadow attacker's, under its own key) is
-    reused where the same data, scheme, parameters, seed, key and code made one, and a
-    scheme that fits nothing reuses its whole row; ``cached`` lists what was reused.
-    """
-    from medveil.protocols import BenchRun, get_protocol
-
-    victim_key = seeded_key("victim", seed)
-    wrong_key = seeded_key("wrong", seed)
-    scheme = spec.create(budget=budget)
-    clock = StageClock()
-    whole_row = None
-    if cache is not None and not scheme.needs_fit:
-        whole_row = cache.row_address(data, spec, run_header(data, budget, seed), seed)
-        with clock.stage("row_from_cache"):
-            row = cache.load_row(whole_row)
-        if row is not None:
-            return {**row, "timing": clock.figures(), "cached": ["row"]}
-    protocol = get_protocol(scheme.protocol)
-    row: dict[str, Any] = {"scheme": spec.label, "protocol": protocol.name,
-                           "params": dict(scheme.params), "status": "ok",
-                           "error": None, "utility": None, "recovery": None, "wrong_key": None,
-                           "attacks": {}, "cost": {}, "cached": []}
-    with clock.stage("fit"):
-        scheme, hit = fit_scheme(cache, "owner_fit", scheme, scheme.fit_data(data),
-                                 key=victim_key, seed=seed, public=public_images(data))
-        row["cached"] += ["fit"] if hit else []
-    row = protocol.bench_row(BenchRun(spec=spec, scheme=scheme, row=row, data=data,
-                                      budget=budget, seed=seed, key=victim_key,
-                                      wrong_key=wrong_key, fit_s=clock.seconds["fit"],
-                                      clock=clock, cache=cache))
-    row["timing"] = clock.figures()
-    if whole_row is not None and row["status"] == "ok":
-        cache.save_row(whole_row, row)
-    return row
-
-
-def image_attacks(spec: SchemeSpec, scheme, row: dict[str, Any],
-                  pictures: dict[str, np.ndarray], train: ImageSet, test: ImageSet,
-                  views: dict[str, np.ndarray], budget: BenchBudget, seed: int, *,
-                  spare: ImageSet | None = None, clock: StageClock | None = None,
-                  cache: BenchCache | None = None) -> None:
-    """The shared suite (and the scheme's own attacks) on the views, into ``row``, then
-    a verdict per threat actor (``spare``: images that fill a small gallery).
-
-    Victims are the test split. Re-identification queries ``gallery`` of them against
-    a gallery of their plaintexts plus distractors the attacker never saw (the other
-    test images and the training images outside the largest leak). The leak curve
-    refits the inverter on nested leaks of K pairs; its largest K is the headline
-    known-plaintext and re-identification figure. ``clock`` times each attack.
-    """
-    clock = clock or StageClock()
-    attack_budget = budget.attacks
-    rng = np.random.default_rng(seed + 11)
-    order = rng.permutation(len(train))
-    sizes = leak_sizes(len(train), attack_budget)
-    largest = np.sort(order[:sizes[-1]])
-    queries = np.sort(np.random.default_rng(seed).choice(
-        len(test), min(attack_budget.gallery, len(test)), replace=False))
-    distractors = gallery_distractors(train, test, largest, queries, attack_budget.distractors,
-                                      seed, extra=spare)
-    victim_pictures = scheme.view_as_image(views["test"])
-
-    with clock.stage("visual"):
-        vis = visual(victim_pictures, test.images, public=train.images, masks=test.masks)
-        row["attacks"]["visual"] = vis.figures
-        if vis.reconstructions is not None:
-            pictures["view"] = vis.reconstructions[:GRID_IMAGES]
-            vis.figures["reidentify"] = visual_reidentification(
-                vis.reconstructions[queries], test.images[queries], distractors)
-            owner = np.concatenate([train.images, test.images])
-            third = np.sort(np.random.default_rng(seed + 13).choice(
-                len(test), min(attack_budget.third_party_victims, len(test)), replace=False))
-            row["attacks"]["third_parties"] = third_parties(
-                vis.reconstructions[third], owner, len(train) + third)
-
-    extra = scheme.attack_inverters()
-    curve, best_kp = [], None
-    for k in sizes:
-        leak = np.sort(order[:k])
-        with clock.stage(f"known_plaintext_k{k}"):
-            kp, inverter = known_plaintext(views["train"][leak], train.images[leak],
-                                           views["test"], test.images, budget=attack_budget,
-                                           seed=seed, extra=extra)
-        with clock.stage(f"reidentify_k{k}"):
-            reid = reidentification(inverter, views["train"][leak], train.images[leak],
-                                    views["test"][queries], test.images[queries], distractors,
-                                    budget=attack_budget, seed=seed)
-        curve.append({**{f: kp.figures[f] for f in ("pairs", "ssim", "psnr", "method")},
-                      "reidentify": reid.figures})
-        best_kp = kp
-    row["attacks"]["known_plaintext"] = best_kp.figures
-    row["attacks"]["reidentify"] = curve[-1]["reidentify"]
-    row["attacks"]["leak_curve"] = curve
-
-    with clock.stage("shadow_key"):  # the shadow fit, its inverter and re-identification
-        shadow = shadow_key(lambda: create(spec.name, **row["params"]), train, views["test"],
-                            test.images, budget=attack_budget, seed=seed, cache=cache)
-        if shadow.fit_cached:
-            row.setdefault("cached", []).append("shadow_fit")
-        row["attacks"]["shadow_key"] = shadow.result.figures
-        n_own = min(sizes[-1], len(shadow.own_views))
-        shadow.result.figures["reidentify"] = reidentification(
-            shadow.inverter, shadow.own_views[:n_own], shadow.own_images[:n_own],
-            views["test"][queries], test.images[queries], distractors, budget=attack_budget,
-            seed=seed).figures
-    with clock.stage("scheme_attacks"):
-        row["attacks"].update(scheme.extra_attacks(
-            views["test"], test.images, leaked_views=views["train"][largest],
-            leaked_images=train.images[largest], budget=attack_budget, seed=seed))
-    with_advantages(row["attacks"], attacker_floor(train.images, test.images))
-    row["verdicts"] = actor_verdicts(row["attacks"])
-    best = max((best_kp, shadow.result), key=lambda r: r.figures["ssim"])
-    pictures["best attack"] = best.reconstructions[:GRID_IMAGES]
-
-
-def gallery_distractors(train: ImageSet, test: ImageSet, leaked: np.ndarray,
-                        queries: np.ndarray, limit: int, seed: int,
-                        extra: ImageSet | None = None) -> np.ndarray:
-    """Gallery distractors the attacker never saw: test images that are not queries and
-    training images outside the largest leak, at most ``limit``, seeded; where those
-    fall short of ``limit`` (small sets), images of ``extra`` (the validation split)
-    fill up."""
-    pool = np.concatenate([np.delete(test.images, queries, axis=0),
-                           np.delete(train.images, leaked, axis=0)])
-    if len(pool) > limit:
-        pool = pool[np.sort(np.random.default_rng(seed + 17).choice(len(pool), limit,
-                                                                     replace=False))]
-    elif extra is not None and len(extra):
-        pool = np.concatenate([pool, extra.images[:limit - len(pool)]])
-    return pool
-
-
-def run_header(dataset: ImageSet, budget: BenchBudget, seed: int) -> dict[str, Any]:
-    """What must match for a finished row to be reused by ``--resume``."""
-    header = {"dataset": {"name": dataset.name, "image_size": list(dataset.image_shape[1:]),
-                          "n_train": int((dataset.splits == "train").sum()),
-                          "n_test": int((dataset.splits == "test").sum())},
-              "seed": seed, "mode": budget.mode, "budget": asdict(budget),
-              "medveil_version": __version__}
-    return json.loads(json.dumps(header, default=str))  # as it reads back from disk
 
 
 def _resumable_rows(path: Path, header: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -30,7 +30,7 @@ from medveil.errors import ConfigError, MissingDependencyError, unknown_name
 class RowTask:
     """One scorecard row to compute: everything it depends on."""
 
-    spec: Any  # bench.SchemeSpec
+    spec: Any  # bench_row.SchemeSpec
     dataset: Any  # data.ImageSet, already cut to the budget
     budget: Any  # budgets.BenchBudget
     seed: int
@@ -44,8 +44,9 @@ def run_row(task: RowTask, threads: int | None = None) -> dict[str, Any]:
     """The row of ``task``, or an ``error`` row (with its traceback) if the scheme fails:
     one failing scheme never stops the others. ``threads`` sets torch's thread count
     first (workers); None leaves this process's setting."""
-    from medveil.bench import run_scheme
+    from medveil.bench_row import run_scheme
     from medveil.cache import BenchCache
+    from medveil.rows import Row
     from medveil.schemes import get_scheme_class
 
     if threads is not None:
@@ -57,12 +58,10 @@ def run_row(task: RowTask, threads: int | None = None) -> dict[str, Any]:
         row = run_scheme(task.spec, task.dataset, task.budget, task.seed,
                          cache=BenchCache(task.cache) if task.cache else None)
     except Exception as exc:  # noqa: BLE001 - a failing row, not a crash
-        row = {"scheme": task.spec.label,
-               "protocol": get_scheme_class(task.spec.name).protocol,
-               "params": dict(task.spec.params), "status": "error",
-               "error": f"{type(exc).__name__}: {exc}",
-               "utility": None, "recovery": None, "wrong_key": None,
-               "attacks": {}, "cost": {}, "_traceback": traceback.format_exc()}
+        row = Row.failed(scheme=task.spec.label,
+                         protocol=get_scheme_class(task.spec.name).protocol,
+                         params=dict(task.spec.params), error=f"{type(exc).__name__}: {exc}",
+                         traceback=traceback.format_exc()).to_dict()
     row["wall_s"] = time.perf_counter() - started
     return row
 

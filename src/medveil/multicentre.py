@@ -17,13 +17,14 @@ import numpy as np
 
 from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError
+from medveil.seeds import derive_seed
 
 
 def split_into_centres(data: ImageSet, centres: int, *, seed: int) -> list[ImageSet]:
     """Each split's images dealt to ``centres`` centres in a seeded random order."""
     if centres < 1:
         raise ConfigError(f"centres must be at least 1, got {centres}")
-    rng = np.random.default_rng(seed + 101)
+    rng = np.random.default_rng(derive_seed(seed, "multicentre/deal"))
     owner = np.empty(len(data), dtype=np.int64)
     for split in data.split_names:
         rows = rng.permutation(np.nonzero(data.splits == split)[0])

@@ -14,5 +14,7 @@ def load_source(source: str | os.PathLike[str], *, key: Key | None = None,
                 **read_options: Any) -> ImageSet:
     """Read plaintext data, or the views of a protected store (checked against ``key``)."""
     if is_store(source):
-        return open_store(source, key=key).as_imageset()
+        from medveil.protocols.view import views_as_imageset
+
+        return views_as_imageset(open_store(source, key=key))
     return load_dataset(source, **read_options)

@@ -24,7 +24,6 @@ import numpy as np
 
 from medveil import __version__
 from medveil.atomic import atomic_directory, write_private_file
-from medveil.data.imageset import ImageSet
 from medveil.errors import DataError, IntegrityError, KeyMismatchError
 from medveil.keys import Key
 
@@ -68,9 +67,9 @@ def content_id(manifest: dict[str, Any]) -> str:
 
 
 def _count(parts: dict[str, Any]) -> int:
-    """Rows of a split: its views, or its first array where it has none (results)."""
-    first = parts["view"] if "view" in parts else next(iter(parts.values()), ())
-    return int(len(first))
+    """Rows of a split: the length of its first array (every array of a split has as many
+    rows: ``open_store`` checks it)."""
+    return int(len(next(iter(parts.values()), ())))
 
 
 def _plan(arrays: dict[str, dict[str, np.ndarray]], extras: dict[str, np.ndarray]
@@ -181,7 +180,12 @@ class ProtectedStore:
 
     @property
     def protocol_name(self) -> str:
-        return str((self.manifest.get("protocol") or {}).get("name", "view"))
+        protocol = self.manifest.get("protocol")
+        name = protocol.get("name") if isinstance(protocol, dict) else None
+        if not isinstance(name, str):
+            raise IntegrityError(f"{self.label} names no protocol in its manifest; it is not "
+                                 "a bundle this version of medveil wrote: re-protect the data")
+        return name
 
     @property
     def content_id(self) -> str:
@@ -201,31 +205,6 @@ class ProtectedStore:
             raise DataError(f"{self.label} has no split '{split}' (it has "
                             f"{', '.join(self.arrays) or 'none'})")
         return self.arrays[split]
-
-    def as_imageset(self) -> ImageSet:
-        """The views as an :class:`ImageSet`, for processors that train on image views
-        (the test split's truth stays with the owner: it is ``withheld`` here)."""
-        from medveil.data.imageset import from_splits
-        from medveil.data.readers import check_labels
-
-        parts = []
-        for split, arrays in self.arrays.items():
-            view = arrays["view"]
-            if view.ndim != 4 or view.dtype != np.float32:
-                raise IntegrityError(
-                    f"store {self.label} holds '{self.scheme_name}' views shaped {view.shape} "
-                    f"{view.dtype}, which are not images; this scheme's task runs another way"
-                )
-            labels = arrays.get("labels")
-            if labels is not None:  # a release without a key is an adversary's file
-                labels = check_labels(labels, where=f"{self.label}: {split}.labels",
-                                      count=len(view))
-            parts.append((split, np.clip(view, 0.0, 1.0), labels, arrays.get("masks")))
-        dataset = self.manifest.get("dataset", {})
-        return from_splits(parts, class_names=dataset.get("class_names"), meta={
-            "name": f"{dataset.get('name', 'store')}[{self.scheme_name}]",
-            "source": self.label, "reader": "store", "scheme": self.manifest["scheme"],
-            "key_fingerprint": self.manifest.get("key_fingerprint")})
 
 
 def is_store(path: str | os.PathLike[str]) -> bool:

@@ -23,9 +23,9 @@ from medveil.atomic import atomic_write_bytes
 from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError, DataError, ModelFileError
 from medveil.metrics import classification_metrics, segmentation_metrics
+from medveil.model_file import MODEL_FORMAT, read_model_record
 from medveil.progress import progress_bar
-
-MODEL_FORMAT = "medveil.model/1"
+from medveil.seeds import seeded
 
 
 @dataclass
@@ -108,32 +108,7 @@ class TrainedModel:
                    data_name=record["data_name"], key_fingerprint=record["key_fingerprint"])
 
 
-def read_model_record(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A model file's record (torch, ``weights_only``: no pickled code), format checked."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist; train one with "
-                             "`medveil train --out MODEL`")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-        if record.get("format") != MODEL_FORMAT:
-            raise ValueError("format")
-    except Exception:  # noqa: BLE001
-        raise ModelFileError(f"{path} is not a medveil model file ({MODEL_FORMAT})") from None
-    return record
-
-
 # ----------------------------------------------------------------------------- helpers
-def _generator(seed: int):
-    import torch
-
-    gen = torch.Generator()
-    gen.manual_seed(int(seed))
-    return gen
-
-
 def _random_shift(batch, pad: int, gen):
     """Reflect-pad and randomly crop back: small translations, drawn from ``gen``."""
     import torch
@@ -207,9 +182,7 @@ def train_classifier(train: ImageSet, *, val: ImageSet | None = None,
     y = torch.from_numpy(train.labels)
     started = time.perf_counter()
     history: list[dict[str, float]] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = _generator(seed + 1)
+    with seeded(seed, "tasks/classifier") as gen:
         if build_net is None:
             net = SmallCNN(in_channels=train.image_shape[0], num_classes=num_classes,
                            width=config.width)
@@ -348,9 +321,7 @@ def train_segmenter(train: ImageSet, *, val: ImageSet | None = None,
     masks = torch.from_numpy(train.masks.astype(np.float32))
     started = time.perf_counter()
     history: list[dict[str, float]] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = _generator(seed + 1)
+    with seeded(seed, "tasks/segmenter") as gen:
         net = build_unet(in_channels=train.image_shape[0], channels=config.channels,
                          num_res_units=config.num_res_units)
         loss_fn = DiceCELoss(sigmoid=True)

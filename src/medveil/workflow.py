@@ -36,16 +36,17 @@ from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError, IntegrityError, KeyMismatchError
 from medveil.keys import Key
 from medveil.owner_state import save_owner_state, scheme_for
-from medveil.protocols import get_protocol
-from medveil.protocols.base import in_memory_results
-from medveil.protocols.view import release_header, train_standard
+from medveil.protocols import get_protocol, run_rounds
+from medveil.protocols.base import SCORED_SPLIT, results_header
+from medveil.protocols.messages import PROCESSOR, Message, write_message
+from medveil.protocols.view import train_standard
+from medveil.seeds import derive_seed
 from medveil.store import (
     RESULTS_FORMAT,
     ProtectedStore,
     content_id,
     is_store,
     open_store,
-    write_bundle,
 )
 
 
@@ -98,12 +99,11 @@ def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.
     instance.fit(instance.fit_data(imageset), key=key, seed=seed,
                  public=None if public is None else public_images(imageset, public))
     fit_s = time.perf_counter() - started
-    started = time.perf_counter()
-    arrays, extras, info = protocol.release(instance, imageset, key=key)
-    protect_s = time.perf_counter() - started
-    header = release_header(instance, imageset, protocol, info)
-    manifest = write_bundle(out, arrays=arrays, extras=extras, header=header, key=key,
-                            force=force, inputs=(source, state))
+    # the owner's half of the protocol: its first message is the release
+    owner = protocol.owner_half(instance, imageset, key=key, budget=budget, seed=seed)
+    release = owner.start()
+    protect_s = owner.figures["protect_ms_per_image"] * len(imageset) / 1000
+    manifest = write_message(out, release, key=key, force=force, inputs=(source, state))
     if state is not None:
         # What the owner sent, so that `decode` can refuse results for anything else.
         sent = {"content_id": content_id(manifest),
@@ -112,7 +112,7 @@ def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.
                          inputs=(source, out), release=sent)
     return {"store": str(Path(out)), "state": None if state is None else str(state),
             "scheme": instance.name, "protocol": protocol.name,
-            "splits": {s: len(next(iter(a.values()))) for s, a in arrays.items()},
+            "splits": {s: release.split_count(s) for s in release.arrays},
             "fit_s": fit_s, "protect_s": protect_s, "key_fingerprint": key.fingerprint}
 
 
@@ -296,7 +296,7 @@ def train(sources: list[str], *, out: str | os.PathLike[str], budget: str | Benc
 
 def load_processor_model(path: str | os.PathLike[str]) -> tuple[Any, Any]:
     """A model file from ``train``: (protocol, model)."""
-    from medveil.tasks import read_model_record
+    from medveil.model_file import read_model_record
 
     record = read_model_record(path)
     protocol = get_protocol(record.get("protocol", "view"))
@@ -324,12 +324,7 @@ def predict(model: str | os.PathLike[str] | None, data: str, *, split: str,
                                   "releases")
         release.part(split)
         arrays, info = protocol.predict(loaded, release, split=split)
-        header = {"protocol": {"name": protocol.name, **info},
-                  "scheme": release.manifest["scheme"], "release": release.content_id,
-                  "release_key_fingerprint": release.manifest.get("key_fingerprint"),
-                  "dataset": {k: v for k, v in release.manifest.get("dataset", {}).items()
-                              if k != "name"},
-                  "split": split}
+        header = results_header(protocol, release, info, split=split)
     else:
         from medveil.data import load_dataset
 
@@ -343,8 +338,9 @@ def predict(model: str | os.PathLike[str] | None, data: str, *, split: str,
                   "dataset": {"task": imageset.task, "class_names": imageset.class_names},
                   "split": split}
     seconds = time.perf_counter() - started
-    write_bundle(out, arrays={split: arrays}, header=header, key=None, fmt=RESULTS_FORMAT,
-                 force=force, inputs=(*_local_paths([data]), model))
+    write_message(out, Message(kind="results", sender=PROCESSOR, round=0,
+                               arrays={split: arrays}, header=header),
+                  force=force, inputs=(*_local_paths([data]), model))
     count = len(next(iter(arrays.values())))
     return {"out": str(out), "protocol": protocol.name, "split": split, "images": count,
             "ms_per_image": 1000 * seconds / max(1, count)}
@@ -368,35 +364,35 @@ def run_multicentre(data: ImageSet, *, centres: int = 2, scheme: str = "privacy_
     budget = get_budget(budget) if isinstance(budget, str) else budget
     parts = split_into_centres(data, centres, seed=seed)
     cls = get_scheme_class(scheme)
-    owners, releases = [], []
+    protocol = get_protocol(cls.protocol)
+    fitted = []
     for index, part in enumerate(parts):
         key = seeded_key(f"centre-{index}", seed)
         instance = create(scheme, **budget.scheme_params(cls, params))
-        instance.fit(instance.fit_data(part), key=key, seed=seed + index)
-        protocol = get_protocol(instance.protocol)
-        arrays, extras, info = protocol.release(instance, part, key=key)
-        releases.append(ProtectedStore.in_memory(
-            arrays=arrays, extras=extras, header=release_header(instance, part, protocol, info),
-            key=key))
-        owners.append((instance, key, part))
-    pooled = protocol.train(releases, budget=budget, seed=seed)
+        instance.fit(instance.fit_data(part), key=key,
+                     seed=derive_seed(seed, f"multicentre/centre-{index}/fit"))
+        fitted.append((instance, key, part))
+
+    def owners(chosen):
+        return [protocol.owner_half(instance, part, key=key, budget=budget, seed=seed)
+                for instance, key, part in chosen]
+
+    pooled = owners(fitted)  # every centre's release, one processor, one pooled model
+    transcripts = run_rounds(pooled, protocol.processor_half(budget=budget, seed=seed))
     rows = []
-    for index, ((instance, key, part), release) in enumerate(zip(owners, releases,
-                                                                  strict=True)):
-        alone = protocol.train([release], budget=budget, seed=seed)
-        figures = {}
-        for mode, model in (("pooled", pooled), ("alone", alone)):
-            arrays, _ = protocol.predict(model, release, split="test")
-            results = in_memory_results(arrays, "test")
-            decoded = protocol.decode(instance, results, key=key)
-            figures[mode] = decoded.metrics(part.split("test"))
+    for index, (owner, transcript) in enumerate(zip(pooled, transcripts, strict=True)):
+        alone = owners([fitted[index]])  # the same centre with a processor of its own
+        run_rounds(alone, protocol.processor_half(budget=budget, seed=seed))
+        part = fitted[index][2]
+        figures = {mode: half.decoded.metrics(part.split(SCORED_SPLIT))
+                   for mode, half in (("pooled", owner), ("alone", alone[0]))}
         rows.append({"centre": index, "n_train": len(part.split("train")),
-                     "n_pairs": len(next(iter(release.part("train").values()))),
+                     "n_pairs": transcript[0].split_count("train"),
                      "n_test": len(part.split("test")), **figures})
     metrics = list(rows[0]["pooled"])
     mean = {mode: {m: float(np.mean([r[mode][m] for r in rows])) for m in metrics}
             for mode in ("pooled", "alone")}
-    return {"scheme": scheme, "protocol": protocol.name, "params": dict(owners[0][0].params),
+    return {"scheme": scheme, "protocol": protocol.name, "params": dict(fitted[0][0].params),
             "centres": centres, "seed": seed, "budget": budget.mode, "dataset": data.name,
             "rows": rows, "mean": mean}
 

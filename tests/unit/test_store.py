@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from medveil.errors import ConfigError, IntegrityError, KeyMismatchError
+from medveil.protocols.view import views_as_imageset
 from medveil.store import open_store, verify_store
 from medveil.workflow import protect_dataset
 
@@ -38,7 +39,7 @@ def test_labels_travel_with_the_view_and_views_differ(store, key, cxr):
     assert view.shape == (20, 1, 64, 64) and view.dtype == np.float32
     assert loaded.arrays["train"]["labels"].shape == (20,)
     assert "labels" not in loaded.arrays["test"]  # withheld: the owner scores the test split
-    views = loaded.as_imageset()
+    views = views_as_imageset(loaded)
     assert views.task == "classification" and views.withheld == ("test",)
     assert views.split("test").labels is None and views.split("train").labels is not None
 

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from medveil.seeds import seeded
+
 
 @dataclass
 class InversionBudget:
@@ -176,9 +178,7 @@ def train_inverter(views: np.ndarray, images: np.ndarray, *, budget: InversionBu
                    seed: int) -> nn.Module:
     """Fit view -> image on the pairs given; deterministic from ``seed``."""
     image_view = is_image_view(views)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed + 1)
+    with seeded(seed, "attacks/inversion/fit") as gen:
         v = torch.from_numpy(np.ascontiguousarray(views, dtype=np.float32))
         net = build_inverter(views.shape[1:], images.shape[1:], image_view, budget, views=v)
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from medveil.seeds import seeded
+
 
 @dataclass
 class ReidBudget:
@@ -89,9 +91,7 @@ def _channels_last(images: np.ndarray) -> torch.Tensor:
 
 def train_embedder(queries: np.ndarray, plaintexts: np.ndarray, *, budget: ReidBudget,
                    seed: int) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed + 1)
+    with seeded(seed, "attacks/reidentify/embedder") as gen:
         net = _Embedder(plaintexts.shape[1]).to(memory_format=torch.channels_last)
         q, p = _channels_last(queries), _channels_last(plaintexts)
         optimiser = torch.optim.AdamW(net.parameters(), lr=budget.lr)

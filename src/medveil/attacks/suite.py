@@ -17,6 +17,7 @@ from medveil.attacks.inversion import InversionBudget, invert, is_image_view, tr
 from medveil.attacks.reidentify import ReidBudget, reidentify
 from medveil.keys import Key
 from medveil.metrics import image_similarity
+from medveil.seeds import derive_seed
 
 
 def seeded_key(role: str, seed: int) -> Key:
@@ -167,7 +168,7 @@ class Inverter:
 
     def __init__(self, views: np.ndarray, images: np.ndarray, *, budget: AttackBudget,
                  seed: int, extra: dict[str, Any] | None = None) -> None:
-        rng = np.random.default_rng(seed + 5)
+        rng = np.random.default_rng(derive_seed(seed, "attacks/inverter/held-out"))
         order = rng.permutation(len(views))
         n_check = max(1, len(views) // 10) if len(views) >= 10 else 0
         check, fit = order[:n_check], order[n_check:]
@@ -247,7 +248,7 @@ def shadow_key(scheme_factory, public_train, victim_views: np.ndarray,
     so it is never the owner's.
     """
     attacker_key = seeded_key("attacker", seed)  # the attacker's own, unrelated to the victim's
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(derive_seed(seed, "attacks/shadow/images"))
     if len(public_train) > budget.shadow_images:
         public_train = public_train.subset(
             np.sort(rng.choice(len(public_train), budget.shadow_images, replace=False)))
@@ -255,11 +256,13 @@ def shadow_key(scheme_factory, public_train, victim_views: np.ndarray,
     from medveil.cache import fit_scheme
 
     scheme, cached = fit_scheme(
-        cache, "shadow_fit", scheme, public_train, key=attacker_key, seed=seed + 7,
+        cache, "shadow_fit", scheme, public_train, key=attacker_key,
+        seed=derive_seed(seed, "attacks/shadow/fit"),
         **({"public": public_train} if scheme.uses_public_images else {}))
     own_views = np.concatenate([scheme.protect(public_train.images[i:i + 256], key=attacker_key)
                                 for i in range(0, len(public_train), 256)])
-    inverter = Inverter(own_views, public_train.images, budget=budget, seed=seed + 3,
+    inverter = Inverter(own_views, public_train.images, budget=budget,
+                        seed=derive_seed(seed, "attacks/shadow/inverter"),
                         extra=scheme.attack_inverters())
     recon = inverter.invert(victim_views)
     return ShadowAttack(AttackResult({**image_similarity(victim_images, recon),

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from medveil.seeds import seeded
+
 
 class TileInverter:
     """Tile code -> tile pixels, fitted on the leaked tiles by one MLP.
@@ -35,9 +37,7 @@ class TileInverter:
         codes = np.asarray(codes, dtype=np.float32)
         self.scale = float(np.abs(codes).mean()) or 1.0
         steps = 5 * budget.inversion.steps
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 23)
-            gen = torch.Generator().manual_seed(seed + 29)
+        with seeded(seed, "attacks/tiles/fit") as gen:
             net = nn.Sequential(nn.Linear(2 * codes.shape[1], 512), nn.GELU(),
                                 nn.Linear(512, 512), nn.GELU(),
                                 nn.Linear(512, pixels.shape[1]))

@@ -20,6 +20,7 @@ import numpy as np
 
 from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError, DataError, DataNotFoundError
+from medveil.seeds import derive_seed
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
 DICOM_EXTENSIONS = (".dcm", ".dicom")
@@ -828,10 +829,11 @@ def load_dataset(source: str | os.PathLike[str], *, size: Size = None, color: st
     if imageset.task != "none":
         if "test" not in imageset.split_names:
             imageset = _carve(imageset, source="train", target="test", fraction=test_fraction,
-                              seed=seed, ordered=imageset.task == "segmentation")
+                              seed=derive_seed(seed, "data/carve-test"),
+                              ordered=imageset.task == "segmentation")
         if "val" not in imageset.split_names:
             imageset = _carve(imageset, source="train", target="val", fraction=val_fraction,
-                              seed=seed + 1, ordered=False)
+                              seed=derive_seed(seed, "data/carve-val"), ordered=False)
     if name is None:
         name = "data-" + hashlib.sha256(np.ascontiguousarray(imageset.images).data
                                         ).hexdigest()[:12]

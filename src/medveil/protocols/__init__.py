@@ -1,20 +1,25 @@
-"""Ways of running the processor's task; importing this registers them all."""
+"""Ways of running the processor's task: owner and processor halves exchanging messages.
+
+Importing this registers the built-in protocols (``view``, ``key_holder``,
+``encrypted_inference``, ``encoded_segmentation``).
+"""
 
 from __future__ import annotations
 
-from medveil.protocols import (  # noqa: F401  (registration)
-    encoded_segmentation,
-    encrypted_inference,
-    key_holder,
-    view,
-)
 from medveil.protocols.base import (
     PROTOCOLS,
-    BenchRun,
+    AttackSurface,
     Decoded,
+    OwnerHalf,
+    ProcessorHalf,
     Protocol,
-    get_protocol,
+    TaskOutcome,
     register_protocol,
 )
+from medveil.protocols.messages import Message
+from medveil.protocols.registry import available_protocols, get_protocol
+from medveil.protocols.runner import run_rounds, run_task
 
-__all__ = ["PROTOCOLS", "BenchRun", "Decoded", "Protocol", "get_protocol", "register_protocol"]
+__all__ = ["PROTOCOLS", "AttackSurface", "Decoded", "Message", "OwnerHalf", "ProcessorHalf",
+           "Protocol", "TaskOutcome", "available_protocols", "get_protocol",
+           "register_protocol", "run_rounds", "run_task"]

@@ -1,16 +1,29 @@
-"""The one interface every way of running the processor's task implements.
+"""The one shape every protocol has: an owner half and a processor half exchanging
+typed messages (``medveil.protocols.messages``) over one or more rounds.
 
-A *protocol* is how the processor's task runs for a scheme: what the owner ships
-(the release's shards), what the processor does with releases and no key
-(``train``, ``predict``), what the owner or a key holder does with what comes
-back (``decode``, ``recover``), and the bench row it produces. A scheme names its
-protocol (``Scheme.protocol``); the command line, ``protect``, the store, the
-bench and the report call the protocol and never branch on a scheme's or a
-protocol's name.
+A *protocol* is how the processor's task runs for a scheme. Its **owner half**
+(:class:`OwnerHalf`) holds the plaintext, the key and the fitted scheme and never
+sends them: it starts with a message (the release) and answers each message of the
+processor until it is done. Its **processor half** (:class:`ProcessorHalf`) holds no
+key and no owner state: each round it receives one message per owner (one per
+centre) and answers each. ``medveil.protocols.runner.run_task`` drives the rounds in
+memory (the bench, the sweeps, ``multicentre``); the command line and the service run
+the same halves' steps one command at a time, the messages written to disk between
+them (``release`` -> ``protect``, ``train`` / ``predict``, ``decode``).
+
+Most protocols are one exchange: the owner releases, the processor trains and
+predicts, the owner decodes (:class:`ExchangeOwner`, :class:`ExchangeProcessor`, driven
+by the protocol's step methods). A protocol with more rounds (federated training)
+writes its own halves.
+
+A scheme names its protocol (``Scheme.protocol``) and has the methods it needs
+(``Protocol.scheme_needs``, checked when the scheme registers); nothing outside
+``protocols/`` asks which protocol runs.
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -18,8 +31,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from medveil.data.imageset import ImageSet
-from medveil.errors import ConfigError, DataError, unknown_name
+from medveil.errors import ConfigError, DataError
 from medveil.metrics import classification_metrics, segmentation_metrics
+from medveil.protocols.messages import OWNER, PROCESSOR, Arrays, Message, to_bundle
 from medveil.timing import StageClock
 
 if TYPE_CHECKING:
@@ -27,11 +41,11 @@ if TYPE_CHECKING:
     from medveil.keys import Key
     from medveil.store import ProtectedStore
 
-Arrays = dict[str, dict[str, np.ndarray]]
-
 #: Splits whose truth (labels, masks) never leaves the owner: the processor trains on
 #: train (val picks the checkpoint) and only predicts on test; the owner scores.
 TRUTH_WITHHELD = ("test",)
+#: The split the owner scores the decoded outcome on.
+SCORED_SPLIT = "test"
 
 
 @dataclass
@@ -66,30 +80,198 @@ class Decoded:
 
 
 @dataclass
-class BenchRun:
-    """Everything a protocol's bench row needs: the fitted scheme and the run's setting."""
+class AttackSurface:
+    """What an attacker of each actor sees of one run, for the attack pipeline.
 
-    spec: Any  #: the row's SchemeSpec (label, name, parameters)
-    scheme: Any  #: fitted on the train split with ``key``
-    row: dict[str, Any]
-    data: ImageSet
-    budget: BenchBudget
-    seed: int
-    key: Key
-    wrong_key: Key
-    fit_s: float
-    #: the row's stage times (its ``timing``); the protocol times what it runs
-    clock: StageClock = field(default_factory=StageClock)
-    #: the bench's cache (``medveil.cache.BenchCache``) or None
-    cache: Any = None
+    ``views``: per split (``train``, ``test``), the arrays the processor (and anyone it
+    leaks to) holds for each image, one row per image, in the data set's order; the
+    pipeline attacks the test rows with the train rows as leaked pairs. ``None`` with a
+    ``not_applicable`` reason where no image attack applies (RLWE ciphertexts).
+    ``pictures``: what the report shows beside the attacks (decoded masks ...).
+    """
+
+    views: dict[str, np.ndarray] | None
+    not_applicable: str | None = None
+    pictures: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class TaskOutcome:
+    """What :func:`~medveil.protocols.runner.run_task` returns: the owner's decoded
+    predictions, the model that made them, every message in order, and the figures the
+    halves measured (``owner`` / ``processor``: costs; ``section``: the protocol's own)."""
+
+    decoded: Decoded
+    model: Any
+    transcript: list[Message]
+    owner: OwnerHalf
+    figures: dict[str, float] = field(default_factory=dict)
+    section: dict[str, Any] | None = None
+
+    @property
+    def release(self) -> Message:
+        """The owner's first message."""
+        return self.transcript[0]
+
+    @property
+    def rounds(self) -> int:
+        return 1 + max(m.round for m in self.transcript)
+
+
+class OwnerHalf(ABC):
+    """The owner's side of a run: plaintext, key and fitted scheme stay here."""
+
+    def __init__(self, protocol: Protocol, scheme: Any, data: ImageSet, *, key: Key,
+                 budget: BenchBudget, seed: int, clock: StageClock | None = None) -> None:
+        self.protocol, self.scheme, self.data = protocol, scheme, data
+        self.key, self.budget, self.seed = key, budget, seed
+        self.clock = clock or StageClock()
+        self.decoded: Decoded | None = None
+        #: a model the owner's side trained itself (a key holder's), if any
+        self.model: Any = None
+        #: costs the owner measured: protect_ms_per_image, decode_ms_per_image, ...
+        self.figures: dict[str, float] = {}
+
+    @abstractmethod
+    def start(self) -> Message:
+        """The first message (round 0): the release."""
+
+    @abstractmethod
+    def receive(self, message: Message | None) -> Message | None:
+        """The processor's answer (None: it had none); the next message, or None when
+        this owner is done (``decoded`` is then set)."""
+
+    def section(self, *, wrong_key: Key) -> dict[str, Any] | None:
+        """The protocol's own figures of this run (the row's ``protocol_section``); the
+        ``wrong_key`` is the bench's attacker key for wrong-key checks."""
+        return None
+
+
+class ProcessorHalf(ABC):
+    """The processor's side of a run: no key, no owner state; every message it gets is an
+    owner's (checked), every message it returns is an answer to one."""
+
+    def __init__(self, protocol: Protocol, *, budget: BenchBudget, seed: int,
+                 clock: StageClock | None = None, progress: bool = False) -> None:
+        self.protocol, self.budget, self.seed = protocol, budget, seed
+        self.clock = clock or StageClock()
+        self.progress = progress
+        self.model: Any = None
+        #: costs the processor measured: train_s, predict_ms_per_image, ...
+        self.figures: dict[str, float] = {}
+
+    @abstractmethod
+    def receive(self, messages: list[Message]) -> list[Message | None]:
+        """One round: a message from each owner still running, an answer (or None) to each,
+        in the same order."""
+
+
+class ExchangeOwner(OwnerHalf):
+    """One exchange: release (the protocol's ``release``), then decode the results."""
+
+    def start(self) -> Message:
+        started = time.perf_counter()
+        with self.clock.stage("protect"):
+            arrays, extras, info = self.protocol.release(self.scheme, self.data, key=self.key)
+        self.figures["protect_ms_per_image"] = \
+            1000 * (time.perf_counter() - started) / max(1, len(self.data))
+        self.release = Message(kind="release", sender=OWNER, round=0, arrays=arrays,
+                               extras=extras,
+                               header=release_header(self.scheme, self.data, self.protocol,
+                                                     info))
+        self.figures["view_bytes_per_image"] = self._view_bytes()
+        return self.release
+
+    def _view_bytes(self) -> float:
+        test = self.release.arrays.get(SCORED_SPLIT, {})
+        n = int((self.data.splits == SCORED_SPLIT).sum())
+        return float(test["view"].nbytes / n) if "view" in test and n else 0.0
+
+    def receive(self, message: Message | None) -> Message | None:
+        if message is None:
+            raise ConfigError(f"the '{self.protocol.name}' processor sent no results")
+        started = time.perf_counter()
+        with self.clock.stage("decode"):
+            self.decoded = self.protocol.decode(self.scheme, to_bundle(message), key=self.key)
+        self.figures["decode_ms_per_image"] = \
+            1000 * (time.perf_counter() - started) / max(1, len(self.decoded))
+        return None
+
+
+class ExchangeProcessor(ProcessorHalf):
+    """One exchange: train on every release (the protocol's ``train``, where it trains),
+    then predict the scored split of each (``predict``): results for each owner."""
+
+    def receive(self, messages: list[Message]) -> list[Message | None]:
+        releases = [to_bundle(m) for m in messages]
+        if self.protocol.trains:
+            started = time.perf_counter()
+            with self.clock.stage("task_training"):
+                self.model = self.protocol.train(releases, budget=self.budget, seed=self.seed,
+                                                 progress=self.progress)
+            self.figures["train_s"] = float(getattr(self.model, "train_s", None)
+                                            or time.perf_counter() - started)
+        answers: list[Message | None] = []
+        for message, release in zip(messages, releases, strict=True):
+            if not self.protocol.answers:
+                answers.append(None)
+                continue
+            started = time.perf_counter()
+            with self.clock.stage("predict"):
+                arrays, info = self.protocol.predict(self.model, release, split=SCORED_SPLIT)
+            count = len(next(iter(arrays.values())))
+            self.figures["predict_ms_per_image"] = \
+                1000 * (time.perf_counter() - started) / max(1, count)
+            answers.append(Message(kind="results", sender=PROCESSOR, round=message.round,
+                                   arrays={SCORED_SPLIT: arrays},
+                                   header=results_header(self.protocol, release, info,
+                                                         split=SCORED_SPLIT)))
+        return answers
 
 
 class Protocol(ABC):
-    """Base class of the protocols; one module per protocol under ``medveil.protocols``."""
+    """Base class of the protocols; one module per protocol under ``medveil.protocols``.
+
+    The step methods (``release``, ``train``, ``predict``, ``decode``, ``recover``) are
+    what the command line runs one command at a time; ``owner_half`` and
+    ``processor_half`` compose them into the two halves that ``run_task`` drives.
+    """
 
     name: ClassVar[str]
     #: One line for `medveil schemes`: where the processor's task runs.
     summary: ClassVar[str]
+    #: Methods this protocol calls on its schemes beyond the ``Scheme`` interface; a
+    #: scheme that lacks one cannot register under this protocol.
+    scheme_needs: ClassVar[tuple[str, ...]] = ()
+    #: Whether the processor trains a model on the releases (``train``).
+    trains: ClassVar[bool] = True
+    #: Whether the processor answers a release with results (``predict``).
+    answers: ClassVar[bool] = True
+    #: Test images on which the bench measures the key holder's recovery (None: all).
+    recovery_images: ClassVar[int | None] = None
+
+    # -- the halves -----------------------------------------------------------------
+    def owner_half(self, scheme: Any, data: ImageSet, *, key: Key, budget: BenchBudget,
+                   seed: int, clock: StageClock | None = None) -> OwnerHalf:
+        return ExchangeOwner(self, scheme, data, key=key, budget=budget, seed=seed,
+                             clock=clock)
+
+    def processor_half(self, *, budget: BenchBudget, seed: int,
+                       clock: StageClock | None = None, progress: bool = False
+                       ) -> ProcessorHalf:
+        return ExchangeProcessor(self, budget=budget, seed=seed, clock=clock,
+                                 progress=progress)
+
+    def attack_surface(self, outcome: TaskOutcome) -> AttackSurface:
+        """What an attacker sees of ``outcome`` (default: the release's ``view`` arrays of
+        train and test, one row per image)."""
+        views = {s: outcome.release.arrays[s]["view"] for s in ("train", SCORED_SPLIT)
+                 if s in outcome.release.arrays}
+        return AttackSurface(views=views)
+
+    def describe(self, section: dict[str, Any], row: dict[str, Any]) -> list[str]:
+        """The report's sentences for this protocol's ``protocol_section`` of ``row``."""
+        return []
 
     # -- owner ----------------------------------------------------------------------
     @abstractmethod
@@ -134,21 +316,27 @@ class Protocol(ABC):
     def load_model(self, record: dict[str, Any], path: Any) -> Any:
         raise ConfigError(f"the '{self.name}' protocol has no processor model to load")
 
-    # -- bench ----------------------------------------------------------------------
-    def utility(self, scheme: Any, data: ImageSet, *, key: Key, budget: BenchBudget,
-                seed: int) -> dict[str, float]:
-        """The workflow in memory (release, train, predict, decode) scored on ``data``'s
-        test split: the bench row's utility without the attacks (for sweeps)."""
 
-        release = in_memory_release(self, scheme, data, key=key)
-        model = self.train([release], budget=budget, seed=seed)
-        arrays, _ = self.predict(model, release, split="test")
-        results = in_memory_results(arrays, "test")
-        return self.decode(scheme, results, key=key).metrics(data.split("test"))
+def release_header(scheme: Any, data: ImageSet, protocol: Protocol, info: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """The header of a release: scheme, protocol and the data set's shape."""
+    dataset = {"name": data.name, "task": data.task, "image_shape": list(data.image_shape),
+               "class_names": data.class_names}
+    return {"scheme": {"name": scheme.name, "version": scheme.version,
+                       "params": scheme.params},
+            "protocol": {"name": protocol.name, **info}, "dataset": dataset}
 
-    @abstractmethod
-    def bench_row(self, run: BenchRun) -> dict[str, Any]:
-        """One scorecard row: the workflow above on the bench's data, then the attacks."""
+
+def results_header(protocol: Protocol, release: ProtectedStore, info: dict[str, Any], *,
+                   split: str) -> dict[str, Any]:
+    """The header of the processor's results on ``split`` of ``release``: the release it
+    answers (its content digest) and that release's key fingerprint."""
+    return {"protocol": {"name": protocol.name, **info},
+            "scheme": release.manifest["scheme"], "release": release.content_id,
+            "release_key_fingerprint": release.manifest.get("key_fingerprint"),
+            "dataset": {k: v for k, v in release.manifest.get("dataset", {}).items()
+                        if k != "name"},
+            "split": split}
 
 
 def decoded_predictions(predictions: dict[str, np.ndarray], *,
@@ -180,11 +368,11 @@ def decoded_in_clear(results: ProtectedStore) -> Decoded:
     return decoded_predictions(results.part(results.manifest["split"]), where=results.label)
 
 
-def in_memory_results(arrays: dict[str, np.ndarray], split: str) -> ProtectedStore:
-    """The processor's results on ``split`` as `medveil predict` writes them, in memory."""
-    from medveil.store import ProtectedStore
-
-    return ProtectedStore.in_memory(arrays={split: arrays}, header={"split": split}, key=None)
+def protect_batched(scheme: Any, images: np.ndarray, key: Key, batch_size: int = 256
+                    ) -> np.ndarray:
+    """The views of ``images`` in batches (the schemes' memory stays bounded)."""
+    return np.concatenate([scheme.protect(images[i:i + batch_size], key=key)
+                           for i in range(0, len(images), batch_size)])
 
 
 # ----------------------------------------------------------------------------- registry
@@ -192,33 +380,9 @@ PROTOCOLS: dict[str, Protocol] = {}
 
 
 def register_protocol(cls: type[Protocol]) -> type[Protocol]:
-    """Class decorator: make a protocol available by its ``name``."""
+    """Class decorator: make a protocol available by its ``name``
+    (``medveil.protocols.registry.get_protocol``)."""
     if cls.name in PROTOCOLS and type(PROTOCOLS[cls.name]) is not cls:
         raise ValueError(f"protocol name '{cls.name}' is already registered")
     PROTOCOLS[cls.name] = cls()
     return cls
-
-
-def get_protocol(name: str) -> Protocol:
-    import medveil.protocols  # noqa: F401  (registers the built-in protocols)
-
-    if name not in PROTOCOLS:
-        raise unknown_name("protocol", name, list(PROTOCOLS))
-    return PROTOCOLS[name]
-
-
-def in_memory_release(protocol: Protocol, scheme: Any, data: ImageSet, *, key: Key):
-    """The release exactly as `medveil protect` writes it, kept in memory."""
-    from medveil.protocols.view import release_header
-    from medveil.store import ProtectedStore
-
-    arrays, extras, info = protocol.release(scheme, data, key=key)
-    return ProtectedStore.in_memory(arrays=arrays, extras=extras,
-                                    header=release_header(scheme, data, protocol, info), key=key)
-
-
-def protect_batched(scheme: Any, images: np.ndarray, key: Key, batch_size: int = 256
-                    ) -> np.ndarray:
-    """The views of ``images`` in batches (the schemes' memory stays bounded)."""
-    return np.concatenate([scheme.protect(images[i:i + batch_size], key=key)
-                           for i in range(0, len(images), batch_size)])

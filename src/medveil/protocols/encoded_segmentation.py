@@ -24,13 +24,15 @@ import numpy as np
 
 from medveil.errors import ConfigError, DataError, ModelFileError
 from medveil.protocols.base import (
-    BenchRun,
+    AttackSurface,
     Decoded,
+    ExchangeOwner,
     Protocol,
-    in_memory_results,
+    TaskOutcome,
+    protect_batched,
     register_protocol,
 )
-from medveil.schemes.base import EncodedPairs
+from medveil.protocols.mapping_server import EncodedPairs, MappingServer
 
 
 class MappingModel:
@@ -42,21 +44,15 @@ class MappingModel:
         self.releases, self.train_s = list(releases), train_s
         self.task = "segmentation"
 
-    def server(self):
-        from medveil.schemes import get_scheme_class
-
-        return get_scheme_class(self.scheme["name"]).for_server(self.scheme["params"],
-                                                                self.image_shape)
+    def server(self) -> MappingServer:
+        return MappingServer(self.scheme["params"], self.image_shape)
 
 
-def _server_for(release):
-    from medveil.schemes import get_scheme_class
-
-    scheme = release.manifest["scheme"]
+def _server_for(release) -> MappingServer:
     shape = release.manifest.get("dataset", {}).get("image_shape")
     if not shape:
         raise DataError(f"{release.label} does not record its image shape; re-protect it")
-    return get_scheme_class(scheme["name"]).for_server(scheme["params"], shape)
+    return MappingServer(release.manifest["scheme"]["params"], shape)
 
 
 @register_protocol
@@ -64,6 +60,8 @@ class EncodedSegmentationProtocol(Protocol):
     name = "encoded_segmentation"
     summary = ("the server trains a mapping network on encoded (image, mask) pairs and maps "
                "encoded test images to encoded masks; the owner decodes them")
+    scheme_needs = ("training_pairs", "encode_test_copies", "decode_test_copies",
+                    "decode_masks_bypassing_check")
 
     def release(self, scheme, data, *, key):
         if data.task != "segmentation":
@@ -87,7 +85,7 @@ class EncodedSegmentationProtocol(Protocol):
         pairs = [EncodedPairs(r.part("train")["view"], r.part("train")["encoded_masks"])
                  for r in releases]
         started = time.perf_counter()
-        net = server.train_mapping(pairs, seed=seed)
+        net = server.train(pairs, seed=seed)
         return MappingModel(net, scheme=first.manifest["scheme"],
                             image_shape=first.manifest["dataset"]["image_shape"],
                             releases=[r.content_id for r in releases],
@@ -112,7 +110,7 @@ class EncodedSegmentationProtocol(Protocol):
         import torch
 
         from medveil.atomic import atomic_write_bytes
-        from medveil.tasks import MODEL_FORMAT
+        from medveil.model_file import MODEL_FORMAT
 
         record = {"format": MODEL_FORMAT, "protocol": self.name, "task": "segmentation",
                   "scheme": model.scheme, "image_shape": list(model.image_shape),
@@ -145,48 +143,46 @@ class EncodedSegmentationProtocol(Protocol):
         tokens = results.part(results.manifest["split"])["encoded_masks"]
         return Decoded("segmentation", masks=scheme.decode_test_copies(tokens, key=key))
 
-    def bench_row(self, run: BenchRun) -> dict[str, Any]:
-        """Release, train, predict and decode as on the command line; then the image
-        attacks on the encoded images (the plain encodings of the train and test
-        images, as any view). ``wrong_key``: a client who decodes the server's
-        predictions for the unflipped copy with a key of its own."""
-        from medveil.bench import GRID_IMAGES, image_attacks, protect_all, public_images
-        from medveil.metrics import segmentation_metrics
-        from medveil.protocols.view import release_header
-        from medveil.store import ProtectedStore
+    def owner_half(self, scheme, data, *, key, budget, seed, clock=None):
+        return EncodedSegmentationOwner(self, scheme, data, key=key, budget=budget,
+                                        seed=seed, clock=clock)
 
-        scheme, data, row = run.scheme, run.data, run.row
-        train, test = data.split("train"), data.split("test")
-        started = time.perf_counter()
-        with run.clock.stage("protect"):
-            arrays, extras, info = self.release(scheme, data, key=run.key)
-        protect_ms = 1000 * (time.perf_counter() - started) / (len(train) + len(test))
-        release = ProtectedStore.in_memory(arrays=arrays, extras=extras,
-                                           header=release_header(scheme, data, self, info),
-                                           key=run.key)
-        with run.clock.stage("task_training"):
-            model = self.train([release], budget=run.budget, seed=run.seed)
-        started = time.perf_counter()  # the round trip: the server maps, the client decodes
-        with run.clock.stage("predict"):
-            predicted, _ = self.predict(model, release, split="test")
-            results = in_memory_results(predicted, "test")
-            masks = self.decode(scheme, results, key=run.key).masks
-        infer_ms = 1000 * (time.perf_counter() - started) / len(test)
-        row["params"] = dict(scheme.params)
-        row["utility"] = segmentation_metrics(masks, test.masks)
-        first_copy = predicted["encoded_masks"][:len(test)]
-        row["wrong_key_masks"] = segmentation_metrics(
-            scheme.decode_masks_bypassing_check(first_copy, run.wrong_key), test.masks)
-        with run.clock.stage("protect"):
-            views = {"train": protect_all(scheme, train.images, run.key),
-                     "test": arrays["test"]["view"][:len(test)]}
-        pictures: dict[str, np.ndarray] = {"original": test.images[:GRID_IMAGES],
-                                           "decoded mask": masks[:GRID_IMAGES].astype(np.float32)}
-        image_attacks(run.spec, scheme, row, pictures, train, test, views, run.budget, run.seed,
-                      spare=public_images(run.data), clock=run.clock, cache=run.cache)
-        row["cost"] = {"fit_s": run.fit_s, "protect_ms_per_image": protect_ms,
-                       "train_s": model.train_s, "infer_ms_per_image": infer_ms,
-                       "view_bytes_per_image": views["test"].nbytes / len(test),
-                       "plain_bytes_per_image": float(np.prod(test.image_shape))}
-        row["_pictures"] = pictures
-        return row
+    def attack_surface(self, outcome: TaskOutcome) -> AttackSurface:
+        """The image attacks on the encoded images: the plain encodings of the train
+        images (not the flipped training copies) and the first copy of each test image."""
+        owner = outcome.owner
+        train, test = owner.data.split("train"), owner.data.split("test")
+        with owner.clock.stage("protect"):
+            views = {"train": protect_batched(owner.scheme, train.images, owner.key),
+                     "test": outcome.release.arrays["test"]["view"][:len(test)]}
+        return AttackSurface(views=views, pictures={
+            "decoded mask": outcome.decoded.masks[:4].astype(np.float32)})
+
+    def describe(self, section: dict[str, Any], row: dict[str, Any]) -> list[str]:
+        wrong = section.get("wrong_key_masks")
+        if not (wrong and row.get("utility")):
+            return []
+        return [f"masks decoded by the client with its key reach Dice "
+                f"{row['utility']['dice']:.3f}; with another key, {wrong['dice']:.3f}"]
+
+
+class EncodedSegmentationOwner(ExchangeOwner):
+    """The client: encode (the release), decode the server's encoded masks."""
+
+    def _view_bytes(self) -> float:
+        n = len(self.data.split("test"))
+        return float(self.release.arrays["test"]["view"][:n].nbytes / max(1, n))
+
+    def receive(self, message):
+        self.answer = message
+        return super().receive(message)
+
+    def section(self, *, wrong_key) -> dict[str, Any]:
+        """``wrong_key_masks``: a client who decodes the server's predictions for the
+        unflipped copy with a key of its own."""
+        from medveil.metrics import segmentation_metrics
+
+        test = self.data.split("test")
+        first_copy = self.answer.arrays["test"]["encoded_masks"][:len(test)]
+        return {"wrong_key_masks": segmentation_metrics(
+            self.scheme.decode_masks_bypassing_check(first_copy, wrong_key), test.masks)}

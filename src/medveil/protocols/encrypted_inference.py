@@ -17,12 +17,14 @@ import numpy as np
 
 from medveil.errors import ConfigError
 from medveil.protocols.base import (
-    BenchRun,
+    AttackSurface,
     Decoded,
+    ExchangeOwner,
     Protocol,
-    in_memory_results,
+    TaskOutcome,
     register_protocol,
 )
+from medveil.protocols.messages import Message
 
 #: Only the split the processor runs the model on leaves the owner.
 SHIPPED_SPLIT = "test"
@@ -70,6 +72,10 @@ class EncryptedInferenceProtocol(Protocol):
     name = "encrypted_inference"
     summary = ("the owner trains the model; the processor evaluates it on ciphertexts with the "
                "release's public context (`medveil predict --data RELEASE`, no --model)")
+    scheme_needs = ("processor_extras", "decrypt_logits", "not_applicable_reason")
+    trains = False
+    #: decrypting is the owner's cost: the bench checks recovery on this many images
+    recovery_images = 32
 
     def release(self, scheme, data, *, key):
         if SHIPPED_SPLIT not in data.split_names:
@@ -101,85 +107,69 @@ class EncryptedInferenceProtocol(Protocol):
         return Decoded("classification", probabilities=probabilities_from_logits(logits),
                        logits=logits)
 
-    def measure(self, scheme, data, *, key) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The workflow on ``data``'s test split in memory, timed: the figures of the
-        bench row's ``encrypted_inference`` section, and the release's arrays."""
-        from medveil.metrics import classification_metrics, probabilities_from_logits
-        from medveil.protocols.view import release_header
-        from medveil.store import ProtectedStore
+    def owner_half(self, scheme, data, *, key, budget, seed, clock=None):
+        return EncryptedInferenceOwner(self, scheme, data, key=key, budget=budget, seed=seed,
+                                       clock=clock)
 
-        test = data.split(SHIPPED_SPLIT)
-        started = time.perf_counter()
-        arrays, extras, info = self.release(scheme, data, key=key)
-        release_s = time.perf_counter() - started
-        release = ProtectedStore.in_memory(arrays=arrays, extras=extras,
-                                           header=release_header(scheme, data, self, info),
-                                           key=key)
-        predicted, timing = self.predict(None, release, split=SHIPPED_SPLIT)
-        results = in_memory_results(predicted, SHIPPED_SPLIT)
-        started = time.perf_counter()
-        decoded = self.decode(scheme, results, key=key)
-        decrypt_ms = 1000 * (time.perf_counter() - started) / len(test)
+    def attack_surface(self, outcome: TaskOutcome) -> AttackSurface:
+        """RLWE ciphertexts: no image attack applies; the row says why, with the
+        parameters and the security level."""
+        return AttackSurface(views=None,
+                             not_applicable=outcome.owner.scheme.not_applicable_reason())
+
+    def describe(self, section: dict[str, Any], row: dict[str, Any]) -> list[str]:
+        return [f"decrypted predictions agree with the plaintext model on "
+                f"{section['argmax_agreement']:.1%} of {section['images']} test images (max "
+                f"logit error {section['max_abs_logit_error']:.1e}), "
+                f"{section['latency_ms_per_image']:.0f} ms per image (the processor's "
+                "evaluation and the owner's decryption; "
+                f"{'encrypted' if section.get('encrypted_model') else 'plain'} model)"]
+
+
+class EncryptedInferenceOwner(ExchangeOwner):
+    """The owner's half: encrypt the test images (the release), decrypt the logits; its
+    section compares them with the plaintext model on the same images."""
+
+    def _view_bytes(self) -> float:
+        view = self.release.arrays[SHIPPED_SPLIT]["view"]
+        return float(np.mean([sum(len(b) for b in blobs)
+                              for blobs in _blobs(view, self.scheme)]))
+
+    def receive(self, message: Message | None) -> Message | None:
+        if message is not None:
+            self.evaluation = dict(message.header.get("protocol", {}))
+        answer = super().receive(message)
+        # the model is the owner's (trained in plaintext, then encrypted): its training is
+        # the owner's cost; the processor's is its evaluation
+        self.figures["train_s"] = self.scheme.model.info.get("train_s")
+        self.figures["predict_ms_per_image"] = self.evaluation["eval_ms_per_image"]
+        return answer
+
+    def section(self, *, wrong_key) -> dict[str, Any]:
+        from medveil.metrics import classification_metrics, probabilities_from_logits
+
+        test = self.data.split(SHIPPED_SPLIT)
+        scheme, decoded, timing = self.scheme, self.decoded, self.evaluation
         reference = scheme.model.net.forward(scheme.model.check_images(test.images))
-        view_bytes = float(np.mean([sum(len(b) for b in blobs) for blobs in
-                                    _blobs(arrays[SHIPPED_SPLIT]["view"], scheme)]))
-        figures = {
-            "metrics": decoded.metrics(test),
+        extras = self.release.extras
+        latency = timing["eval_ms_per_image"] + self.figures["decode_ms_per_image"]
+        return {
             "plaintext_metrics": classification_metrics(probabilities_from_logits(reference),
                                                         test.labels),
             "argmax_agreement": float(np.mean(decoded.logits.argmax(1) == reference.argmax(1))),
             "max_abs_logit_error": float(np.abs(decoded.logits - reference).max()),
-            "images": len(test), "encrypted_model": info["encrypted_model"],
-            "compile_s": timing["compile_s"], "release_ms_per_image": 1000 * release_s / len(test),
+            "images": len(test), "encrypted_model": bool(scheme.params["encrypted_model"]),
+            "compile_s": timing["compile_s"],
+            "release_ms_per_image": self.figures["protect_ms_per_image"],
             "eval_ms_per_image": timing["eval_ms_per_image"],
-            "decrypt_ms_per_image": decrypt_ms,
-            "latency_ms_per_image": timing["eval_ms_per_image"] + decrypt_ms,
-            "ciphertext_bytes_per_image": view_bytes,
+            "decrypt_ms_per_image": self.figures["decode_ms_per_image"],
+            "latency_ms_per_image": latency,
+            "ciphertext_bytes_per_image": self.figures["view_bytes_per_image"],
             "model_bytes": float(sum(v.nbytes for k, v in extras.items()
                                      if k.startswith("ckks_model") or k == "ckks_he_model")),
             "rotations_per_image": timing["rotations_per_image"],
-            "packing": scheme.model.plan.describe(), "security": info["security"]}
-        return figures, arrays
-
-    def utility(self, scheme, data, *, key, budget, seed: int) -> dict[str, float]:
-        return self.measure(scheme, data, key=key)[0]["metrics"]
-
-    def bench_row(self, run: BenchRun) -> dict[str, Any]:
-        """The workflow on the test split; the image attacks do not apply (RLWE
-        ciphertexts): the row says why, with the parameters and security level.
-        Recovery (the owner's decryption) and the wrong-key check run on the first
-        ``RECOVERY_IMAGES`` test images."""
-        from medveil.bench import GRID_IMAGES, RECOVERY_IMAGES
-        from medveil.metrics import image_similarity
-
-        scheme, row = run.scheme, run.row
-        test = run.data.split(SHIPPED_SPLIT)
-        with run.clock.stage("encrypted_inference"):  # protect, evaluate, decrypt
-            figures, arrays = self.measure(scheme, run.data, key=run.key)
-        row["params"] = dict(scheme.params)
-        row["utility"] = figures.pop("metrics")
-        row["encrypted_inference"] = figures
-        sample = test.images[:RECOVERY_IMAGES]
-        view = arrays[SHIPPED_SPLIT]["view"][:RECOVERY_IMAGES]
-        with run.clock.stage("recover"):
-            recovered = scheme.recover(view, key=run.key)
-            row["recovery"] = image_similarity(sample, recovered)
-            row["wrong_key"] = image_similarity(
-                sample, scheme.recover_bypassing_check(view, run.wrong_key))
-        row["attacks"] = {"visual": None, "known_plaintext": None, "shadow_key": None,
-                          "reidentify": None, "not_applicable": scheme.not_applicable_reason()}
-        from medveil.verdicts import actor_verdicts
-
-        row["verdicts"] = actor_verdicts(row["attacks"])
-        row["cost"] = {"fit_s": run.fit_s,
-                       "protect_ms_per_image": figures["release_ms_per_image"],
-                       "train_s": scheme.model.info.get("train_s"),
-                       "infer_ms_per_image": figures["latency_ms_per_image"],
-                       "view_bytes_per_image": figures["ciphertext_bytes_per_image"],
-                       "plain_bytes_per_image": float(np.prod(test.image_shape))}
-        row["_pictures"] = {"original": sample[:GRID_IMAGES],
-                            "key-holder recovery": recovered[:GRID_IMAGES]}
-        return row
+            "packing": scheme.model.plan.describe(),
+            "security": self.release.header["protocol"]["security"]}
 
 
 def _blobs(view: np.ndarray, scheme) -> list[list[bytes]]:

@@ -11,17 +11,15 @@ key holder on recovered images (see ``key_holder``).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
 from medveil.data.imageset import ImageSet
-from medveil.errors import DataError, ModelFileError
+from medveil.errors import DataError, IntegrityError, ModelFileError
 from medveil.protocols.base import (
     TRUTH_WITHHELD,
     Arrays,
-    BenchRun,
     Protocol,
     protect_batched,
     register_protocol,
@@ -89,13 +87,12 @@ class ViewProtocol(Protocol):
         return arrays, {}, {}
 
     def train(self, releases, *, budget, seed: int, progress: bool = False):
-        data = concat_imagesets([r.as_imageset() for r in releases])
+        data = concat_imagesets([views_as_imageset(r) for r in releases])
         return train_standard(data, budget=budget, seed=seed, progress=progress)
 
     def predict(self, model, release, *, split: str):
-        data = release.as_imageset().split(split)
+        data = views_as_imageset(release).split(split)
         return predict_standard(model, data.images), {"task": model.task}
-
 
     def save_model(self, model, path, *, force: bool = False) -> None:
         model.save(path, force=force)
@@ -105,29 +102,29 @@ class ViewProtocol(Protocol):
 
         return TrainedModel.load(path)
 
-    def bench_row(self, run: BenchRun) -> dict[str, Any]:
-        from medveil.bench import finish_view_row
-        from medveil.store import ProtectedStore
 
-        scheme, data = run.scheme, run.data
-        started = time.perf_counter()
-        with run.clock.stage("protect"):
-            arrays, extras, info = self.release(scheme, data, key=run.key)
-        protect_ms = 1000 * (time.perf_counter() - started) / len(data)
-        release = ProtectedStore.in_memory(arrays=arrays, extras=extras,
-                                           header=release_header(scheme, data, self, info),
-                                           key=run.key)
-        with run.clock.stage("task_training"):
-            model = self.train([release], budget=run.budget, seed=run.seed)
-        return finish_view_row(run, model, release.as_imageset(),
-                               {s: a["view"] for s, a in arrays.items()}, protect_ms)
+def views_as_imageset(release) -> ImageSet:
+    """A release's image views as an :class:`ImageSet` to train the standard model on
+    (the test split's truth stays with the owner: it is ``withheld`` here). The release
+    is an adversary's file until proven otherwise: views must be float32 images."""
+    from medveil.data.imageset import from_splits
+    from medveil.data.readers import check_labels
 
-
-def release_header(scheme, data: ImageSet, protocol: Protocol, info: dict[str, Any]
-                   ) -> dict[str, Any]:
-    """The manifest's header of a release: scheme, protocol and the data set's shape."""
-    dataset = {"name": data.name, "task": data.task, "image_shape": list(data.image_shape),
-               "class_names": data.class_names}
-    return {"scheme": {"name": scheme.name, "version": scheme.version,
-                       "params": scheme.params},
-            "protocol": {"name": protocol.name, **info}, "dataset": dataset}
+    parts = []
+    for split, arrays in release.arrays.items():
+        view = arrays.get("view")
+        if view is None or view.ndim != 4 or view.dtype != np.float32:
+            shape = None if view is None else (view.shape, str(view.dtype))
+            raise IntegrityError(
+                f"{release.label} holds '{release.scheme_name}' views {shape or '(none)'}, "
+                "which are not images; this scheme's task runs another way")
+        labels = arrays.get("labels")
+        if labels is not None:
+            labels = check_labels(labels, where=f"{release.label}: {split}.labels",
+                                  count=len(view))
+        parts.append((split, np.clip(view, 0.0, 1.0), labels, arrays.get("masks")))
+    dataset = release.manifest.get("dataset", {})
+    return from_splits(parts, class_names=dataset.get("class_names"), meta={
+        "name": f"{dataset.get('name', 'store')}[{release.scheme_name}]",
+        "source": release.label, "reader": "store", "scheme": release.manifest["scheme"],
+        "key_fingerprint": release.manifest.get("key_fingerprint")})

@@ -2,23 +2,7 @@
 
 from __future__ import annotations
 
-from medveil.schemes import (  # noqa: F401  (registration)
-    block_scramble,
-    ckks,
-    fesf,
-    intensity_lut,
-    obfuscation,
-    plain,
-    primis,
-    privacy_sf,
-)
-from medveil.schemes.base import (
-    SCHEMES,
-    Scheme,
-    available_schemes,
-    create,
-    get_scheme_class,
-    register,
-)
+from medveil.schemes.base import SCHEMES, Scheme, register
+from medveil.schemes.registry import available_schemes, create, get_scheme_class
 
 __all__ = ["SCHEMES", "Scheme", "available_schemes", "create", "get_scheme_class", "register"]

@@ -14,7 +14,6 @@ import hashlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -26,7 +25,6 @@ from medveil.errors import (
     KeyMismatchError,
     NotFittedError,
     NotInvertibleError,
-    unknown_name,
 )
 from medveil.keys import Key
 
@@ -38,14 +36,6 @@ def image_digest(image: np.ndarray) -> str:
     view of the same image in any batch, and a different draw for every image.
     """
     return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:32]
-
-
-@dataclass
-class EncodedPairs:
-    """One centre's training material on an ``encoded_segmentation`` server."""
-
-    images: np.ndarray  #: encoded images, as ``protect`` makes them
-    masks: np.ndarray  #: encoded masks, as ``protect_masks`` makes them
 
 
 class Scheme(ABC):
@@ -285,22 +275,9 @@ def register(cls: type[Scheme]) -> type[Scheme]:
         raise ValueError(f"scheme name '{name}' is already registered")
     if not isinstance(getattr(cls, "protocol", None), str):
         raise ValueError(f"{cls.__name__}.protocol must name a protocol")
+    _check_protocol_capabilities(cls)
     SCHEMES[name] = cls
     return cls
-
-
-def available_schemes(*, include_reference: bool = True) -> list[str]:
-    """Registered names, ``plain`` first."""
-    _import_builtin()
-    names = [n for n, c in SCHEMES.items() if include_reference or not c.reference_only]
-    return sorted(names, key=lambda n: (n != "plain", n))
-
-
-def get_scheme_class(name: str) -> type[Scheme]:
-    _import_builtin()
-    if name not in SCHEMES:
-        raise unknown_name("scheme", name, available_schemes())
-    return SCHEMES[name]
 
 
 def _allowed_types(hint: Any) -> tuple[Any, ...] | None:
@@ -366,16 +343,16 @@ def check_params(cls: type[Scheme], params: dict[str, Any]) -> None:
                               f"{str(value)[:40]!r}")
 
 
-def create(name: str, **params: Any) -> Scheme:
-    """A new, unfitted instance of the scheme registered as ``name``."""
-    cls = get_scheme_class(name)
-    check_params(cls, params)
+def _check_protocol_capabilities(cls: type[Scheme]) -> None:
+    """At registration, not at run time: the scheme's protocol exists and the scheme has
+    every method that protocol calls on it (``Protocol.scheme_needs``)."""
+    from medveil.protocols.registry import get_protocol
+
     try:
-        return cls(**params)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise ConfigError(f"bad parameters for scheme '{name}': {exc}") from None
-
-
-def _import_builtin() -> None:
-    # Importing the package registers every built-in scheme module.
-    import medveil.schemes  # noqa: F401
+        protocol = get_protocol(cls.protocol)
+    except ConfigError as exc:
+        raise ValueError(f"scheme {cls.__name__}: {exc}") from None
+    missing = [m for m in protocol.scheme_needs if not callable(getattr(cls, m, None))]
+    if missing:
+        raise ValueError(f"scheme {cls.__name__} runs under the '{protocol.name}' protocol, "
+                         f"which calls {', '.join(missing)} on it; implement them")

@@ -32,6 +32,7 @@ from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError, DataError
 from medveil.keys import Key
 from medveil.schemes.base import Scheme, image_digest, register
+from medveil.seeds import derive_seed, seeded
 
 
 def low_frequency_mask(shape: tuple[int, int], alpha: float) -> np.ndarray:
@@ -97,7 +98,7 @@ class FesfScheme(Scheme):
         ``hosts=owner``, a part of the owner's own training split (warned: those
         patients' anatomy shows in every surrogate)."""
         p = self.params
-        rng = np.random.default_rng(seed + 5)
+        rng = np.random.default_rng(derive_seed(seed, "schemes/fesf/hosts"))
         if p["hosts"] == self.OWNER_HOSTS:
             import warnings
 
@@ -157,13 +158,11 @@ class FesfScheme(Scheme):
         p = self.params
         images = train.images
         if len(images) > p["max_fit_images"]:  # the GAN's cost on two cores, not its need
-            pick = np.random.default_rng(seed + 7).choice(len(images), p["max_fit_images"],
-                                                          replace=False)
+            pick = np.random.default_rng(derive_seed(seed, "schemes/fesf/fit-images")).choice(
+                len(images), p["max_fit_images"], replace=False)
             images = np.ascontiguousarray(images[np.sort(pick)])
         first = hide(images, self.hosts_for(images, key), alpha=p["alpha"], beta=p["beta"])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            gen = torch.Generator().manual_seed(seed + 1)
+        with seeded(seed, "schemes/fesf/fit") as gen:
             generator = SurrogateGenerator(train.image_shape[0], width=p["width"])
             critic = PatchCritic(train.image_shape[0], width=p["width"])
             opt_g = torch.optim.Adam(generator.parameters(), lr=p["lr"], betas=(0.5, 0.999))

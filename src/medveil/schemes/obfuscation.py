@@ -25,6 +25,7 @@ from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError
 from medveil.keys import Key
 from medveil.schemes.base import Scheme, image_digest, register
+from medveil.seeds import seeded
 
 
 @register
@@ -66,9 +67,7 @@ class ObfuscationScheme(Scheme):
         from medveil.nets.fitting import fit_one_cycle
 
         p = self.params
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            gen = torch.Generator().manual_seed(seed + 1)
+        with seeded(seed, "schemes/obfuscation/fit") as gen:
             vae = self._build(train.image_shape)
 
             def loss_of_batch(batch: torch.Tensor) -> torch.Tensor:

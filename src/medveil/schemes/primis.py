@@ -33,6 +33,7 @@ from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError, DataError, IntegrityError
 from medveil.keys import Key
 from medveil.schemes.base import Scheme, image_digest, register
+from medveil.seeds import seeded
 
 NONCE_BYTES = 16
 TAG_BYTES = 16
@@ -128,9 +129,7 @@ class PrimisScheme(Scheme):
 
         p = self.params
         self._image_shape = tuple(train.image_shape)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            gen = torch.Generator().manual_seed(seed + 1)
+        with seeded(seed, "schemes/primis/fit") as gen:
             codec = self._build()
             tiles = self._to_patches(train.images)
             if len(tiles) > p["max_tiles"]:  # a fixed budget of tiles, drawn by the seed

@@ -34,9 +34,10 @@ import numpy as np
 from medveil.data.imageset import ImageSet
 from medveil.errors import ConfigError, DataError
 from medveil.keys import Key
-from medveil.schemes.base import EncodedPairs, Scheme, register
+from medveil.protocols.mapping_server import AUGMENTS, EncodedPairs, token_grid
+from medveil.schemes.base import Scheme, register
+from medveil.seeds import seeded
 
-AUGMENTS = ("sequence", "none")
 CLIENT_COPIES = ("dihedral", "flips", "none")
 
 
@@ -126,12 +127,7 @@ class PrivacySfScheme(Scheme):
     # -- shapes -----------------------------------------------------------------------
     def grid(self, image_shape: tuple[int, ...]) -> tuple[int, int]:
         """The token grid of an image: one token per patch, raster order."""
-        _, h, w = image_shape
-        p = self.params["patch"]
-        if h % p or w % p:
-            raise DataError(f"privacy_sf needs image sides divisible by patch {p}, got "
-                            f"{h}x{w}; read the data with --size a multiple of {p}")
-        return h // p, w // p
+        return token_grid(image_shape, self.params["patch"])
 
     def view_spec(self, image_shape: tuple[int, ...]) -> tuple[tuple[int, ...], str]:
         gh, gw = self.grid(image_shape)
@@ -168,9 +164,7 @@ class PrivacySfScheme(Scheme):
         self.grid(self._image_shape)
         crop = min(p["crop"], self._image_shape[1] // p["patch"] * p["patch"],
                    self._image_shape[2] // p["patch"] * p["patch"])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            gen = torch.Generator().manual_seed(seed + 1)
+        with seeded(seed, "schemes/privacy_sf/fit") as gen:
             nets = self._build(self._image_shape[0])
             adversary = MaskTokenDecoder(p["image_dim"], patch=p["patch"], width=p["width"])
             adversary.net[-1] = torch.nn.Conv2d(p["width"], self._image_shape[0], 3, padding=1)
@@ -308,15 +302,6 @@ class PrivacySfScheme(Scheme):
                                                      key=key))
         return (total / len(pairs) > 0).astype(np.uint8)
 
-    @classmethod
-    def for_server(cls, params: dict[str, Any], image_shape: tuple[int, ...]
-                   ) -> PrivacySfScheme:
-        """The server's side alone (mapping network, token grid): no key, no client
-        networks; built from a release's parameters and image shape."""
-        server = cls(**params)
-        server._image_shape = tuple(int(v) for v in image_shape)
-        return server
-
     def decode_masks_bypassing_check(self, tokens: np.ndarray, key: Key) -> np.ndarray:
         """A client decoding with a key of its own, past the fingerprint check."""
         saved, self.key_fingerprint = self.key_fingerprint, key.fingerprint
@@ -342,60 +327,6 @@ class PrivacySfScheme(Scheme):
         if self._image_shape is not None and tuple(shape) != self._image_shape:
             raise DataError(f"this privacy_sf instance was fitted on {self._image_shape} "
                             f"images, got {tuple(shape)}; load the data with the same --size")
-
-    # -- server -----------------------------------------------------------------------
-    def train_mapping(self, centres: list[EncodedPairs], *, seed: int = 0,
-                      augment: str | None = None):
-        """Server side, no key: one mapping network on the pooled centres' pairs.
-
-        Each step draws a batch from one centre (centres in turn), so every batch is
-        under one secret transform, and applies the sequence augmentation to it.
-        """
-        import torch
-        import torch.nn.functional as F  # noqa: N812
-
-        from medveil.nets.encoded_seg import MappingNetwork
-
-        p = self.params
-        augment = p["augment"] if augment is None else augment
-        if augment not in AUGMENTS:
-            raise ConfigError(f"augment must be one of {AUGMENTS}, got {augment!r}")
-        grid = self.grid(self._image_shape)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 31)
-            gen = torch.Generator().manual_seed(seed + 37)
-            net = MappingNetwork(p["image_dim"], p["mask_dim"], centres=len(centres),
-                                 width=p["map_width"], blocks=p["map_blocks"])
-            opt = torch.optim.AdamW(net.parameters(), lr=p["lr"], weight_decay=1e-4)
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"],
-                                                        total_steps=p["map_steps"])
-            data = [(torch.from_numpy(c.images), torch.from_numpy(c.masks)) for c in centres]
-            for step in range(p["map_steps"]):
-                centre = step % len(data)
-                x_all, y_all = data[centre]
-                pick = torch.randint(len(x_all), (min(p["batch_size"], len(x_all)),),
-                                     generator=gen)
-                x, y, window = token_windows(x_all[pick], y_all[pick], grid,
-                                             p["map_window"], gen)
-                if augment == "sequence":
-                    x, y = sequence_augment(x, y, gen, drop=p["token_drop"], mix=p["token_mix"])
-                loss = F.mse_loss(net(x, window, centre), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-            net.eval()
-        return net
-
-    def map_tokens(self, net, tokens: np.ndarray, *, centre: int = 0) -> np.ndarray:
-        """Server side: encoded images -> predicted encoded masks."""
-        import torch
-
-        grid = self.grid(self._image_shape)
-        with torch.no_grad():
-            out = [net(torch.from_numpy(tokens[i:i + 8]), grid, centre).numpy()
-                   for i in range(0, len(tokens), 8)]
-        return np.concatenate(out).astype(np.float32)
 
     # -- attacks ----------------------------------------------------------------------
     def attack_inverters(self) -> dict[str, Any]:
@@ -446,55 +377,3 @@ def _mask_loss(logits, masks):
     inter = (prob * masks).sum(dim=(1, 2, 3))
     dice = (2 * inter + 1) / (prob.sum(dim=(1, 2, 3)) + masks.sum(dim=(1, 2, 3)) + 1)
     return bce + (1 - dice).mean()
-
-
-def token_windows(images, masks, grid: tuple[int, int], size: int, gen):
-    """A random ``size x size`` window of each pair's token grid, as sequences.
-
-    The server trains on windows the way a U-Net trains on patches: a window of
-    tokens is exactly the encoding of an image crop on patch boundaries, and the
-    convolutional trunk runs on any grid. Returns the windows and their grid.
-    """
-    import torch
-
-    gh, gw = grid
-    wh, ww = min(size, gh), min(size, gw)
-    if (wh, ww) == (gh, gw):
-        return images, masks, grid
-    n = len(images)
-    image_grid = images.reshape(n, gh, gw, -1)
-    mask_grid = masks.reshape(n, gh, gw, -1)
-    ys = torch.randint(0, gh - wh + 1, (n,), generator=gen)
-    xs = torch.randint(0, gw - ww + 1, (n,), generator=gen)
-    xi = torch.stack([image_grid[i, ys[i]:ys[i] + wh, xs[i]:xs[i] + ww] for i in range(n)])
-    yi = torch.stack([mask_grid[i, ys[i]:ys[i] + wh, xs[i]:xs[i] + ww] for i in range(n)])
-    return xi.reshape(n, wh * ww, -1), yi.reshape(n, wh * ww, -1), (wh, ww)
-
-
-def sequence_augment(images, masks, gen, *, drop: float, mix: float):
-    """Augment encoded pairs as token sequences, never as pixels.
-
-    ``drop``: each image token is zeroed with this probability (the mask tokens stay:
-    the mapping learns to fill in from the neighbours). ``mix``: with this
-    probability an image swaps a random run of its sequence (up to half its length)
-    with another image of the batch, in both the image and the mask sequences, so
-    the pair stays consistent.
-    """
-    import torch
-
-    images, masks = images.clone(), masks.clone()
-    n, length, _ = images.shape
-    if drop > 0:
-        keep = (torch.rand((n, length, 1), generator=gen) >= drop).to(images.dtype)
-        images = images * keep
-    if mix > 0 and n > 1:
-        partner = torch.randperm(n, generator=gen)
-        source_images, source_masks = images.clone(), masks.clone()
-        for i in range(n):
-            if float(torch.rand((), generator=gen)) >= mix:
-                continue
-            run = int(torch.randint(1, max(2, length // 2 + 1), (), generator=gen))
-            start = int(torch.randint(0, length - run + 1, (), generator=gen))
-            images[i, start:start + run] = source_images[partner[i], start:start + run]
-            masks[i, start:start + run] = source_masks[partner[i], start:start + run]
-    return images, masks

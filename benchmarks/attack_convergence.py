@@ -26,16 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from medveil.attacks.pipeline import gallery_distractors, public_images
 from medveil.attacks.suite import known_plaintext, leak_sizes, reidentification, seeded_key
-from medveil.bench import (
-    gallery_distractors,
-    parse_schemes,
-    protect_splits,
-    public_images,
-    subsample_for_budget,
-)
+from medveil.bench import parse_schemes, subsample_for_budget
 from medveil.budgets import get_budget
 from medveil.data import load_dataset
+from medveil.protocols.base import protect_batched
+from medveil.seeds import numpy_rng
 
 
 def main() -> None:
@@ -61,14 +58,15 @@ def main() -> None:
             continue
         scheme = spec.create(budget=budget).fit(train, key=key, seed=args.seed,
                                                 public=public_images(data))
-        views = protect_splits(scheme, data, key)
-        # the bench's leak, queries and distractors (bench.image_attacks)
-        order = np.random.default_rng(args.seed + 11).permutation(len(train))
+        views = {s: protect_batched(scheme, data.split(s).images, key)
+                 for s in data.split_names}
+        # the bench's leak, queries and distractors (attacks.pipeline.image_attacks)
+        order = numpy_rng(args.seed, "attacks/leak-order").permutation(len(train))
         leak = np.sort(order[:leak_sizes(len(train), budget.attacks)[-1]])
-        queries = np.sort(np.random.default_rng(args.seed).choice(
+        queries = np.sort(numpy_rng(args.seed, "attacks/queries").choice(
             len(test), min(budget.attacks.gallery, len(test)), replace=False))
         distractors = gallery_distractors(train, test, leak, queries, budget.attacks.distractors,
-                                   args.seed)
+                                          args.seed, extra=public_images(data))
         for factor in (1, args.factor):
             if (spec.label, factor) in done:
                 continue

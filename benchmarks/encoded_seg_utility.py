@@ -20,6 +20,7 @@ from medveil.attacks.suite import seeded_key
 from medveil.bench import parse_value
 from medveil.data import load_dataset
 from medveil.metrics import segmentation_metrics
+from medveil.protocols.mapping_server import MappingServer
 from medveil.schemes import create
 
 
@@ -38,15 +39,16 @@ def main() -> None:
     scheme = create("privacy_sf", **params).fit(train, key=key, seed=args.seed)
     fit_s = time.perf_counter() - started
     pairs = scheme.training_pairs(train.images, train.masks, key=key)
+    server = MappingServer(scheme.params, train.image_shape)  # no key, no client state
     ceiling = segmentation_metrics(
         scheme.decode_masks(scheme.protect_masks(test.masks, key=key), key=key), test.masks)
     print(json.dumps({"fit_s": round(fit_s), "mask_autoencoder": ceiling}), flush=True)
     for augment in ("sequence", "none"):
         started = time.perf_counter()
-        net = scheme.train_mapping([pairs], seed=args.seed, augment=augment)
+        net = server.train([pairs], seed=args.seed, augment=augment)
         train_s = time.perf_counter() - started
         for copies in dict.fromkeys((scheme.params["test_copies"], "none")):
-            masks = scheme.segment(test.images, lambda tokens, n=net: scheme.map_tokens(n, tokens),
+            masks = scheme.segment(test.images, lambda tokens, n=net: server.map_tokens(n, tokens),
                                    key=key, copies=copies)
             print(json.dumps({"augment": augment, "test_copies": copies,
                               **segmentation_metrics(masks, test.masks),

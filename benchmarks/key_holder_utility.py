@@ -16,11 +16,12 @@ import json
 import time
 
 from medveil.attacks.suite import seeded_key
-from medveil.bench import parse_schemes, protect_splits, subsample_for_budget
+from medveil.bench import parse_schemes, subsample_for_budget
 from medveil.budgets import BenchBudget
 from medveil.data import load_dataset
 from medveil.metrics import image_similarity, texture_agreement
-from medveil.protocols import get_protocol
+from medveil.protocols import get_protocol, run_task
+from medveil.protocols.base import protect_batched
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
     spec = parse_schemes(args.scheme)[-1]
     scheme = spec.create().fit(data.split("train"), key=key, seed=args.seed)
     fit_s = time.perf_counter() - started
-    views = protect_splits(scheme, data, key)
+    views = {s: protect_batched(scheme, data.split(s).images, key) for s in data.split_names}
     test = data.split("test")
     recovered = scheme.recover(views["test"], key=key)
     print(json.dumps({
@@ -51,8 +52,9 @@ def main() -> None:
         "texture": texture_agreement(test.images, recovered),
         "view_bytes": views["test"].nbytes / len(test)}), flush=True)
     started = time.perf_counter()
-    metrics = get_protocol(scheme.protocol).utility(scheme, data, key=key, budget=budget,
-                                                    seed=args.seed)
+    outcome = run_task(get_protocol(scheme.protocol), scheme, data, key=key, budget=budget,
+                       seed=args.seed)
+    metrics = outcome.decoded.metrics(test)
     print(json.dumps({"utility": metrics, "task_s": time.perf_counter() - started}), flush=True)
 
 

@@ -18,17 +18,13 @@ import json
 import time
 from pathlib import Path
 
+from medveil.attacks.pipeline import GRID_IMAGES, public_images
 from medveil.attacks.suite import seeded_key, visual
-from medveil.bench import (
-    GRID_IMAGES,
-    parse_schemes,
-    protect_all,
-    public_images,
-    subsample_for_budget,
-)
+from medveil.bench import parse_schemes, subsample_for_budget
 from medveil.budgets import get_budget
 from medveil.data import load_dataset
 from medveil.pictures import save_image_grid
+from medveil.protocols.base import protect_batched
 
 
 def main() -> None:
@@ -51,7 +47,7 @@ def main() -> None:
     started = time.perf_counter()
     scheme.fit(train, key=key, seed=args.seed, public=public_images(data))
     fit_s = time.perf_counter() - started
-    views = protect_all(scheme, test.images, key)
+    views = protect_batched(scheme, test.images, key)
     result = visual(scheme.view_as_image(views), test.images, public=train.images,
                     masks=test.masks)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from medveil.attacks.suite import seeded_key
 from medveil.bench import parse_schemes
 from medveil.budgets import BenchBudget
 from medveil.data.readers import load_dataset
-from medveil.protocols import get_protocol
+from medveil.protocols import get_protocol, run_task
 
 
 def main() -> None:
@@ -34,8 +34,9 @@ def main() -> None:
         started = time.perf_counter()
         scheme = spec.create()
         scheme.fit(data.split("train"), key=key, seed=args.seed)
-        metrics = get_protocol(scheme.protocol).utility(scheme, data, key=key, budget=budget,
-                                                        seed=args.seed)
+        outcome = run_task(get_protocol(scheme.protocol), scheme, data, key=key, budget=budget,
+                           seed=args.seed)
+        metrics = outcome.decoded.metrics(data.split("test"))
         print(json.dumps({"scheme": spec.label, **metrics,
                           "wall_s": round(time.perf_counter() - started, 1)}), flush=True)
 

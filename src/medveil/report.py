@@ -211,7 +211,8 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
     if row["status"] != "ok":
         return "failed in this run; see the error."
     _, best = strongest_attack(row)
-    parts = [f"the task ran under the `{row.get('protocol', 'view')}` protocol"]
+    parts = [f"the task ran under the `{row['protocol']}` protocol"
+             + (f" ({row['rounds']} rounds)" if (row.get("rounds") or 1) > 1 else "")]
     if plain and plain.get("utility") and row.get("utility"):
         drop = plain["utility"][metric] - row["utility"][metric]
         parts.append(f"{metric.upper()} {row['utility'][metric]:.3f} "
@@ -254,31 +255,17 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
     not_applicable = (row.get("attacks") or {}).get("not_applicable")
     if not_applicable:
         parts.append(f"image attacks not applicable ({not_applicable})")
-    he = row.get("encrypted_inference")
-    if he:
-        parts.append(f"decrypted predictions agree with the plaintext model on "
-                     f"{he['argmax_agreement']:.1%} of {he['images']} test images (max logit "
-                     f"error {he['max_abs_logit_error']:.1e}), {he['latency_ms_per_image']:.0f} ms "
-                     "per image (the processor's evaluation and the owner's decryption; "
-                     f"{'encrypted' if he.get('encrypted_model') else 'plain'} model)")
-    wrong_masks = row.get("wrong_key_masks")
-    if wrong_masks and row.get("utility"):
-        parts.append(f"masks decoded by the client with its key reach Dice "
-                     f"{row['utility']['dice']:.3f}; with another key, "
-                     f"{wrong_masks['dice']:.3f}")
     reid = (row.get("attacks") or {}).get("reidentify")
     if reid:
         interval = (f", 95 % interval {reid['top1_ci95'][0]:.0%} to {reid['top1_ci95'][1]:.0%}"
                     if "top1_ci95" in reid else "")
         parts.append(f"re-identified {reid['top1']:.0%} of held-out images at top-1 "
                      f"(chance {reid['chance']:.0%}{interval})")
-    recovery, texture = row.get("recovery"), row.get("texture")
-    if recovery and texture:
-        parts.append(f"key holder recovers SSIM {recovery['ssim']:.3f} / {recovery['psnr']:.1f} "
-                     "dB; GLCM texture of recovered vs original (Pearson r / mean relative "
-                     "error): " + ", ".join(f"{name} {t['pearson']:.3f} / "
-                                           f"{t['mean_abs_rel_error']:.1%}"
-                                           for name, t in texture.items()))
+    section = row.get("protocol_section")
+    if section:  # the protocol describes its own figures
+        from medveil.protocols import get_protocol
+
+        parts += get_protocol(row["protocol"]).describe(section, row)
     return "; ".join(parts) + "."
 
 

@@ -72,8 +72,10 @@ class TrainedModel:
     data_name: str = ""
     key_fingerprint: str | None = None
 
-    def save(self, path: str | os.PathLike[str], *, force: bool = False) -> Path:
-        """Atomically write weights and metadata (no key material, no pickled code)."""
+    def save(self, path: str | os.PathLike[str], *, force: bool = False,
+             protocol: str | None = None) -> Path:
+        """Atomically write weights and metadata (no key material, no pickled code);
+        ``protocol``: the protocol whose processor trained it (``predict`` checks it)."""
         import torch
 
         record = {
@@ -81,7 +83,7 @@ class TrainedModel:
             "image_shape": list(self.image_shape), "num_classes": self.num_classes,
             "config": self.config, "net_config": self.net.config, "history": self.history,
             "train_s": self.train_s, "data_name": self.data_name,
-            "key_fingerprint": self.key_fingerprint,
+            "key_fingerprint": self.key_fingerprint, "protocol": protocol,
             "state_dict": self.net.state_dict(),
         }
         buffer = io.BytesIO()

@@ -279,7 +279,11 @@ def train(sources: list[str], *, out: str | os.PathLike[str], budget: str | Benc
         budget.segmenter.eval_every = min(budget.segmenter.eval_every, steps)
     releases, plain = _open_sources(sources, read_options or {})
     if plain:
-        protocol = get_protocol("view")
+        # plaintext (a key holder's recovered images) trains the standard model: the
+        # view protocol's model, whatever protocol made the release it was recovered from
+        from medveil.protocols.view import ViewProtocol
+
+        protocol = get_protocol(ViewProtocol.name)
         model = train_standard(concat_imagesets(plain), budget=budget, seed=seed,
                                progress=progress)
     else:
@@ -299,7 +303,12 @@ def load_processor_model(path: str | os.PathLike[str]) -> tuple[Any, Any]:
     from medveil.model_file import read_model_record
 
     record = read_model_record(path)
-    protocol = get_protocol(record.get("protocol", "view"))
+    name = record.get("protocol")
+    if not isinstance(name, str):
+        from medveil.errors import ModelFileError
+
+        raise ModelFileError(f"{path} names no protocol; train it again with this version")
+    protocol = get_protocol(name)
     return protocol, protocol.load_model(record, path)
 
 

@@ -115,12 +115,14 @@ def test_ckks_row_reports_encrypted_inference_and_no_image_attacks(tmp_path):
     assert row["status"] == "ok", row["error"]
     assert "128-bit" in row["attacks"]["not_applicable"]
     assert row["attacks"]["known_plaintext"] is None and row["attacks"]["reidentify"] is None
-    he = row["encrypted_inference"]
+    he = row["protocol_section"]  # the encrypted_inference protocol's own figures
     assert he["argmax_agreement"] >= 0.95 and he["max_abs_logit_error"] < 1e-2
     assert he["security"]["meets_128_bit"]
     assert row["recovery"]["ssim"] > 0.99 and row["wrong_key"]["ssim"] < 0.3
     assert row["cost"]["view_bytes_per_image"] > 100_000
-    assert {"fit", "encrypted_inference", "recover"} <= set(row["timing"])
+    assert {"fit", "protect", "predict", "decode", "recover"} <= set(row["timing"])
+    assert [(m["sender"], m["kind"]) for m in row["messages"]] == [("owner", "release"),
+                                                                   ("processor", "results")]
     assert "ckks" in (tmp_path / "report.md").read_text()
     assert not (tmp_path / "scorecard.partial.json").exists()
 
@@ -135,7 +137,9 @@ def test_primis_row_on_segmentation_has_recovery_texture_and_code_attacks(tmp_pa
     assert row["status"] == "ok", row.get("error")
     assert set(row["utility"]) == {"dice", "iou"}  # the U-Net ran on recovered images
     assert row["recovery"]["ssim"] > row["wrong_key"]["ssim"]
-    assert set(row["texture"]) == {"contrast", "homogeneity", "energy", "correlation"}
+    assert set(row["protocol_section"]["texture"]) == {"contrast", "homogeneity", "energy",
+                                                       "correlation"}
+    assert [m["kind"] for m in row["messages"]] == ["release"]  # nothing comes back
     assert "magnitude_support" in row["attacks"]
     # the per-tile inverter is a candidate of the shared inverter, on record beside it
     assert "tiles" in row["attacks"]["known_plaintext"]["by_method"]
@@ -174,8 +178,8 @@ def test_privacy_sf_row_segments_encoded_data_and_is_attacked(tmp_path):
     validate_scorecard(card)
     row = card["results"][1]
     assert row["status"] == "ok", row.get("error")
-    assert set(row["utility"]) == {"dice", "iou"} and set(row["wrong_key_masks"]) == {"dice",
-                                                                                         "iou"}
+    assert set(row["utility"]) == {"dice", "iou"}
+    assert set(row["protocol_section"]["wrong_key_masks"]) == {"dice", "iou"}
     attacks = row["attacks"]
     assert attacks["visual"] is not None  # the token grid as a reader would show it
     assert {"known_plaintext", "shadow_key", "reidentify", "leak_curve", "third_parties"} <= set(
@@ -191,7 +195,7 @@ def test_report_says_a_view_shows_the_fine_structure_that_identifies_its_patient
 
     seen = {"top1": 0.75, "chance": 1 / 28, "gallery": 28, "queries": 4,
             "method": "fine_structure", "top1_ci95": [0.30, 0.95]}
-    row = {"status": "ok", "attacks": {"visual": {"ssim": 0.1, "psnr": 9.0,
+    row = {"status": "ok", "protocol": "view", "attacks": {"visual": {"ssim": 0.1, "psnr": 9.0,
                                                   "reidentify": seen}}}
     assert "vessels" in _verdict(row, None, "auc")
     at_chance = {**seen, "top1": 0.0, "top1_ci95": [0.0, 0.49]}
@@ -203,7 +207,7 @@ def test_report_says_a_view_shows_the_annotated_vessels():
     from medveil.report import _verdict
 
     structure = {"auc": 0.83, "floor_auc": 0.65, "plaintext_auc": 0.85, "advantage": 0.9}
-    row = {"status": "ok", "attacks": {"visual": {"ssim": 0.25, "psnr": 11.0,
+    row = {"status": "ok", "protocol": "view", "attacks": {"visual": {"ssim": 0.25, "psnr": 11.0,
                                                   "structure": structure}}}
     said = _verdict(row, None, "dice")
     assert "shows the patient's annotated structure" in said and "0.830" in said

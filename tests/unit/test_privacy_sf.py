@@ -9,13 +9,12 @@ import torch
 from medveil.data import load_dataset
 from medveil.errors import ConfigError, DataError, KeyMismatchError
 from medveil.keys import Key
+from medveil.protocols.mapping_server import EncodedPairs, MappingServer, sequence_augment
 from medveil.schemes import create
-from medveil.schemes.base import EncodedPairs
 from medveil.schemes.privacy_sf import (
     copy_transforms,
     flipped_copies,
     keyed_orthogonal,
-    sequence_augment,
 )
 
 SMALL = {"steps": 30, "map_steps": 30, "crop": 32}
@@ -65,17 +64,19 @@ def test_client_encodes_server_maps_client_decodes(owner, fundus):
     masks = scheme.protect_masks(train.masks, key=key)
     assert views.shape == (len(train), 64, scheme.params["image_dim"])
     assert masks.shape == (len(train), 64, scheme.params["mask_dim"])
-    net = scheme.train_mapping([EncodedPairs(views, masks)], seed=0)
-    predicted = scheme.map_tokens(net, scheme.protect(test.images, key=key))
+    # the server half: the release's parameters and image shape, no scheme, no key
+    server = MappingServer(scheme.params, train.image_shape)
+    net = server.train([EncodedPairs(views, masks)], seed=0)
+    predicted = server.map_tokens(net, scheme.protect(test.images, key=key))
     decoded = scheme.decode_masks(predicted, key=key)
     assert decoded.shape == test.masks.shape and set(np.unique(decoded)) <= {0, 1}
     with pytest.raises(KeyMismatchError):
         scheme.decode_masks(predicted, key=Key.generate())
     # two centres under different keys share one server network
     other = create("privacy_sf", **SMALL).fit(train, key=(k2 := Key.generate()), seed=1)
-    pooled = scheme.train_mapping([EncodedPairs(views, masks), EncodedPairs(
+    pooled = server.train([EncodedPairs(views, masks), EncodedPairs(
         other.protect(train.images, key=k2), other.protect_masks(train.masks, key=k2))], seed=0)
-    assert scheme.map_tokens(pooled, views[:2], centre=1).shape == masks[:2].shape
+    assert server.map_tokens(pooled, views[:2], centre=1).shape == masks[:2].shape
 
 
 def test_flipped_copies_are_the_dihedral_group_of_each_image():
@@ -103,9 +104,9 @@ def test_every_copy_transform_is_undone_by_its_inverse(shape):
 def test_segment_averages_the_test_copies_into_a_flip_equivariant_mask(owner, fundus):
     scheme, key = owner
     train, test = fundus.split("train"), fundus.split("test").head(2)
-    net = scheme.train_mapping([scheme.training_pairs(train.images, train.masks, key=key)],
-                               seed=0)
-    server = lambda tokens: scheme.map_tokens(net, tokens)  # noqa: E731
+    mapping = MappingServer(scheme.params, train.image_shape)
+    net = mapping.train([scheme.training_pairs(train.images, train.masks, key=key)], seed=0)
+    server = lambda tokens: mapping.map_tokens(net, tokens)  # noqa: E731
     single = scheme.segment(test.images, server, key=key, copies="none")
     np.testing.assert_array_equal(single, scheme.decode_masks(
         server(scheme.protect(test.images, key=key)), key=key))
@@ -189,7 +190,7 @@ def test_a_store_carries_encoded_masks_never_plaintext_masks(tmp_path, fundus):
 
 
 def test_token_windows_cut_the_same_window_from_image_and_mask_grids():
-    from medveil.schemes.privacy_sf import token_windows
+    from medveil.protocols.mapping_server import token_windows
 
     gen = torch.Generator().manual_seed(0)
     grid = torch.arange(2 * 6 * 6, dtype=torch.float32).reshape(2, 36, 1)

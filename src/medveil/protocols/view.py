@@ -95,7 +95,7 @@ class ViewProtocol(Protocol):
         return predict_standard(model, data.images), {"task": model.task}
 
     def save_model(self, model, path, *, force: bool = False) -> None:
-        model.save(path, force=force)
+        model.save(path, force=force, protocol=self.name)
 
     def load_model(self, record: dict[str, Any], path) -> Any:
         from medveil.tasks import TrainedModel

@@ -23,6 +23,7 @@ from medveil.errors import (
     ConfigError,
     DataError,
     KeyMismatchError,
+    MedveilError,
     NotFittedError,
     NotInvertibleError,
 )
@@ -350,7 +351,7 @@ def _check_protocol_capabilities(cls: type[Scheme]) -> None:
 
     try:
         protocol = get_protocol(cls.protocol)
-    except ConfigError as exc:
+    except MedveilError as exc:
         raise ValueError(f"scheme {cls.__name__}: {exc}") from None
     missing = [m for m in protocol.scheme_needs if not callable(getattr(cls, m, None))]
     if missing:

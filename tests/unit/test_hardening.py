@@ -182,7 +182,8 @@ def test_recovered_sets_carry_no_test_truth_and_read_back(tmp_path, cxr_crops, k
     arrays = {"train": {"view": cxr_crops[:6], "labels": np.arange(6) % 2},
               "test": {"view": cxr_crops[6:]}}
     write_store(tmp_path / "rel", arrays=arrays, key=key, dataset={"name": "crops"},
-                scheme={"name": "plain", "version": "1", "params": {}})
+                scheme={"name": "plain", "version": "1", "params": {}},
+                protocol={"name": "view"})
     recover_release(tmp_path / "rel", key=key, state=None, out=tmp_path / "rec.npz")
     with np.load(tmp_path / "rec.npz") as archive:
         assert "test_labels" not in archive.files and "train_labels" in archive.files

@@ -42,7 +42,9 @@ def test_sparsify_keeps_k_positive_and_k_negative_values():
 
 def test_key_holder_recovers_the_image(fitted, images, owner_key):
     recovered = fitted.recover(fitted.protect(images, key=owner_key), key=owner_key)
-    assert image_similarity(images, recovered)["psnr"] > 24  # 4 epochs on 96 images
+    # 4 epochs on 96 images: 22.3 to 26.1 dB over fit seeds 0-4 (measured before and after
+    # seeds were derived by purpose: the same spread), so the bar sits below the spread
+    assert image_similarity(images, recovered)["psnr"] > 21
 
 
 def test_ambiguised_codes_hide_the_support_by_magnitude(fitted, images, owner_key):

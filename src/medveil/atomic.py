@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from medveil.errors import ConfigError
+from medveil.errors import ConfigError, KeyFileError
 
 #: The file medveil puts in every output folder that has no manifest of its own
 #: (decoded masks, recovered PNGs, the multi-centre table), so that ``--force`` can
@@ -35,6 +35,11 @@ from medveil.errors import ConfigError
 OUTPUT_MARKER = ".medveil-output"
 _SIBLING = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}$")
 _MAX_NAME = 200  # room for the sibling's prefix and suffix within NAME_MAX (255)
+#: A key file's format (``medveil.keys.KEY_FORMAT``; named here too: keys imports this
+#: module to write a key, so this module cannot import keys).
+KEY_FILE_FORMAT = "medveil.key/1"
+#: How many entries of a folder output are searched for a key file before it is replaced.
+_KEY_SEARCH_LIMIT = 100_000
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -142,11 +147,44 @@ def same_or_inside(a: Path, b: Path) -> bool:
     return a == b or b in a.parents or a in b.parents
 
 
+def key_file_in(path: Path) -> Path | None:
+    """``path`` itself if it is a medveil key file, else the first key file inside the
+    folder ``path`` (searched without following links), else None."""
+    if path.is_symlink():
+        return None
+    if path.is_file():
+        return path if _small_json_format(path) == KEY_FILE_FORMAT else None
+    if not path.is_dir():
+        return None
+    seen = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            seen += 1
+            candidate = Path(folder) / name
+            if seen > _KEY_SEARCH_LIMIT:
+                return None
+            if not candidate.is_symlink() and \
+                    _small_json_format(candidate) == KEY_FILE_FORMAT:
+                return candidate
+    return None
+
+
+def _small_json_format(path: Path) -> str | None:
+    try:
+        if path.stat().st_size > 4096:  # a key file is a few hundred bytes
+            return None
+    except OSError:
+        return None
+    return _json_format(path)
+
+
 def check_output(path: str | os.PathLike[str], *, force: bool = False,
                  inputs: Iterable[str | os.PathLike[str] | None] = (),
-                 option: str = "--out") -> Path:
+                 option: str = "--out", replace_key: bool = False) -> Path:
     """Refuse an output that would clobber: an existing path without ``force``, a path
-    medveil did not write, a symbolic link, one of the inputs, a missing parent."""
+    medveil did not write, a symbolic link, one of the inputs, a missing parent, and,
+    ``force`` or not, a key file or a folder holding one (``replace_key``: only
+    ``Key.save``, for ``keygen --force``)."""
     path = Path(path)
     if len(path.name.encode()) > _MAX_NAME:
         raise ConfigError(f"{option} name {path.name[:40]}... is too long; choose a shorter one")
@@ -168,6 +206,13 @@ def check_output(path: str | os.PathLike[str], *, force: bool = False,
         raise ConfigError(f"{option}: folder {path.parent} is not writable; choose another "
                           "place or fix its permissions")
     if path.exists():
+        key_file = key_file_in(path) if not replace_key else None
+        if key_file is not None:
+            where = "is" if key_file == path else f"holds one ({key_file.name}):"
+            raise KeyFileError(
+                f"{option} {path} {where} a medveil key file, the only copy of a secret; "
+                "medveil replaces a key only by `medveil keygen --force`: choose another "
+                f"{option}")
         if not force:
             raise ConfigError(f"{path} already exists; choose another {option} or pass --force")
         if not written_by_medveil(path):
@@ -223,7 +268,8 @@ def make_private(root: Path) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, force: bool = False,
                        inputs: Iterable[str | os.PathLike[str] | None] = (),
-                       option: str = "--out", check: bool = True) -> Path:
+                       option: str = "--out", check: bool = True,
+                       replace_key: bool = False) -> Path:
     """Write ``data`` to ``path`` (0600) through a temporary sibling and one rename.
 
     An existing ``path`` is replaced only with ``force`` and only if medveil wrote it;
@@ -232,7 +278,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, force: bool
     """
     path = Path(path)
     if check:
-        check_output(path, force=force, inputs=inputs, option=option)
+        check_output(path, force=force, inputs=inputs, option=option, replace_key=replace_key)
+    elif not replace_key and key_file_in(path) is not None:
+        raise KeyFileError(f"{path} is a medveil key file; medveil replaces a key only by "
+                           "`medveil keygen --force`")
     remove_stale_siblings(path)
     tmp = _sibling(path, "tmp")
     try:

@@ -20,7 +20,7 @@ import numpy as np
 
 from medveil.errors import KeyFileError
 
-KEY_FORMAT = "medveil.key/1"
+KEY_FORMAT = "medveil.key/1"  # atomic.KEY_FILE_FORMAT names it too
 KEY_BYTES = 32
 _FINGERPRINT_DOMAIN = b"medveil/fingerprint/v1"
 _HKDF_SALT = b"medveil/hkdf-salt/v1"
@@ -104,7 +104,7 @@ class Key:
             "key": base64.b64encode(self.__secret).decode("ascii"),
         }
         atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode(), force=True,
-                           option="key file")
+                           option="key file", replace_key=True)
         return path
 
     # -- public facts -------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +54,17 @@ def other_key() -> Key:
 def key_secret(key: Key) -> bytes:
     """The raw bytes, for tests that prove they never leak."""
     return key._Key__secret  # noqa: SLF001
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    """The command line's entry point (``medveil.cli.main``, the one the console script
+    runs) in this process: (exit code, stderr + stdout)."""
+    from medveil.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            return int(exc.code or 0), err.getvalue() + out.getvalue()
+    return 0, err.getvalue() + out.getvalue()

@@ -25,6 +25,7 @@ import numpy as np
 from medveil.atomic import atomic_directory, write_private_file
 from medveil.errors import ConfigError, DataNotFoundError, IntegrityError, KeyMismatchError
 from medveil.keys import Key
+from medveil.npy import read_npz
 
 STATE_FORMAT = "medveil.owner-state/1"
 STATE_FILE = "state.json"
@@ -90,14 +91,18 @@ def load_owner_state(path: str | os.PathLike[str], *, key: Key | None = None):
         record = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         if record.get("format") != STATE_FORMAT:
             raise ValueError(record.get("format"))
-        with np.load(path / ARRAYS_FILE, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
+        arrays = read_npz(path / ARRAYS_FILE, where=f"owner state {path}")
         state = _restore(record["state"], arrays)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise IntegrityError(f"owner state {path} is corrupt or incomplete ({type(exc).__name__})"
                              "; use the folder `medveil protect` wrote") from None
-    scheme = create(state["scheme"], **state.get("params", {}))
-    scheme.load_state_dict(state)
+    try:
+        scheme = create(state["scheme"], **state.get("params", {}))
+        scheme.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise IntegrityError(f"owner state {path} does not fit its scheme "
+                             f"({type(exc).__name__}): it was altered; use the folder "
+                             "`medveil protect` wrote") from None
     if key is not None and scheme.keyed and state.get("key_fingerprint") not in (
             None, key.fingerprint):
         raise KeyMismatchError(
@@ -147,4 +152,5 @@ def read_sent_release(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if not isinstance(sent, dict) or not isinstance(sent.get("content_id"), str) or \
             not isinstance(sent.get("splits"), dict):
         return None
-    return sent
+    protocol = record.get("protocol")
+    return {**sent, "protocol": protocol if isinstance(protocol, str) else None}

@@ -26,6 +26,8 @@ from medveil import __version__
 from medveil.atomic import atomic_directory, write_private_file
 from medveil.errors import DataError, IntegrityError, KeyMismatchError
 from medveil.keys import Key
+from medveil.manifest_schema import RELEASE_SCHEMA, RESULTS_SCHEMA, check_manifest
+from medveil.npy import read_npy
 
 STORE_FORMAT = "medveil.store/1"
 RESULTS_FORMAT = "medveil.results/1"
@@ -146,11 +148,11 @@ def write_bundle(out: str | os.PathLike[str], *, arrays: dict[str, dict[str, np.
 
 def write_store(out: str | os.PathLike[str], *, arrays: dict[str, dict[str, np.ndarray]],
                 scheme: dict[str, Any], dataset: dict[str, Any], key: Key | None,
-                force: bool = False, extras: dict[str, np.ndarray] | None = None,
-                protocol: dict[str, Any] | None = None) -> Path:
+                protocol: dict[str, Any], force: bool = False,
+                extras: dict[str, np.ndarray] | None = None) -> Path:
     """A release: the views of every split with what travels beside them (see
     :func:`write_bundle`)."""
-    header = {"scheme": scheme, "dataset": dataset, "protocol": protocol or {}}
+    header = {"scheme": scheme, "dataset": dataset, "protocol": protocol}
     write_bundle(out, arrays=arrays, extras=extras, header=header, key=key, force=force)
     return Path(out)
 
@@ -322,6 +324,8 @@ def open_store(path: str | os.PathLike[str], *, key: Key | None = None,
     """
     path = Path(path)
     manifest = _read_manifest(path, fmt)
+    check_manifest(manifest, RESULTS_SCHEMA if fmt == RESULTS_FORMAT else RELEASE_SCHEMA,
+                   where=str(path / MANIFEST))
     if key is not None:
         _authenticate(path, manifest, key)
     arrays: dict[str, dict[str, np.ndarray]] = {}
@@ -342,13 +346,10 @@ def open_store(path: str | os.PathLike[str], *, key: Key | None = None,
                 f"shard {file} does not match its SHA-256 in the manifest: the store has been "
                 "tampered with; re-protect it"
             )
-        try:
-            array = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise IntegrityError(f"shard {file} is not a readable array ({type(exc).__name__})"
-                                 "; re-protect the data") from None
-        if list(array.shape) != shard["shape"] or str(array.dtype) != shard["dtype"]:
-            raise IntegrityError(f"shard {file} does not have the shape / dtype of the manifest")
+        # the header is checked against the manifest and the bytes before np.load
+        # allocates anything (a forged header can declare terabytes)
+        array = read_npy(data, where=f"shard {file}", shape=shard["shape"],
+                         dtype=shard["dtype"])
         if shard.get("split") is None:
             extras[shard["kind"]] = array
         else:

@@ -92,22 +92,35 @@ class TrainedModel:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TrainedModel:
+        """A model file, every field checked: an edited record is a clear error, never a
+        traceback from the network's constructor."""
         record = read_model_record(path)
-        net_config = record["net_config"]
-        if record["task"] == "classification":
-            from medveil.nets.classifier import SmallCNN
+        try:
+            net_config = record["net_config"]
+            if not isinstance(net_config, dict) or record["task"] not in (
+                    "classification", "segmentation"):
+                raise TypeError("net_config / task")
+            if record["task"] == "classification":
+                from medveil.nets.classifier import SmallCNN
 
-            net = SmallCNN(**net_config)
-        else:
-            from medveil.nets.segmenter import build_unet
+                net = SmallCNN(**net_config)
+            else:
+                from medveil.nets.segmenter import build_unet
 
-            net = build_unet(**{**net_config, "channels": tuple(net_config["channels"])})
-        net.load_state_dict(record["state_dict"])
-        net.eval()
-        return cls(task=record["task"], net=net, image_shape=tuple(record["image_shape"]),
-                   num_classes=record["num_classes"], config=record["config"],
-                   history=record["history"], train_s=record["train_s"],
-                   data_name=record["data_name"], key_fingerprint=record["key_fingerprint"])
+                net = build_unet(**{**net_config, "channels": tuple(net_config["channels"])})
+            net.load_state_dict(record["state_dict"])
+            net.eval()
+            return cls(task=record["task"], net=net,
+                       image_shape=tuple(int(v) for v in record["image_shape"]),
+                       num_classes=int(record["num_classes"]), config=dict(record["config"]),
+                       history=record["history"], train_s=float(record["train_s"]),
+                       data_name=str(record["data_name"]),
+                       key_fingerprint=record["key_fingerprint"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError,
+                OverflowError) as exc:
+            raise ModelFileError(f"{path} is not a complete model file of this version "
+                                 f"({type(exc).__name__}: it was edited or truncated); train "
+                                 "it again") from None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -145,7 +158,18 @@ def predict_proba(model: TrainedModel, images: np.ndarray, *, batch_size: int = 
         for i in range(0, len(images), batch_size):
             logits = model.net(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])))
             out.append(torch.softmax(logits, dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.num_classes), np.float32)
+    probs = np.concatenate(out) if out else np.zeros((0, model.num_classes), np.float32)
+    _check_finite(probs, "probabilities")
+    return probs
+
+
+def _check_finite(values: np.ndarray, what: str) -> None:
+    """A model whose output is NaN or infinite is broken: refuse it, never score it."""
+    bad = int((~np.isfinite(values)).reshape(len(values), -1).any(axis=1).sum()) \
+        if len(values) else 0
+    if bad:
+        raise ModelFileError(f"the model outputs non-finite {what} (NaN or inf) for {bad} of "
+                             f"{len(values)} images: its weights are broken; train it again")
 
 
 def _check_shape(model: TrainedModel, images: np.ndarray) -> None:
@@ -279,6 +303,7 @@ def predict_masks(model: TrainedModel, images: np.ndarray) -> np.ndarray:
             logits = sliding_window_inference(torch.from_numpy(images[i:i + 1]), roi_size=roi,
                                               sw_batch_size=16, predictor=model.net,
                                               overlap=0.25, mode="gaussian")
+            _check_finite(logits.numpy(), "mask logits")
             out.append((torch.sigmoid(logits) > 0.5).to(torch.uint8).numpy())
     return np.concatenate(out) if out else np.zeros((0, 1, h, w), np.uint8)
 

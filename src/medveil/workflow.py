@@ -161,7 +161,14 @@ def _check_results(bundle: ProtectedStore, where: Any, state: Any) -> None:
     if sent is None:
         return
     # A key holder's predictions on recovered images name no release (it predicted on
-    # plaintext); they are checked by their count only.
+    # plaintext, the protocol's processor answers nothing); they are checked by their
+    # count only. Results of a protocol whose processor answers must name the release.
+    if manifest.get("release") is None and sent.get("protocol") is not None and \
+            get_protocol(sent["protocol"]).answers:
+        raise IntegrityError(f"results {where} name no release, and the release recorded in "
+                             f"the owner state {state} was answered by its processor: these "
+                             "results are not for it; ask the processor for results on the "
+                             "release you sent")
     if manifest.get("release") is not None and manifest.get("release") != sent["content_id"]:
         raise IntegrityError(f"results {where} do not answer the release recorded in the owner "
                              f"state {state} (another release, or edited results); ask the "

@@ -7,9 +7,7 @@ a combination this test cannot build arguments for fails the test.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +15,8 @@ from pathlib import Path
 import pytest
 from typer.main import get_command
 
-from medveil.cli import app, main
+from medveil.cli import app
+from tests.conftest import invoke
 
 #: Options that name a path the command writes.
 OUTPUT_OPTIONS = ("--out", "--state", "--json", "--grid")
@@ -25,17 +24,6 @@ OUTPUT_OPTIONS = ("--out", "--state", "--json", "--grid")
 NO_FILE_OUTPUT = {"keygen", "bench"}  # keygen --force is the one way; bench refuses files
 #: Where ``--state`` is the owner state the command reads (an input, not an output).
 STATE_IS_INPUT = {"decode", "recover"}
-
-
-def invoke(*args: str) -> tuple[int, str]:
-    """The command line's entry point in this process: (exit code, stderr + stdout)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            return int(exc.code or 0), err.getvalue() + out.getvalue()
-    return 0, err.getvalue() + out.getvalue()
 
 
 def output_combinations() -> list[tuple[str, str, bool]]:

@@ -38,7 +38,7 @@ def originals(tmp_path_factory, cxr):
     release = write_store(root / "release", key=key, arrays={
         "train": {"view": crops[:8], "labels": labels[:8]}, "test": {"view": crops[8:]}},
         scheme={"name": "plain", "version": "1", "params": {}},
-        dataset={"name": "crops", "task": "classification"})
+        dataset={"name": "crops", "task": "classification"}, protocol={"name": "view"})
     pixels = (crops[:, 0] * 255).astype(np.uint8)
     npz = root / "data.npz"
     np.savez(npz, train_images=pixels[:8], train_labels=labels[:8], test_images=pixels[8:],

@@ -30,7 +30,8 @@ def release(tmp_path, cxr_crops, key) -> Path:
               "test": {"view": cxr_crops[6:]}}
     return write_store(tmp_path / "rel", arrays=arrays, key=key,
                        scheme={"name": "plain", "version": "1", "params": {}},
-                       dataset={"name": "crops", "task": "classification"})
+                       dataset={"name": "crops", "task": "classification"},
+                       protocol={"name": "view"})
 
 
 def _swap(path: Path) -> None:
@@ -67,8 +68,9 @@ def test_a_null_fingerprint_is_a_forgery_not_an_unsigned_store(release, key):
         open_store(release, key=key)
     with pytest.raises(KeyMismatchError):
         open_store(write_store(release.parent / "other", arrays={"t": {"view": np.zeros(
-            (1, 1, 4, 4), np.float32)}}, key=Key.generate(), scheme={"name": "plain"},
-            dataset={}), key=key)
+            (1, 1, 4, 4), np.float32)}}, key=Key.generate(),
+            scheme={"name": "plain", "version": "1", "params": {}}, dataset={},
+            protocol={"name": "view"}), key=key)
 
 
 def test_verify_without_a_key_says_it_did_not_authenticate(release, key, capsys):
@@ -99,7 +101,8 @@ def test_outputs_are_owner_only_whatever_the_umask(tmp_path, release):
 
 def test_force_swaps_in_one_step_and_leaves_no_sibling(tmp_path, release, key, cxr_crops):
     write_store(release, arrays={"test": {"view": cxr_crops[:3]}}, key=key, force=True,
-                scheme={"name": "plain"}, dataset={})
+                scheme={"name": "plain", "version": "1", "params": {}}, dataset={},
+                protocol={"name": "view"})
     assert open_store(release, key=key).manifest["splits"] == {"test": {"count": 3}}
     assert [p.name for p in release.parent.iterdir() if p.name.startswith(".")] == []
 

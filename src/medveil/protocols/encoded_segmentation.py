@@ -141,6 +141,9 @@ class EncodedSegmentationProtocol(Protocol):
         if key is None:
             raise ConfigError("decoding encoded masks needs the owner's --key")
         tokens = results.part(results.manifest["split"])["encoded_masks"]
+        if tokens.dtype.kind != "f" or not np.isfinite(tokens).all():
+            raise DataError(f"{results.label} holds encoded masks that are not finite numbers; "
+                            "refuse them and ask the processor for `medveil predict` output")
         return Decoded("segmentation", masks=scheme.decode_test_copies(tokens, key=key))
 
     def owner_half(self, scheme, data, *, key, budget, seed, clock=None):

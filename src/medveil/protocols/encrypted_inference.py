@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from medveil.errors import ConfigError
+from medveil.errors import ConfigError, DataError
 from medveil.protocols.base import (
     AttackSurface,
     Decoded,
@@ -104,6 +104,9 @@ class EncryptedInferenceProtocol(Protocol):
         logits = scheme.decrypt_logits([b[0] for b in unpack_slots(array, per_row=1,
                                                                    what="ckks results")],
                                        key=key)
+        if not np.isfinite(logits).all():
+            raise DataError(f"{results.label} decrypts to non-finite logits: the processor's "
+                            "ciphertexts are not an evaluation of the release; refuse them")
         return Decoded("classification", probabilities=probabilities_from_logits(logits),
                        logits=logits)
 

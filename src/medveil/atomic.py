@@ -33,7 +33,9 @@ from medveil.errors import ConfigError, KeyFileError
 #: (decoded masks, recovered PNGs, the multi-centre table), so that ``--force`` can
 #: tell its own outputs from a user's folder.
 OUTPUT_MARKER = ".medveil-output"
-_SIBLING = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}$")
+#: Only names medveil makes (``.NAME.tmp-PID-RANDOM``): the cleanup of a killed run's
+#: siblings never removes anything else.
+_SIBLING = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
 _MAX_NAME = 200  # room for the sibling's prefix and suffix within NAME_MAX (255)
 #: A key file's format (``medveil.keys.KEY_FORMAT``; named here too: keys imports this
 #: module to write a key, so this module cannot import keys).
@@ -68,11 +70,9 @@ def remove_stale_siblings(path: str | os.PathLike[str]) -> list[Path]:
         match = _SIBLING.match(entry.name)
         if not match or match["name"] != path.name:
             continue
-        if match["pid"] is not None and int(match["pid"]) != os.getpid() and \
-                _alive(int(match["pid"])):
-            continue  # another run is writing it now
-        if match["pid"] is not None and int(match["pid"]) == os.getpid():
-            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _alive(pid):
+            continue  # this run's, or another run's that is writing it now
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:

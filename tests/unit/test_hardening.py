@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medveil.atomic import (
     _libc_exchange,
@@ -122,15 +124,15 @@ def test_stale_siblings_of_killed_runs_are_removed_live_ones_kept(tmp_path):
     dead = tmp_path / ".out.tmp-999999999-deadbeef"
     dead.mkdir()
     (dead / "plaintext.npy").write_bytes(b"patient")
-    old_style = tmp_path / ".out.old-0badf00d"
-    old_style.write_bytes(b"x")
+    not_ours = tmp_path / ".out.old-0badf00d"  # no PID: not a name medveil makes
+    not_ours.write_bytes(b"x")
     live = tmp_path / f".out.tmp-{os.getppid()}-cafecafe"
     live.mkdir()
     other = tmp_path / ".other.tmp-999999999-deadbeef"
     other.mkdir()
     removed = remove_stale_siblings(tmp_path / "out")
-    assert sorted(p.name for p in removed) == sorted([dead.name, old_style.name])
-    assert live.exists() and other.exists() and not dead.exists()
+    assert [p.name for p in removed] == [dead.name]
+    assert live.exists() and other.exists() and not_ours.exists() and not dead.exists()
 
 
 def test_a_failed_block_leaves_nothing(tmp_path):
@@ -232,3 +234,30 @@ def test_classes_that_are_split_folders_of_layouts_are_refused(tmp_path, cxr):
     (tmp_path / "set" / "other").mkdir()
     with pytest.raises(MedveilError, match="--masks"):
         load_dataset(tmp_path / "set")
+
+
+OURS_DEAD = st.builds(lambda kind, hexs: f".out.{kind}-999999999-{hexs}",
+                      st.sampled_from(["tmp", "old"]),
+                      st.text(alphabet="0123456789abcdef", min_size=8, max_size=8))
+OURS_LIVE = st.builds(lambda hexs: f".out.tmp-{os.getppid()}-{hexs}",
+                      st.text(alphabet="0123456789abcdef", min_size=8, max_size=8))
+ANY_NAME = st.text(alphabet="._-abcdefot0123456789", min_size=1, max_size=24)
+
+
+@settings(max_examples=60, deadline=None)
+@given(names=st.lists(st.one_of(ANY_NAME, OURS_DEAD, OURS_LIVE), max_size=8, unique=True))
+def test_sibling_cleanup_removes_only_names_medveil_makes(tmp_path_factory, names):
+    """Whatever a user keeps beside an output, only ``.NAME.tmp|old-PID-RANDOM8`` of a dead
+    process is ever removed."""
+    import re
+
+    folder = tmp_path_factory.mktemp("siblings")
+    for name in names:
+        if name not in (".", ".."):
+            (folder / name).write_bytes(b"user")
+    removed = {p.name for p in remove_stale_siblings(folder / "out")}
+    ours = re.compile(r"^\.out\.(?:tmp|old)-\d+-[0-9a-f]{8}$")
+    assert all(ours.match(name) for name in removed)
+    assert removed == {n for n in names if ours.match(n) and "-999999999-" in n}
+    kept = {n for n in names if n not in (".", "..")} - removed
+    assert {p.name for p in folder.iterdir()} == kept

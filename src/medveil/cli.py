@@ -165,6 +165,10 @@ def protect(
     public: Annotated[str | None, typer.Option(
         help="Images that are not your patients (a public or consented set), for schemes "
              "that take them (fesf's hosts): a split of --data or a data set.")] = None,
+    class_names: Annotated[str | None, typer.Option(
+        help="Class names the release carries: 'index' (class_0, class_1, ...; the real "
+             "names stay in the owner state) or a comma list, one per label value. Default: "
+             "the data set's names (folder names, which may identify patients).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing release / state.")] = False,
 ) -> None:
     """Owner: fit a scheme on the training split; write the release and the owner state."""
@@ -176,7 +180,7 @@ def protect(
                                                   label=label))
     summary = protect_dataset(imageset, scheme=scheme, key=owner_key, out=out_dir, state=state,
                               seed=seed, params=_params(param), budget=budget, force=force,
-                              public=public)
+                              public=public, class_names=class_names)
     counts = ", ".join(f"{s} {n}" for s, n in summary["splits"].items())
     out.print(f"protected {imageset.name} with {summary['scheme']} ({summary['protocol']}) "
               f"into {summary['store']} ({counts}); key fingerprint "

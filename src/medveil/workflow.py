@@ -67,8 +67,14 @@ def public_images(imageset: ImageSet, source: str) -> ImageSet:
 def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.PathLike[str],
                     state: str | os.PathLike[str] | None = None, seed: int = 0,
                     params: dict[str, Any] | None = None, budget: str | BenchBudget = "full",
-                    force: bool = False, public: str | None = None) -> dict[str, Any]:
+                    force: bool = False, public: str | None = None,
+                    class_names: str | None = None) -> dict[str, Any]:
     """Fit ``scheme`` on the train split; write the release and the owner state apart.
+
+    ``class_names``: what the release calls the classes. Folder names can carry
+    identifiers (``DOE_JOHN_MRN1234567/``): ``index`` sends ``class_0``, ``class_1``,
+    ... and keeps the real names in the owner state; a comma list (one name per label
+    value, in order) sends those; None sends the data set's own names.
 
     ``public`` names images that are not the owner's patients (a public or consented
     set) for schemes that take them (fesf's hosts): a split of ``imageset`` or a data
@@ -93,6 +99,7 @@ def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.
     check_output(out, force=force, inputs=(source, state))
     if state is not None:
         check_output(state, force=force, inputs=(source, out), option="--state")
+    imageset, real_names = renamed_classes(imageset, class_names)
     instance = create(scheme, **budget.scheme_params(cls, params))
     protocol = get_protocol(instance.protocol)
     started = time.perf_counter()
@@ -107,13 +114,39 @@ def protect_dataset(imageset: ImageSet, *, scheme: str, key: Key, out: str | os.
     if state is not None:
         # What the owner sent, so that `decode` can refuse results for anything else.
         sent = {"content_id": content_id(manifest),
-                "splits": {s: v["count"] for s, v in manifest["splits"].items()}}
+                "splits": {s: v["count"] for s, v in manifest["splits"].items()},
+                "class_names": real_names}
         save_owner_state(state, instance, protocol=protocol.name, force=force,
                          inputs=(source, out), release=sent)
     return {"store": str(Path(out)), "state": None if state is None else str(state),
             "scheme": instance.name, "protocol": protocol.name,
             "splits": {s: release.split_count(s) for s in release.arrays},
             "fit_s": fit_s, "protect_s": protect_s, "key_fingerprint": key.fingerprint}
+
+
+def renamed_classes(imageset: ImageSet, class_names: str | None
+                    ) -> tuple[ImageSet, list[str] | None]:
+    """``imageset`` with the class names the release may carry (see ``protect_dataset``),
+    and the real names (to keep in the owner state), or None where unchanged."""
+    from dataclasses import replace
+
+    if class_names is None:
+        return imageset, None
+    if imageset.task != "classification":
+        raise ConfigError(f"--class-names: {imageset.name} is a {imageset.task} set; it has no "
+                          "classes to name")
+    count = imageset.num_classes
+    if class_names == "index":
+        names = [f"class_{i}" for i in range(count)]
+    else:
+        names = [n.strip() for n in class_names.split(",")]
+        if len(names) != count or not all(names) or len(set(names)) != count or any(
+                len(n) > 64 or not n.replace("_", "").replace("-", "").isalnum()
+                for n in names):
+            raise ConfigError(f"--class-names {class_names[:60]!r}: give 'index' or {count} "
+                              "distinct names of letters, digits, _ and - (one per label "
+                              "value, in order)")
+    return replace(imageset, class_names=names), imageset.class_names
 
 
 def decode_results(results: str | os.PathLike[str], *, key: Key | None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -261,3 +262,45 @@ def test_sibling_cleanup_removes_only_names_medveil_makes(tmp_path_factory, name
     assert removed == {n for n in names if ours.match(n) and "-999999999-" in n}
     kept = {n for n in names if n not in (".", "..")} - removed
     assert {p.name for p in folder.iterdir()} == kept
+
+
+def _identifying_classes(root: Path, cxr) -> Path:
+    """Real images whose class folders carry identifiers (a study's patient folders)."""
+    from PIL import Image
+
+    folder = root / "site"
+    for label, cls in enumerate(("DOE_JOHN_MRN1234567", "ROE_JANE_MRN7654321")):
+        (folder / cls).mkdir(parents=True)
+        for i in np.nonzero(cxr.labels == label)[0][:12]:
+            Image.fromarray((cxr.images[i, 0] * 255).astype(np.uint8)).save(
+                folder / cls / f"{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("names", ["index", "normal,pneumonia"])
+def test_class_names_that_identify_stay_with_the_owner(tmp_path, cxr, key, names):
+    from medveil.owner_state import read_sent_release
+    from medveil.workflow import protect_dataset
+
+    data = load_dataset(_identifying_classes(tmp_path, cxr))
+    assert "DOE_JOHN_MRN1234567" in data.class_names  # the folders are the classes
+    protect_dataset(data, scheme="plain", key=key, out=tmp_path / "rel",
+                    state=tmp_path / "state", class_names=names)
+    for path in (tmp_path / "rel").iterdir():
+        assert b"MRN" not in path.read_bytes(), path
+    manifest = json.loads((tmp_path / "rel" / "manifest.json").read_text())
+    assert manifest["dataset"]["class_names"] == (
+        ["class_0", "class_1"] if names == "index" else ["normal", "pneumonia"])
+    kept = read_sent_release(tmp_path / "state")["class_names"]
+    assert kept == ["DOE_JOHN_MRN1234567", "ROE_JANE_MRN7654321"]
+
+
+@pytest.mark.parametrize("bad", ["a", "a,a", "a,b,c", "a,b c", ""])
+def test_class_names_must_name_every_class_once(tmp_path, cxr, key, bad):
+    from medveil.workflow import protect_dataset
+
+    data = load_dataset(_identifying_classes(tmp_path, cxr))
+    with pytest.raises(MedveilError, match="class-names"):
+        protect_dataset(data, scheme="plain", key=key, out=tmp_path / "rel",
+                        class_names=bad)
+    assert not (tmp_path / "rel").exists()

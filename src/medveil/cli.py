@@ -605,6 +605,16 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _terminate)
     try:
+        _run(argv)
+    finally:
+        # past the command, a SIGTERM (at interpreter exit, in atexit handlers) ends the
+        # process the default way, never with an "Exception ignored in atexit" traceback
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _run(argv: list[str] | None) -> None:
+    """The command, its failures mapped to one line and an exit code (see ``main``)."""
+    try:
         code = app(args=argv, standalone_mode=False, prog_name="medveil")
     except MedveilError as exc:
         print(f"medveil: error: {_one_line(exc)}", file=sys.stderr)

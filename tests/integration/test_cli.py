@@ -98,3 +98,15 @@ def test_help_names_the_install_extras():
     """Rich reads ``[cluster]`` as markup; the help must still show the extra to install."""
     assert "medveil[cluster]" in run("bench", "--help").stdout
     assert "medveil[service]" in run("--help").stdout
+
+
+def test_a_sigterm_past_the_command_ends_it_without_a_traceback():
+    """Once the command is done (interpreter exit, atexit handlers), SIGTERM is the default
+    one again: the process ends, never with "Exception ignored in atexit"."""
+    script = ("import signal, sys\nfrom medveil.cli import main\ntry:\n    main(['schemes'])\n"
+              "except SystemExit:\n    pass\n"
+              "print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)\n"
+              "import os\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip().endswith("True"), done.stdout
+    assert done.returncode == -15 and "Traceback" not in done.stderr, done.stderr

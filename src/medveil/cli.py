@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from medveil import limits
+from medveil.data.sizes import MIN_IMAGE_SIZE, MIN_SEGMENTATION_SIZE
 from medveil.errors import ConfigError, MedveilError
 
 app = typer.Typer(help="Privacy-preserving deep learning on medical images.",
@@ -24,7 +26,9 @@ app.add_typer(data_app, name="data")
 out = Console()
 
 Size = Annotated[int | None, typer.Option(
-    min=4, max=4096, help="Working size: resize images to SIZE x SIZE (4 to 4096).")]
+    min=MIN_IMAGE_SIZE, max=4096,
+    help=f"Working size: resize images to SIZE x SIZE ({MIN_IMAGE_SIZE} to 4096; "
+         f"{MIN_SEGMENTATION_SIZE} or more for images with masks).")]
 Seed = Annotated[int, typer.Option(
     min=0, max=2**32 - 1, help="Seed for splits, initialisation and shuffling (0 to 2^32-1).")]
 Color = Annotated[str, typer.Option(help="gray, rgb or green (colour images).")]
@@ -211,6 +215,12 @@ def verify(
                   "manifest. Pass --key to check that the owner's key made it")
 
 
+Epochs = Annotated[int | None, typer.Option(
+    min=1, max=limits.MAX_EPOCHS, help=f"Classifier epochs (1 to {limits.MAX_EPOCHS}).")]
+Steps = Annotated[int | None, typer.Option(
+    min=1, max=limits.MAX_STEPS, help=f"Segmenter training steps (1 to {limits.MAX_STEPS}).")]
+
+
 @app.command()
 def train(
     data: Annotated[list[str], typer.Option(
@@ -218,10 +228,8 @@ def train(
              "(a key holder's recovered npz).")],
     model_out: Annotated[Path, typer.Option("--out", help="Model file to write.")],
     budget: Budget = "full",
-    epochs: Annotated[int | None, typer.Option(min=1, max=10000,
-                                               help="Classifier epochs.")] = None,
-    steps: Annotated[int | None, typer.Option(min=1, max=10_000_000,
-                                              help="Segmenter training steps.")] = None,
+    epochs: Epochs = None,
+    steps: Steps = None,
     size: Size = None, color: Color = "gray", seed: Seed = 0, masks: Masks = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     force: Annotated[bool, typer.Option(help="Replace an existing model file.")] = False,
@@ -229,6 +237,7 @@ def train(
     """Processor: train what the releases' protocol trains (no key, no owner state)."""
     from medveil.workflow import train as train_releases
 
+    limits.check_train_options(budget=budget, seed=seed, epochs=epochs, steps=steps)
     summary = train_releases(data, out=model_out, budget=budget, seed=seed, epochs=epochs,
                              steps=steps, progress=not quiet, force=force,
                              read_options=_read_options(size, color, seed=seed, masks=masks))
@@ -466,7 +475,8 @@ remote_app = typer.Typer(help="A centre's side of `medveil serve`: push, train, 
                          no_args_is_help=True)
 app.add_typer(remote_app, name="remote")
 DataDir = Annotated[Path, typer.Option(help="The service's folder (database, releases, "
-                                            "models, results; 0700).")]
+                                            "models, results; 0700): a new or empty folder, "
+                                            "or one medveil made.")]
 Server = Annotated[str, typer.Option(help="The service's URL, e.g. http://127.0.0.1:8000.")]
 TokenFile = Annotated[Path, typer.Option(help="This centre's token file (0600).")]
 
@@ -481,14 +491,20 @@ def serve(
         2048,
     workers: Annotated[int, typer.Option(min=1, max=16, help="Job processes (CPU-bound "
                                                             "jobs: 1).")] = 1,
+    max_job_s: Annotated[int, typer.Option(
+        min=1, help="A job running longer is stopped and marked failed (seconds).")] =
+        limits.MAX_JOB_WALL_S,
 ) -> None:
     """Serve the processor's side of every protocol (no key, no owner state)."""
     if ctx.invoked_subcommand is not None:
         return
     from medveil.service.app import run_server
+    from medveil.service.db import ServiceDB
 
+    ServiceDB(data_dir)  # a folder medveil did not make is refused before anything is said
     out.print(f"medveil service on http://{host}:{port} (OpenAPI at /docs), data in {data_dir}")
-    run_server(data_dir, host=host, port=port, max_upload_mb=max_upload_mb, workers=workers)
+    run_server(data_dir, host=host, port=port, max_upload_mb=max_upload_mb, workers=workers,
+               max_job_s=max_job_s)
 
 
 token_app = typer.Typer(help="Centres' bearer tokens.", no_args_is_help=True)
@@ -534,16 +550,17 @@ def remote_train(server: Server, token_file: TokenFile,
                  release: Annotated[list[str], typer.Option(
                      help="A release id (repeat: one pooled model).")],
                  budget: Budget = "full", seed: Seed = 0,
-                 epochs: Annotated[int | None, typer.Option(min=1, max=10000)] = None,
-                 steps: Annotated[int | None, typer.Option(min=1, max=10_000_000)] = None,
+                 epochs: Epochs = None,
+                 steps: Steps = None,
                  quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
                  ) -> None:
     """Train on the service; waits (progress on stderr) and prints the model id."""
     from medveil.service.client import Remote, wait_with_progress
 
+    spec = limits.check_job_spec({"kind": "train", "releases": release, "budget": budget,
+                                  "seed": seed, "epochs": epochs, "steps": steps})
     remote = Remote(server, token_file)
-    job = remote.submit({"kind": "train", "releases": release, "budget": budget, "seed": seed,
-                         "epochs": epochs, "steps": steps})
+    job = remote.submit(spec.to_json())
     print(wait_with_progress(remote, job, show=not quiet)["output"])
 
 
@@ -554,6 +571,10 @@ def remote_predict(server: Server, token_file: TokenFile,
                    model: Annotated[str | None, typer.Option(
                        help="Model id (ckks: none, the release carries it).")] = None,
                    split: Annotated[str, typer.Option(help="Split to predict on.")] = "test",
+                   max_download_mb: Annotated[int, typer.Option(
+                       min=1, max=1_048_576, help="Largest results set accepted from the "
+                       "service (its files, in MiB): a bigger one is refused, nothing kept."
+                   )] = limits.DEFAULT_MAX_DOWNLOAD_MB,
                    force: Annotated[bool, typer.Option(help="Replace an existing folder.")] =
                    False,
                    quiet: Annotated[bool, typer.Option(help="No progress display.")] = False,
@@ -563,11 +584,12 @@ def remote_predict(server: Server, token_file: TokenFile,
     from medveil.service.client import Remote, wait_with_progress
 
     check_output(results_out, force=force)
+    spec = limits.check_job_spec({"kind": "predict", "release": release, "model": model,
+                                  "split": split})
     remote = Remote(server, token_file)
-    job = remote.submit({"kind": "predict", "release": release, "model": model,
-                         "split": split})
+    job = remote.submit(spec.to_json())
     result_id = wait_with_progress(remote, job, show=not quiet)["output"]
-    remote.pull(result_id, results_out, force=force)
+    remote.pull(result_id, results_out, force=force, max_bytes=max_download_mb * 2**20)
     out.print(f"results {result_id} pulled into {results_out}")
 
 
@@ -578,6 +600,15 @@ def remote_status(server: Server, token_file: TokenFile,
     from medveil.service.client import Remote
 
     print(json.dumps(Remote(server, token_file).status(job)))
+
+
+@remote_app.command("cancel")
+def remote_cancel(server: Server, token_file: TokenFile,
+                  job: Annotated[str, typer.Argument(help="The job id.")]) -> None:
+    """Remove a queued job, or stop a running one (nothing it made is kept)."""
+    from medveil.service.client import Remote
+
+    print(json.dumps(Remote(server, token_file).cancel(job)))
 
 
 def _one_line(text: str) -> str:

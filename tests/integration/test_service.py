@@ -311,3 +311,199 @@ def test_concurrent_clients_get_no_errors(site, pushed):
     for thread in threads:
         thread.join()
     assert codes == [200] * 160
+
+
+# -- hardening, second round: hostile tars, folders medveil did not make, job bounds
+
+
+def _jobs_in(data_dir: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "medveil.sqlite3") as db:
+        return int(db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+
+def test_sparse_and_expanding_uploads_are_refused_and_leave_nothing(site, tmp_path):
+    """A ~2 KB tar whose sparse member declares 391 MiB, a header declaring 8 GiB, PAX size
+    and sparse headers: refused by a server started with --max-upload-mb 1, nothing kept.
+    The folder is an empty one the user made (adopted), and a restart reuses it."""
+    from tests.hostile_tar import MiB, declared, end, gnu_sparse, pax_sparse, regular
+
+    data_dir = tmp_path / "empty"
+    data_dir.mkdir(mode=0o755)
+    run("serve", "token", "add", "a", "--data-dir", str(data_dir), "--out", "k.token",
+        cwd=tmp_path)
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert (data_dir / ".medveil-service").is_file()
+    manifest = regular("manifest.json", b"{}")
+    cases = {
+        "gnu-sparse": (manifest + gnu_sparse("train.view.npy", stored=b"x" * 100,
+                                             real_size=391 * MiB) + end(), 422, "sparse"),
+        "pax-sparse": (manifest + pax_sparse("train.view.npy", stored=b"x" * 100,
+                                             real_size=195 * MiB) + end(), 422, "sparse"),
+        "pax-size": (manifest + regular("train.view.npy", b"x", pax={"size": str(2**30)})
+                     + end(), 422, "size"),
+        "declared-8GiB": (manifest + declared("train.view.npy", data=b"x" * 100, size=2**33)
+                          + end(), 413, "MiB"),
+    }
+    server = server_at(data_dir, max_upload_mb=1).start()
+    headers = {"authorization": f"Bearer {(tmp_path / 'k.token').read_text().strip()}",
+               "content-type": "application/x-tar"}
+    try:
+        for name, (blob, status, word) in cases.items():
+            assert len(blob) < 8192, name
+            answer = httpx.post(f"{server.url}/releases", content=blob, headers=headers)
+            assert answer.status_code == status, (name, answer.text)
+            assert word in answer.json()["error"], (name, answer.text)
+            assert list((data_dir / "incoming").iterdir()) == [], name
+            assert list((data_dir / "releases").iterdir()) == [], name
+        assert httpx.get(f"{server.url}/releases", headers=headers).json() == []
+    finally:
+        server.stop()
+    # a restart reuses the folder medveil made; it removes only what it names
+    (data_dir / "incoming" / "release-0123456789abcdef.tar").write_bytes(b"partial")
+    (data_dir / "releases" / "release-0123456789abcdef").mkdir()
+    (data_dir / "releases" / "notes.txt").write_text("mine")
+    server.start()
+    try:
+        assert httpx.get(f"{server.url}/releases", headers=headers).json() == []
+    finally:
+        server.stop()
+    assert list((data_dir / "incoming").iterdir()) == []
+    assert [p.name for p in (data_dir / "releases").iterdir()] == ["notes.txt"]
+
+
+def test_a_folder_medveil_did_not_make_is_refused_untouched(tmp_path):
+    user = tmp_path / "documents"
+    (user / "releases").mkdir(parents=True)
+    (user / "incoming").mkdir()
+    (user / "releases" / "thesis.pdf").write_bytes(b"%PDF")
+    (user / "incoming" / "photo.jpg").write_bytes(b"\xff\xd8")
+    (user / "notes.txt").write_text("keep")
+    user.chmod(0o751)
+    before = {p: (p.read_bytes() if p.is_file() else None, stat.S_IMODE(p.stat().st_mode))
+              for p in [user, *user.rglob("*")]}
+    for args in (["serve", "--data-dir", str(user), "--port", "1"],
+                 ["serve", "token", "add", "a", "--data-dir", str(user)]):
+        refused = run(*args, cwd=tmp_path, ok=False)
+        assert refused.returncode == 2, refused.stderr
+        assert "not a medveil service folder" in refused.stderr
+        assert "new or empty folder" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    after = {p: (p.read_bytes() if p.is_file() else None, stat.S_IMODE(p.stat().st_mode))
+             for p in [user, *user.rglob("*")]}
+    assert after == before
+    file_instead = tmp_path / "file"
+    file_instead.write_text("x")
+    refused = run("serve", "token", "add", "a", "--data-dir", str(file_instead), cwd=tmp_path,
+                  ok=False)
+    assert refused.returncode == 2 and file_instead.read_text() == "x"
+
+
+@pytest.fixture(scope="module")
+def a_headers(site) -> dict[str, str]:
+    token = (site["root"] / "a.token").read_text().strip()
+    return {"authorization": f"Bearer {token}", "content-type": "application/json"}
+
+
+def test_generated_bad_job_specs_get_400_and_nothing_is_stored(site, pushed, a_headers):
+    from hypothesis import HealthCheck, example, given, settings
+    from hypothesis import strategies as st
+
+    from medveil.limits import MAX_JOB_BODY_BYTES
+    from tests.job_specs import bad_specs
+
+    data_dir = site["server"].data_dir
+    stored = _jobs_in(data_dir)
+    release = st.just(pushed)
+
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(case=bad_specs(release))
+    @example(case=({"kind": "train", "releases": [pushed], "epochs": 1_000_000_000}, "epochs"))
+    @example(case=({"kind": "train", "releases": [pushed], "epochs": "abc"}, "epochs"))
+    @example(case=({"kind": "train", "releases": [pushed], "steps": [1]}, "steps"))
+    @example(case=({"kind": "train", "releases": [pushed], "seed": -1}, "seed"))
+    @example(case=({"kind": "train", "releases": [pushed, pushed]}, "releases"))
+    @example(case=({"kind": "predict", "release": pushed, "split": "x" * 40 * 2**20}, "split"))
+    def post(case):
+        spec, field = case
+        body = json.dumps(spec).encode()
+        answer = httpx.post(f"{site['url']}/jobs", content=body, headers=a_headers, timeout=60)
+        expected = 413 if len(body) > MAX_JOB_BODY_BYTES else 400
+        assert answer.status_code == expected, (spec if len(body) < 2000 else field,
+                                                answer.text)
+        assert answer.json()["error"]
+        if expected == 400 and field:
+            assert field[:20] in answer.json()["error"], answer.text
+
+    post()
+    # the body's size counts before it is parsed: declared, and read without a length
+    with socket.create_connection(("127.0.0.1", site["server"].port), timeout=10) as sock:
+        sock.sendall(b"POST /jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+                     + a_headers["authorization"].encode()
+                     + b"\r\nContent-Length: 1099511627776\r\n\r\n{\"kind\":")
+        assert b" 413 " in sock.recv(4096).split(b"\r\n")[0]
+    chunked = httpx.post(f"{site['url']}/jobs", headers=a_headers,
+                         content=(b" " * 65536 for _ in range(4)))
+    assert chunked.status_code == 413
+    deep = httpx.post(f"{site['url']}/jobs", headers=a_headers, content=b"[" * 60000)
+    assert deep.status_code == 400
+    assert _jobs_in(data_dir) == stored
+
+
+def test_a_centre_cancels_its_jobs_and_a_job_past_the_wall_time_is_stopped(site, tmp_path):
+    root = site["root"]
+    if not (root / "plain-rel-2").exists():
+        _protect(site, "plain", "plain-rel-2")
+    data_dir = tmp_path / "srv"
+    for centre in ("a", "b"):
+        run("serve", "token", "add", centre, "--data-dir", str(data_dir), "--out",
+            str(tmp_path / f"{centre}.token"), cwd=root)
+    server = LocalServer(data_dir, env=ENV, max_job_s=8).start()
+    auth = {c: {"authorization": f"Bearer {(tmp_path / f'{c}.token').read_text().strip()}"}
+            for c in ("a", "b")}
+
+    def submit(**spec) -> str:
+        answer = httpx.post(f"{server.url}/jobs", headers=auth["a"], json=spec)
+        assert answer.status_code == 202, answer.text
+        return answer.json()["id"]
+
+    def status_of(job: str, *, until: tuple[str, ...] = (), within_s: float = 60) -> dict:
+        deadline = time.monotonic() + within_s
+        while True:
+            answer = httpx.get(f"{server.url}/jobs/{job}", headers=auth["a"]).json()
+            if not until or answer["status"] in until:
+                return answer
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.2)
+
+    try:
+        release = run("remote", "push", "--server", server.url, "--token-file",
+                      str(tmp_path / "a.token"), "--data", "plain-rel-2",
+                      cwd=root).stdout.strip()
+        long = {"kind": "train", "releases": [release], "epochs": 1000}
+        running, queued = submit(**long), submit(**long)
+        status_of(running, until=("running",))
+        assert httpx.delete(f"{server.url}/jobs/{queued}", headers=auth["b"]).status_code == 404
+        removed = httpx.delete(f"{server.url}/jobs/{queued}", headers=auth["a"])
+        assert removed.json() == {"id": queued, "status": "removed"}
+        assert httpx.get(f"{server.url}/jobs/{queued}", headers=auth["a"]).status_code == 404
+        cancelled = run("remote", "cancel", "--server", server.url, "--token-file",
+                        str(tmp_path / "a.token"), running, cwd=root)
+        assert json.loads(cancelled.stdout) == {"id": running, "status": "cancelled"}
+        # the worker is free at once: a short job runs and lists its model
+        quick = submit(kind="train", releases=[release], budget="smoke", epochs=1)
+        done = status_of(quick, until=("done", "failed"), within_s=60)
+        assert done["status"] == "done", done
+        assert status_of(running)["status"] == "cancelled"
+        assert [p.name for p in (data_dir / "models").iterdir()] == [f"{done['output']}.pt"]
+        again = httpx.delete(f"{server.url}/jobs/{quick}", headers=auth["a"])
+        assert again.status_code == 409 and "already ended" in again.json()["error"]
+        # past the wall-time limit (8 s here): stopped, failed with the reason, nothing kept
+        over = submit(**long)
+        failed = status_of(over, until=("done", "failed"), within_s=60)
+        assert failed["status"] == "failed" and "limit of 8 s" in failed["error"], failed
+        assert [p.name for p in (data_dir / "models").iterdir()] == [f"{done['output']}.pt"]
+    finally:
+        server.stop()

@@ -252,3 +252,172 @@ def test_bundled_data_stays_small():
                 for f in ([entry.path] if entry.path.is_file() else entry.path.iterdir()))
     assert total < 5 * 2**20
     assert all(os.access(entry.path, os.R_OK) for entry in BUNDLED.values())
+
+
+# ----------------------------------------------------------------------------- DICOM kinds
+def test_a_dicomdir_is_named_and_skipped_in_its_folder(tmp_path):
+    index = dicom("DICOMDIR")
+    with pytest.raises(DataError, match="DICOMDIR is a DICOMDIR index, not an image: pass the "
+                                        "folder it indexes"):
+        load_dataset(index)
+    disc = tmp_path / "disc"
+    (disc / "IMAGES").mkdir(parents=True)
+    shutil.copy(index, disc / "DICOMDIR")
+    shutil.copy(dicom("CT_small.dcm"), disc / "IMAGES" / "IM0001")  # no extension, as on discs
+    data = load_dataset(disc)
+    assert data.meta["format"] == "dicom" and list(data.ids) == ["IM0001"]
+    (disc / "IMAGES" / "IM0001").unlink()
+    with pytest.raises(DataError, match="DICOMDIR index but none of the images"):
+        load_dataset(disc)
+
+
+@pytest.mark.parametrize("name,kind", [("test-SR.dcm", "Comprehensive SR"),
+                                       ("rtplan.dcm", "RT Plan")])
+def test_a_dicom_without_pixel_data_says_so(name, kind):
+    with pytest.raises(DataError, match=f"{name} holds no image \\(its SOP class is {kind}"):
+        load_dataset(dicom(name))
+
+
+def test_a_dicom_without_pixel_data_among_images_is_named(tmp_path):
+    shutil.copy(dicom("CT_small.dcm"), tmp_path / "a.dcm")
+    shutil.copy(dicom("test-SR.dcm"), tmp_path / "b.dcm")
+    with pytest.raises(DataError, match="b.dcm holds no image.*remove it"):
+        load_dataset(tmp_path)
+
+
+def test_an_image_dicom_cut_before_its_pixels_is_truncated(tmp_path):
+    data = dicom("CT_small.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:data.index(b"\xe0\x7f\x10\x00")])  # (7FE0,0010)
+    with pytest.raises(DataError, match="cut.dcm is a CT Image Storage file without its pixel "
+                                        "data .*re-export"):
+        load_dataset(tmp_path / "cut.dcm")
+
+
+def test_a_compressed_dicom_without_its_decoder_names_syntax_and_package():
+    import pydicom
+
+    from medveil.errors import MedveilError, MissingDependencyError
+
+    path = dicom("MR_small_jpeg_ls_lossless.dcm")
+    syntax = pydicom.dcmread(path).file_meta.TransferSyntaxUID
+    try:
+        from pydicom.pixels.decoders.base import get_decoder
+
+        if get_decoder(syntax).is_available:
+            pytest.skip("a JPEG-LS decoder is installed here")
+    except ImportError:  # pydicom < 3: the failure itself says so
+        pass
+    with pytest.raises(MissingDependencyError, match=r"compressed as JPEG-LS Lossless .*"
+                                                     r"1\.2\.840\.10008\.1\.2\.4\.80.*"
+                                                     r"pip install pyjpegls") as caught:
+        load_dataset(path)
+    assert isinstance(caught.value, MedveilError) and "truncated" not in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- layouts
+def _splits(tmp_path: Path, cxr, classes: dict[str, tuple[str, ...]]) -> Path:
+    """SPLIT/CLASS/images from real chest X-rays, with the given classes per split."""
+    root = tmp_path / "data"
+    for split, names in classes.items():
+        for label, name in enumerate(names):
+            (root / split / name).mkdir(parents=True)
+            for i in np.nonzero(cxr.labels == label % 2)[0][:3]:
+                Image.fromarray((cxr.images[i, 0] * 255).astype(np.uint8)).save(
+                    root / split / name / f"img{i}.png")
+    return root
+
+
+def test_a_folder_beside_the_splits_is_refused(tmp_path, cxr):
+    root = _splits(tmp_path, cxr, {"train": ("a", "b"), "test": ("a", "b"),
+                                   "extra": ("a", "b")})
+    with pytest.raises(DataError, match=r"extra/, which is no split and would be ignored.*"
+                                        r"SPLIT/CLASS/images.*train\|training.*"
+                                        r"val\|valid\|validation.*test\|testing"):
+        load_dataset(root)
+    shutil.rmtree(root / "extra")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(root / "stray.png")
+    with pytest.raises(DataError, match="stray.png lies beside the split folders"):
+        load_dataset(root)
+    (root / "stray.png").unlink()
+    (root / "README.txt").write_text("a data set's notes are fine")
+    assert load_dataset(root).split_names[0] == "train"
+
+
+def test_a_split_nested_in_its_own_name_is_refused(tmp_path, cxr):
+    root = _splits(tmp_path, cxr, {"train": ("train",), "test": ("a",)})
+    with pytest.raises(DataError, match=r"train is a split folder inside the train split.*"
+                                        r"nested one level too deep"):
+        load_dataset(root)
+
+
+def test_pointing_one_level_above_the_splits_names_the_right_folder(tmp_path, cxr):
+    inner = _splits(tmp_path / "outer" / "chest_xray", cxr,
+                    {"train": ("a", "b"), "test": ("a", "b")})
+    with pytest.raises(DataError, match=f"holds split folders.*point at {inner}"):
+        load_dataset(inner.parent)
+
+
+def test_splits_with_different_classes_are_refused(tmp_path, cxr):
+    root = _splits(tmp_path, cxr, {"train": ("a", "b", "c"), "test": ("a", "b")})
+    with pytest.raises(DataError, match="different class folders \\(test/ lacks c\\).*an empty "
+                                        "one is fine"):
+        load_dataset(root)
+    (root / "test" / "c").mkdir()  # the fix the message gives
+    data = load_dataset(root, val_fraction=0)
+    assert data.class_names == ["a", "b", "c"] and (data.splits == "test").sum() == 6
+
+
+def test_split_folders_without_class_folders_are_refused(tmp_path, cxr):
+    root = _splits(tmp_path, cxr, {"train": ("a",), "test": ("a",)})
+    for split in ("train", "test"):
+        for file in (root / split / "a").iterdir():
+            shutil.move(file, root / split / file.name)
+        (root / split / "a").rmdir()
+    with pytest.raises(DataError, match="no class folders in them; the layout is SPLIT/CLASS"):
+        load_dataset(root)
+
+
+# ----------------------------------------------------------------------------- sizes
+def test_the_minimum_sizes_are_what_the_networks_need():
+    """16 px is the least the classifier takes, 32 px the least the U-Net takes."""
+    import torch
+
+    from medveil.data.readers import MIN_IMAGE_SIZE, MIN_SEGMENTATION_SIZE
+    from medveil.nets.classifier import SmallCNN
+    from medveil.nets.segmenter import build_unet
+
+    net, unet = SmallCNN(width=4).eval(), build_unet(channels=(4, 4, 4, 4, 4)).eval()
+    small, seg = MIN_IMAGE_SIZE, MIN_SEGMENTATION_SIZE
+    with torch.no_grad():
+        assert net(torch.zeros(1, 1, small, small)).shape == (1, 2)
+        assert unet(torch.zeros(1, 1, seg, seg)).shape == (1, 1, seg, seg)
+        with pytest.raises(RuntimeError):
+            net(torch.zeros(1, 1, small - 1, small - 1))
+        with pytest.raises(ValueError):
+            unet(torch.zeros(1, 1, seg // 2, seg // 2))
+
+
+def test_segmentation_images_below_the_unets_size_are_refused():
+    with pytest.raises(DataError, match="segmentation images .* are 16x16 .*32x32.*--size 32"):
+        load_dataset("chase-demo", size=16)
+    assert load_dataset("chase-demo", size=32).image_shape == (1, 32, 32)
+
+
+def test_tiny_images_and_sizes_are_refused(tmp_path):
+    for i in range(3):
+        Image.fromarray(np.full((1, 1), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    with pytest.raises(DataError, match=r"are 1x1 \(e.g. 0.png\), smaller than the 16x16.*"
+                                        r"--size 16"):
+        load_dataset(tmp_path)
+    with pytest.raises(ConfigError, match="at least 16 .*got 4$"):
+        load_dataset(tmp_path, size=4)
+    assert load_dataset(tmp_path, size=16).image_shape == (1, 16, 16)
+    np.savez(tmp_path / "small.npz", train_images=np.zeros((4, 8, 8), np.uint8),
+             train_labels=np.arange(4) % 2)
+    with pytest.raises(DataError, match="are 8x8 .*'train_images'.*--size 16"):
+        load_dataset(tmp_path / "small.npz")
+    volume = nibabel.Nifti1Image(np.random.default_rng(0).random((32, 32, 4)), np.eye(4))
+    nibabel.save(volume, tmp_path / "thin.nii")
+    with pytest.raises(DataError, match="are 32x4 .*axis 0 slices.*--size"):
+        load_dataset(tmp_path / "thin.nii", axis=0)
+    assert len(load_dataset(tmp_path / "thin.nii")) == 4

@@ -4,6 +4,24 @@ The table :data:`READERS` maps a format name to its reader (MONAI-style), and
 :func:`load_dataset` picks one from the path. Every failure the user can cause
 (a missing path, a corrupt file, mixed sizes) is a :class:`DataError` that
 names the file and the fix.
+
+Bit depth (pictures): integer pixels are divided by the largest value the file's
+significant bits can hold, never stretched per image. For a PNG the significant bits
+are its ``sBIT`` chunk's when it has one and every pixel fits in them (raw 12-bit
+data in a 16-bit file, as medical exports write it: divided by 4095); otherwise the
+depth its header declares (a 16-bit PNG without ``sBIT``, or one whose values are
+scaled up to the full 16-bit range as the PNG specification asks: divided by 65535).
+A 16-bit grey PNG without ``sBIT`` whose values all fit in 12 bits is read as 16-bit
+(dark, at most 0.0625) with a warning saying so. A 16-bit colour PNG is read by its
+top 8 bits (all Pillow gives), and refused when its sBIT says those are empty. Other
+16-bit pictures (TIFF) are divided by 65535, 8-bit ones by 255; 32-bit and float
+pictures are min-max scaled.
+
+Bit depth (DICOM): grey images go through the modality LUT (RescaleSlope /
+RescaleIntercept, signed pixels per PixelRepresentation and BitsStored) and then the
+window (``minmax`` per image, or the file's ``voi`` window); colour images are divided
+by ``2**BitsStored - 1`` (not BitsAllocated); PALETTE COLOR images go through their
+colour LUT first and are divided by the LUT's range.
 """
 
 from __future__ import annotations
@@ -12,6 +30,7 @@ import fnmatch
 import hashlib
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from medveil.data.imageset import ImageSet
-from medveil.errors import ConfigError, DataError, DataNotFoundError
+from medveil.data.sizes import MIN_IMAGE_SIZE, MIN_SEGMENTATION_SIZE
+from medveil.errors import ConfigError, DataError, DataNotFoundError, MissingDependencyError
 from medveil.seeds import derive_seed
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp")
@@ -33,6 +53,15 @@ IMAGE_FOLDERS = ("images", "image", "imgs")
 COLOR_MODES = ("gray", "rgb", "green")
 WINDOW_MODES = ("minmax", "voi")
 MASK_SUFFIXES = ("_1stHO", "_mask", "_seg", "_gt", "_label")
+
+
+def _layout_help() -> str:
+    """The split-folder layout, in words, from :data:`SPLIT_ALIASES`."""
+    names: dict[str, list[str]] = {}
+    for alias, split in SPLIT_ALIASES.items():
+        names.setdefault(split, []).append(alias)
+    return ("the layout is SPLIT/CLASS/images with SPLIT one of "
+            + ", ".join("|".join(aliases) for aliases in names.values()))
 
 Size = int | tuple[int, int] | None
 
@@ -49,12 +78,13 @@ def look_up_option(value: str, options: Sequence[str], *, what: str) -> str:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _to_unit_range(array: np.ndarray) -> np.ndarray:
-    """Integer pixels by their type's range (uint8 / 255), other types by min-max."""
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if array.dtype == np.uint16 and array.max() > 255:
-        return array.astype(np.float32) / 65535.0
+def _to_unit_range(array: np.ndarray, bits: int | None = None) -> np.ndarray:
+    """Integer pixels divided by ``2**bits - 1`` (the file's significant bits, where the
+    caller knows them), else by their type's range (8 and 16 bits); other types min-max."""
+    if bits is not None and array.dtype.kind in "ui":
+        return np.clip(array.astype(np.float32) / float(2**bits - 1), 0.0, 1.0)
+    if array.dtype.kind == "u" and array.dtype.itemsize in (1, 2):
+        return array.astype(np.float32) / float(2 ** (8 * array.dtype.itemsize) - 1)
     return _minmax(array.astype(np.float32))
 
 
@@ -117,11 +147,28 @@ def _resize(batch: np.ndarray, size: tuple[int, int], *, masks: bool = False) ->
 def _normalise_size(size: Size) -> tuple[int, int] | None:
     if size is None:
         return None
-    if isinstance(size, int):
-        size = (size, size)
-    if len(size) != 2 or min(size) < 4:
-        raise ConfigError(f"size must be one int or (height, width) of at least 4, got {size}")
-    return int(size[0]), int(size[1])
+    pair = (size, size) if isinstance(size, int) else tuple(size)
+    if len(pair) != 2 or min(pair) < MIN_IMAGE_SIZE:
+        raise ConfigError(f"size must be one int or (height, width) of at least "
+                          f"{MIN_IMAGE_SIZE} (medveil's networks halve an image four times), "
+                          f"got {size}")
+    return int(pair[0]), int(pair[1])
+
+
+def _check_min_size(shape: tuple[int, ...], source: object, example: str, *,
+                    minimum: int = MIN_IMAGE_SIZE, what: str = "images") -> None:
+    """Images the networks can take: both sides at least ``minimum``."""
+    height, width = int(shape[-2]), int(shape[-1])
+    if min(height, width) < minimum:
+        raise DataError(
+            f"{what} in {source} are {height}x{width} (e.g. {example}), smaller than the "
+            f"{minimum}x{minimum} medveil's networks need; pass --size {minimum} or more "
+            "to resize them (or use larger images)")
+
+
+def _check_segmentation_size(images: np.ndarray, source: object, example: str) -> None:
+    _check_min_size(images.shape, source, example, minimum=MIN_SEGMENTATION_SIZE,
+                    what="segmentation images (the U-Net's input)")
 
 
 def _stack(arrays: list[np.ndarray], names: list[str], *, size: tuple[int, int] | None,
@@ -144,6 +191,7 @@ def _stack(arrays: list[np.ndarray], names: list[str], *, size: tuple[int, int] 
                 f"images in {source} have different sizes ({', '.join(examples)}); "
                 "pass --size H (or size=...) to resize them to one working size"
             )
+        _check_min_size(arrays[0].shape, source, names[0])
         return np.stack(arrays)
     return np.concatenate([_resize(a[None], size, masks=masks) for a in arrays])
 
@@ -280,10 +328,14 @@ def read_npz(path: Path, *, size: Size = None, color: str = "gray", **_: Any) ->
         raise DataError(f"{path}: the splits' images differ in shape ({sorted(shapes)}); pass "
                         "--size H to resize them to one working size")
     norm = _normalise_size(size)
+    if norm is None:
+        _check_min_size(parts[0][1].shape, path, f"'{parts[0][0]}_images'")
     if norm is not None:
         parts = [(s, _resize(i, norm), lab,
                   None if m is None else _resize(m.astype(np.float32), norm, masks=True))
                  for s, i, lab, m in parts]
+    if any(p[3] is not None for p in parts):
+        _check_segmentation_size(parts[0][1], path, f"'{parts[0][0]}_images'")
     truth = [p for p in parts if p[2] is not None or p[3] is not None]
     if truth and "train" in {p[0] for p in parts} and all(p[0] != "train" for p in truth):
         raise DataError(f"{path}: the train split has no labels or masks while others do")
@@ -291,12 +343,97 @@ def read_npz(path: Path, *, size: Size = None, color: str = "gray", **_: Any) ->
 
 
 # ----------------------------------------------------------------------------- images
-def _read_picture(path: Path, color: str) -> np.ndarray:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Colour channels a PNG colour type's sBIT chunk gives before any alpha byte.
+_PNG_SBIT_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 1, 6: 3}
+
+
+def _png_header(path: Path) -> tuple[int, int, bytes | None] | None:
+    """A PNG's declared bit depth, colour type and ``sBIT`` chunk (None when it has none),
+    from the chunks before its image data; None when it cannot be read as a PNG."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(8) != _PNG_SIGNATURE:
+                return None
+            header: tuple[int, int] | None = None
+            sbit = None
+            for _ in range(10_000):  # a PNG's chunks before IDAT are few
+                head = handle.read(8)
+                if len(head) < 8 or head[4:] in (b"IDAT", b"IEND"):
+                    break
+                length, kind = int.from_bytes(head[:4], "big"), head[4:]
+                if kind in (b"IHDR", b"sBIT") and length <= 64:
+                    data = handle.read(length)
+                    if kind == b"IHDR" and len(data) >= 10:
+                        header = (data[8], data[9])
+                    elif kind == b"sBIT":
+                        sbit = data
+                else:
+                    handle.seek(length, os.SEEK_CUR)
+                handle.seek(4, os.SEEK_CUR)  # the chunk's CRC
+    except OSError:
+        return None
+    return None if header is None else (header[0], header[1], sbit)
+
+
+def _png_bits(path: Path, array: np.ndarray, dark: list[tuple[Path, int]] | None) -> int | None:
+    """The bits a PNG's pixels (as Pillow gives them) are divided by (the module's rule).
+
+    ``sBIT`` is honoured when every pixel fits in it (raw values in a wider file); when
+    pixels exceed it they were scaled up to the declared depth, as the PNG specification
+    asks, and the declared depth applies. A 16-bit grey PNG without ``sBIT`` whose pixels
+    all fit in 12 bits is added to ``dark`` (it reads dark; the caller warns).
+    """
+    header = _png_header(path)
+    if header is None:
+        return None
+    depth, colour_type, sbit = header
+    channels = _PNG_SBIT_CHANNELS.get(colour_type, 1)
+    significant = max(sbit[:channels]) if sbit and len(sbit) >= channels else None
+    colour = array[..., :-1] if array.ndim == 3 and array.shape[-1] in (2, 4) else array
+    peak = int(colour.max()) if colour.size else 0  # alpha has no say
+    if depth == 16 and colour_type != 0:
+        # Pillow keeps the top byte of 16-bit colour (and grey + alpha): 8-bit values
+        if significant is not None and 1 <= significant < 16 \
+                and peak <= (2**significant - 1) >> 8:
+            raise DataError(
+                f"{path} is a 16-bit colour PNG holding {significant}-bit values (its sBIT "
+                "chunk); medveil reads 16-bit colour PNGs by their top 8 bits, which are "
+                "empty here: re-export it as 8-bit RGB or as 16-bit grey")
+        return 8
+    if depth < 8 and colour_type in (0, 4):
+        return 8  # Pillow scales 1-, 2- and 4-bit grey to 0..255
+    container = 16 if depth == 16 else 8
+    if significant is not None and 1 <= significant < container and peak < 2**significant:
+        return significant
+    if container == 16 and significant is None and peak < 2**12 and dark is not None:
+        dark.append((path, peak))
+    return container
+
+
+def _warn_dark(dark: list[tuple[Path, int]], source: Path) -> None:
+    """One warning for the 16-bit PNGs without sBIT whose values fit in 12 bits or fewer."""
+    if not dark:
+        return
+    peak = max(value for _, value in dark)
+    bits = next(b for b in (8, 10, 12) if peak < 2**b)
+    warnings.warn(
+        f"{len(dark)} 16-bit PNG(s) in {source} (e.g. {dark[0][0].name}) have no sBIT chunk "
+        f"and values that fit in {bits} bits: read as 16-bit they come out dark (at most "
+        f"{peak / 65535:.3f}); if they hold {bits}-bit data, save them with an sBIT chunk "
+        f"of {bits} (PNG significant bits) and medveil divides by {2**bits - 1}",
+        UserWarning, stacklevel=3)
+
+
+def _read_picture(path: Path, color: str,
+                  dark: list[tuple[Path, int]] | None = None) -> np.ndarray:
+    """One picture as (C, H, W) in [0, 1], scaled by its bit depth (the module's rule)."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img.load()
+            is_png = img.format == "PNG"
             if img.mode == "P" or img.mode == "LA" or img.mode == "PA":
                 img = img.convert("RGBA" if "A" in img.mode else "RGB")
             if img.mode == "CMYK" or img.mode == "YCbCr":
@@ -309,7 +446,8 @@ def _read_picture(path: Path, color: str) -> np.ndarray:
         ) from None
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
-    unit = _to_unit_range(array)
+    bits = _png_bits(path, array, dark) if is_png else None
+    unit = _to_unit_range(array, bits)
     return _channels(unit, color, path)
 
 
@@ -461,9 +599,10 @@ def _find_mask_pairs(folder: Path, mask_suffix: str | None, masks: str | None = 
     return [(stems[stem], mask) for stem, mask in sorted(next(iter(found.values())).items())]
 
 
-def _read_pairs(pairs: list[tuple[Path, Path]], color: str
+def _read_pairs(pairs: list[tuple[Path, Path]], color: str,
+                dark: list[tuple[Path, int]] | None = None
                 ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-    images = [_read_picture(img, color) for img, _ in pairs]
+    images = [_read_picture(img, color, dark) for img, _ in pairs]
     masks = [_read_mask(mask) for _, mask in pairs]
     for (img, mask), im, mk in zip(pairs, images, masks, strict=True):
         if im.shape[1:] != mk.shape[1:]:
@@ -476,28 +615,74 @@ def _read_pairs(pairs: list[tuple[Path, Path]], color: str
 
 def _split_folders(path: Path) -> dict[str, Path]:
     """Split folders under ``path`` by their usual names (training/train, validation/val,
-    testing/test); two folders for one split is an error."""
+    testing/test). Two folders for one split, a folder beside them that is no split, or
+    images lying beside them (all of which would be ignored) are errors."""
     layout: dict[str, Path] = {}
+    others: list[Path] = []
     for folder in _subfolders(path):
         split = SPLIT_ALIASES.get(folder.name.lower())
         if split is None:
+            others.append(folder)
             continue
         if split in layout:
             raise DataError(f"{path} has two folders for the {split} split ({layout[split].name}, "
                             f"{folder.name}); keep one")
         layout[split] = folder
+    if layout and others:
+        raise DataError(f"{path} has split folders ({', '.join(f.name for f in layout.values())})"
+                        f" and {others[0].name}/, which is no split and would be ignored: "
+                        f"rename it or move it out ({_layout_help()})")
+    loose = [p for p in _files(path) if _is_image_file(p)] if layout else []
+    if loose:
+        raise DataError(f"{loose[0]} lies beside the split folders "
+                        f"({', '.join(f.name for f in layout.values())}) and would be ignored: "
+                        f"move it into a class folder of a split ({_layout_help()})")
     return layout
+
+
+def _check_class_layout(path: Path, layout: dict[str, Path], split_dirs: bool) -> None:
+    """Class folders that hold images only, are no split folders, and are the same in
+    every split; anything else is refused with the layout explained."""
+    for root in layout.values():
+        for cls in _subfolders(root):
+            if split_dirs and cls.name.lower() in SPLIT_ALIASES:
+                raise DataError(f"{cls} is a split folder inside the {root.name} split, not a "
+                                f"class: the data set is nested one level too deep; remove the "
+                                f"extra {cls.name}/ level ({_layout_help()})")
+            inner = _subfolders(cls)
+            nested = [f.name for f in inner if f.name.lower() in SPLIT_ALIASES]
+            if nested:
+                raise DataError(f"{cls} holds split folders ({', '.join(nested)}): point at "
+                                f"{cls} itself ({_layout_help()})")
+            if inner:
+                raise DataError(f"class folder {cls} holds folders of its own "
+                                f"({inner[0].name}/); a class folder holds images "
+                                f"only: check the layout ({_layout_help()})")
+    if split_dirs:
+        per_split = {root.name: {c.name for c in _subfolders(root)} for root in layout.values()}
+        every = set().union(*per_split.values())
+        if any(classes != every for classes in per_split.values()):
+            lacks = [f"{name}/ lacks {', '.join(sorted(every - classes))}"
+                     for name, classes in per_split.items() if classes != every]
+            raise DataError(f"{path}: the splits have different class folders ({'; '.join(lacks)}"
+                            "); give every split the same class folders (an empty one is fine) "
+                            f"or remove the extra ones ({_layout_help()})")
 
 
 def read_folder(path: Path, *, size: Size = None, color: str = "gray",
                 mask_suffix: str | None = None, masks: str | None = None,
                 **_: Any) -> ImageSet:
     """Image/mask pairs (optionally under split folders), or class-per-subfolder images
-    (optionally under split folders), or loose unlabelled images."""
+    (optionally under split folders), or loose unlabelled images.
+
+    Split folders are named train|training, val|valid|validation, test|testing; beside
+    them nothing else may lie, and every split holds the same class folders.
+    """
     look_up_option(color, COLOR_MODES, what="colour mode")
     norm = _normalise_size(size)
     split_dirs = _split_folders(path)
     layout = split_dirs or {"train": path}
+    dark: list[tuple[Path, int]] = []
     seg = {split: _find_mask_pairs(folder, mask_suffix, masks) for split, folder in
            layout.items()}
     if any(pairs is not None for pairs in seg.values()):
@@ -507,14 +692,17 @@ def read_folder(path: Path, *, size: Size = None, color: str = "gray",
                             "pairs while the others do; lay every split out the same way")
         images, mask_list, names, splits, ids = [], [], [], [], []
         for split, pairs in seg.items():
-            im, mk, nm = _read_pairs(pairs, color)
+            im, mk, nm = _read_pairs(pairs, color, dark)
             images += im
             mask_list += mk
             names += nm
             splits += [split] * len(pairs)
             ids += [f"{split}/{img.stem}" if split_dirs else img.stem for img, _ in pairs]
+        _warn_dark(dark, path)
+        stack = _stack(images, names, size=norm, source=path)
+        _check_segmentation_size(stack, path, names[0])
         return ImageSet(
-            images=_stack(images, names, size=norm, source=path),
+            images=stack,
             masks=_stack(mask_list, names, size=norm, source=path, masks=True),
             splits=np.array(splits), ids=np.array(ids),
             meta={"reader": "folder", "layout": "image/mask pairs"},
@@ -527,21 +715,21 @@ def read_folder(path: Path, *, size: Size = None, color: str = "gray",
         raise DataError(f"{path} has a '{layout_like[0]}' folder among its class folders: it "
                         "looks like an image/mask layout, not classes; point at the folder "
                         "holding images/ and the annotations, with --masks NAME")
+    if not class_names and split_dirs:
+        named = ", ".join(f.name for f in split_dirs.values())
+        raise DataError(f"{path} has split folders ({named}) but no class folders in them; "
+                        f"{_layout_help()}")
     if not class_names:
         loose = _files(path)
         if not loose:
             raise DataError(f"{path} is empty; put images in one subfolder per class")
         _reject_non_images(loose, path)
-        images = [_read_picture(p, color) for p in loose]
+        images = [_read_picture(p, color, dark) for p in loose]
+        _warn_dark(dark, path)
         return ImageSet(images=_stack(images, [p.name for p in loose], size=norm, source=path),
                         splits=np.full(len(loose), "train"), ids=np.array([p.stem for p in loose]),
                         meta={"reader": "folder", "layout": "unlabelled images"})
-    for root in layout.values():
-        for cls in _subfolders(root):
-            if _subfolders(cls):
-                raise DataError(f"class folder {cls} holds folders of its own "
-                                f"({_subfolders(cls)[0].name}/); a class folder holds images "
-                                "only: check the layout (split folders are train/val/test)")
+    _check_class_layout(path, layout, bool(split_dirs))
     images, labels, splits, ids, names = [], [], [], [], []
     for split, root in layout.items():
         for label, cls in enumerate(class_names):
@@ -551,42 +739,160 @@ def read_folder(path: Path, *, size: Size = None, color: str = "gray",
             files = _files(folder)
             _reject_non_images(files, folder)
             for file in files:
-                images.append(_read_picture(file, color))
+                images.append(_read_picture(file, color, dark))
                 labels.append(label)
                 splits.append(split)
                 ids.append(f"{split}/{cls}/{file.stem}" if split_dirs else f"{cls}/{file.stem}")
                 names.append(str(file.relative_to(path)))
     if not images:
         raise DataError(f"{path} has class folders ({', '.join(class_names)}) but no images")
+    _warn_dark(dark, path)
     return ImageSet(images=_stack(images, names, size=norm, source=path), labels=np.array(labels),
                     splits=np.array(splits), ids=np.array(ids), class_names=class_names,
                     meta={"reader": "folder", "layout": "class per subfolder"})
 
 
 # ----------------------------------------------------------------------------- DICOM
+_DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: What to install to decode a compressed transfer syntax, by UID (pydicom's plugins).
+_DECODER_HINTS = {
+    **dict.fromkeys(("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"),
+                    "pip install pyjpegls (or: pip install pylibjpeg pylibjpeg-libjpeg)"),
+    **dict.fromkeys(("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
+                     "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"),
+                    "pip install pylibjpeg pylibjpeg-libjpeg"),
+    **dict.fromkeys(("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+                     "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+                     "1.2.840.10008.1.2.4.203"),
+                    "pip install pylibjpeg pylibjpeg-openjpeg"),
+    "1.2.840.10008.1.2.5": "pip install pylibjpeg pylibjpeg-rle",
+}
+_DECODER_FALLBACK = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or python-gdcm)"
+
+
+def _is_dicomdir(path: Path, ds: Any = None) -> bool:
+    if path.name.upper() == "DICOMDIR":
+        return True
+    if ds is None:
+        return False
+    meta = getattr(ds, "file_meta", None)
+    sop = str(getattr(meta, "MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", ""))
+    return sop == _DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds
+
+
+def _transfer_syntax(ds: Any) -> Any:
+    meta = getattr(ds, "file_meta", None)
+    return getattr(meta, "TransferSyntaxUID", None)
+
+
+def _missing_decoder(path: Path, ds: Any) -> MissingDependencyError:
+    syntax = _transfer_syntax(ds)
+    name = getattr(syntax, "name", None) or str(syntax)
+    hint = _DECODER_HINTS.get(str(syntax), _DECODER_FALLBACK)
+    return MissingDependencyError(
+        f"{path} is compressed as {name} ({syntax}) and no decoder for it is installed: "
+        f"{hint}; or re-export the study uncompressed")
+
+
+def _decoder_available(ds: Any) -> bool | None:
+    """Whether pydicom can decode the file's transfer syntax here; None when unknown
+    (pydicom < 3 says so only when decoding fails)."""
+    syntax = _transfer_syntax(ds)
+    try:
+        if syntax is None or not syntax.is_compressed:
+            return True
+    except ValueError:  # a private UID that is no transfer syntax pydicom knows
+        return None
+    try:
+        from pydicom.pixels.decoders.base import get_decoder
+    except ImportError:  # pydicom < 3
+        return None
+    try:
+        return bool(get_decoder(syntax).is_available)
+    except NotImplementedError:  # no decoder exists for it at all
+        return False
+
+
+def _no_decoder_error(exc: Exception) -> bool:
+    """A pixel-decoding failure that says a decoder is missing (pydicom 2 and 3 wording)."""
+    text = str(exc).lower()
+    return isinstance(exc, (RuntimeError, NotImplementedError)) and any(
+        words in text for words in ("missing dependencies", "missing required dependencies",
+                                    "no pixel data handlers", "no pixel data decoders"))
+
+
+def _stored_bits(ds: Any, frame: np.ndarray) -> int:
+    """BitsStored where it is valid, else BitsAllocated, else the array's own width."""
+    width = 8 * frame.dtype.itemsize
+    allocated = int(ds.get("BitsAllocated", width) or width)
+    stored = int(ds.get("BitsStored", allocated) or allocated)
+    return stored if 1 <= stored <= allocated else min(allocated, width)
+
+
+def _colour_unit(frame: np.ndarray, bits: int) -> np.ndarray:
+    """(H, W, 3) colour pixels to [0, 1] by their stored bits (signed ones shifted up)."""
+    values = frame.astype(np.float64)
+    if frame.dtype.kind == "i":  # PixelRepresentation 1: -2**(bits-1) .. 2**(bits-1) - 1
+        values += 2 ** (bits - 1)
+    return np.clip(values / float(2**bits - 1), 0.0, 1.0).astype(np.float32)
+
+
 def _dicom_frames(path: Path, *, color: str, window: str) -> list[np.ndarray]:
+    """Each frame of one DICOM file as (C, H, W) in [0, 1] (the module's bit-depth rule)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        from pydicom.pixels import apply_modality_lut
+        from pydicom.pixels import apply_color_lut, apply_modality_lut
     except ImportError:  # pydicom < 3
-        from pydicom.pixel_data_handlers.util import apply_modality_lut
+        from pydicom.pixel_data_handlers.util import apply_color_lut, apply_modality_lut
+
+    def unreadable(exc: Exception) -> DataError:
+        return DataError(
+            f"{path} is a truncated or unreadable DICOM file ({type(exc).__name__}: {exc}); "
+            "re-export it from the PACS")
 
     try:
         ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array
     except InvalidDicomError:
         raise DataError(f"{path} is not a DICOM file; remove it or point at the DICOM files only") \
             from None
     except Exception as exc:  # noqa: BLE001 - truncated files fail in many ways
-        raise DataError(
-            f"{path} is a truncated or unreadable DICOM file ({type(exc).__name__}: {exc}); "
-            "re-export it from the PACS"
-        ) from None
+        raise unreadable(exc) from None
+    if _is_dicomdir(path, ds):
+        raise DataError(f"{path} is a DICOMDIR index, not an image: pass the folder it indexes "
+                        f"({path.parent})")
+    if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+        sop = ds.get("SOPClassUID")
+        kind = getattr(sop, "name", "") if sop is not None else ""
+        if "Image" in kind:
+            raise DataError(f"{path} is a {kind} file without its pixel data (truncated?); "
+                            "re-export it from the PACS")
+        what = f"its SOP class is {kind}" if kind and kind != str(sop) else \
+            "a structured report / presentation state?"
+        raise DataError(f"{path} holds no image ({what}); remove it or point at the image "
+                        "files only")
+    if _decoder_available(ds) is False:
+        raise _missing_decoder(path, ds)
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # noqa: BLE001 - truncated files fail in many ways
+        if _no_decoder_error(exc):
+            raise _missing_decoder(path, ds) from None
+        raise unreadable(exc) from None
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     samples = int(getattr(ds, "SamplesPerPixel", 1))
     frames_n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    bits = _stored_bits(ds, np.asarray(pixels))
+    if photometric == "PALETTE COLOR" and samples == 1:
+        try:
+            pixels = apply_color_lut(pixels, ds)
+        except Exception as exc:  # noqa: BLE001 - a broken LUT fails in many ways
+            raise DataError(f"{path} is a PALETTE COLOR image whose colour table cannot be "
+                            f"applied ({type(exc).__name__}: {exc}); re-export it as RGB") \
+                from None
+        samples, bits = 3, 8 * pixels.dtype.itemsize  # the LUT's entries are 8 or 16 bits
     if frames_n == 1:
         pixels = pixels[None]
     out = []
@@ -604,7 +910,7 @@ def _dicom_frames(path: Path, *, color: str, window: str) -> list[np.ndarray]:
                 unit = 1.0 - unit
             out.append(unit[None].astype(np.float32))
         else:
-            out.append(_channels(_to_unit_range(np.asarray(frame)), color, path))
+            out.append(_channels(_colour_unit(np.asarray(frame), bits), color, path))
     return out
 
 
@@ -635,11 +941,19 @@ def _looks_like_dicom(path: Path) -> bool:
 
 def read_dicom(path: Path, *, size: Size = None, color: str = "gray", window: str = "minmax",
                **_: Any) -> ImageSet:
-    """A DICOM file or a folder of them; each frame becomes one image."""
+    """A DICOM file or a folder of them (a disc's DICOMDIR is skipped); each frame becomes
+    one image. A DICOMDIR itself, a file with no pixel data, and a compressed file whose
+    decoder is not installed are each refused with their own message."""
     look_up_option(window, WINDOW_MODES, what="window")
     look_up_option(color, COLOR_MODES, what="colour mode")
-    files = [path] if path.is_file() else [p for p in sorted(path.rglob("*"))
-                                           if p.is_file() and not p.name.startswith(".")]
+    if path.is_file():
+        files = [path]
+    else:  # a disc's DICOMDIR indexes the images beside it: they are read, not the index
+        found = [p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+        files = [p for p in found if not _is_dicomdir(p)]
+        if found and not files:
+            raise DataError(f"{path} holds a DICOMDIR index but none of the images it lists; "
+                            "copy the whole disc (the folders beside the DICOMDIR)")
     if not files:
         raise DataError(f"{path} is empty; it should hold DICOM files")
     arrays, ids = [], []
@@ -692,6 +1006,8 @@ def read_nifti(path: Path, *, size: Size = None, axis: int = 2, color: str = "gr
     norm = _normalise_size(size)
     if norm is not None:
         stack = _resize(stack, norm)
+    else:
+        _check_min_size(stack.shape, path, f"axis {axis} slices")
     return ImageSet(images=stack, splits=np.full(len(stack), "train"), ids=np.array(ids),
                     meta={"reader": "nifti", "axis": axis})
 

@@ -4,9 +4,12 @@ A FastAPI application (OpenAPI page at ``/docs``) that holds no key and no owner
 state, ever. Centres authenticate with bearer tokens (only their SHA-256 is
 stored); a centre sees only its own releases, the models trained on them (pooled
 models: every contributing centre) and its own results. Uploads are streamed to
-disk under a size limit, extracted as flat bundle files only, verified against
-their manifest and only then listed. Training and prediction are jobs, run by a
-worker process (``medveil.service.worker``), never in a request handler.
+disk under a size limit, extracted as flat bundle files only (the expanded bytes
+bounded by the same limit), verified against their manifest and only then listed.
+Training and prediction are jobs, checked against ``medveil.limits`` (the command
+line's bounds) before they are stored, run by a worker process
+(``medveil.service.worker``), never in a request handler; a centre may cancel its
+own job, and a job past the wall-time limit is stopped.
 
 This module imports FastAPI at once: only `medveil serve` imports it (install with
 ``pip install 'medveil[service]'``).
@@ -27,8 +30,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from medveil.errors import IntegrityError, MedveilError
-from medveil.service.db import ServiceDB, new_id, now
-from medveil.service.transfer import extract_bundle, tar_size, tar_stream
+from medveil.limits import MAX_JOB_BODY_BYTES, MAX_JOB_WALL_S, budget_names, check_job_spec
+from medveil.service.db import ServiceDB, is_service_id, new_id, now
+from medveil.service.transfer import BundleTooLargeError, extract_bundle, tar_size, tar_stream
 
 DEFAULT_MAX_UPLOAD_MB = 2048
 #: After the limit, this much more of a body is read and discarded (not stored), so that a
@@ -45,28 +49,68 @@ class ServiceError(Exception):
 
 
 def _clean_start(db: ServiceDB) -> None:
-    """What a killed server left: partial uploads and unlisted folders go, running jobs fail."""
+    """What a killed server left: partial uploads and unlisted folders go, running jobs fail.
+
+    Only what this service names (its ids, under its own marked folder) is removed: an
+    entry it cannot prove it wrote is left where it is."""
     for entry in (db.dir / "incoming").iterdir():
-        shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+        if is_service_id(entry.name.removesuffix(".tar"), "release"):
+            _remove(entry)
     listed = {r["id"] for r in db.rows("releases")}
     for entry in (db.dir / "releases").iterdir():
-        if entry.name not in listed:
-            shutil.rmtree(entry, ignore_errors=True)
+        if is_service_id(entry.name, "release") and entry.name not in listed:
+            _remove(entry)
     db.fail_interrupted_jobs()
 
 
+def _printable(message: str) -> str:
+    """A message any JSON encoder can send (a lone surrogate a client sent is escaped)."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _remove(entry) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
+
+
+async def _read_body(request: Request, limit: int, *, what: str) -> bytes:
+    """The request's body, at most ``limit`` bytes (Content-Length and the bytes read
+    both count); past it a 413, after draining a little so the client reads it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit + DRAIN_BYTES:
+        raise ServiceError(413, f"{what} is {int(declared)} bytes, over this service's limit "
+                                f"of {limit} bytes")
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit + DRAIN_BYTES:
+            break
+        if received <= limit:
+            chunks.append(chunk)
+    if received > limit:
+        raise ServiceError(413, f"{what} is over this service's limit of {limit} bytes; "
+                                "nothing was kept")
+    return b"".join(chunks)
+
+
 def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
-               workers: int = 1):
-    """The application over ``data_dir``; ``workers`` job processes (CPU-bound: 1)."""
+               workers: int = 1, max_job_s: float = MAX_JOB_WALL_S):
+    """The application over ``data_dir``; ``workers`` job processes (CPU-bound: 1), each
+    job stopped past ``max_job_s`` seconds."""
     db = ServiceDB(data_dir)
     limit = int(max_upload_mb) * 1024 * 1024
 
     @asynccontextmanager
     async def lifespan(app):
         _clean_start(db)
+        await run_in_threadpool(budget_names)  # loads torch once, not in a job's request
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         procs = [subprocess.Popen([sys.executable, "-m", "medveil.service.worker",
-                                   "--data-dir", str(db.dir)], env=env)
+                                   "--data-dir", str(db.dir), "--max-job-s",
+                                   str(float(max_job_s))], env=env)
                  for _ in range(max(1, int(workers)))]
         try:
             yield
@@ -85,12 +129,14 @@ def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT
 
     @app.exception_handler(ServiceError)
     async def _service_error(request, exc: ServiceError):
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return JSONResponse({"error": _printable(str(exc))}, status_code=exc.status)
 
     @app.exception_handler(MedveilError)
     async def _medveil_error(request, exc: MedveilError):
-        status = 422 if isinstance(exc, IntegrityError) else 400
-        return JSONResponse({"error": " ".join(str(exc).split())}, status_code=status)
+        status = (413 if isinstance(exc, BundleTooLargeError) else
+                  422 if isinstance(exc, IntegrityError) else 400)
+        return JSONResponse({"error": _printable(" ".join(str(exc).split()))},
+                            status_code=status)
 
     def centre(request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -141,7 +187,8 @@ def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT
                 raise ServiceError(413, f"the release is over this service's limit of "
                                         f"{limit // 2**20} MiB; nothing was kept")
             folder.mkdir(mode=0o700)
-            await run_in_threadpool(extract_bundle, archive, folder, what="the upload")
+            await run_in_threadpool(lambda: extract_bundle(archive, folder, what="the upload",
+                                                           max_bytes=limit))
             from medveil.store import open_store
 
             store = await run_in_threadpool(open_store, folder)
@@ -164,19 +211,16 @@ def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT
 
     @app.post("/jobs", status_code=202)
     async def submit(request: Request, who: str = Depends(centre)) -> dict[str, Any]:
+        body = await _read_body(request, MAX_JOB_BODY_BYTES, what="the job")
         try:
-            spec = await request.json()
-        except ValueError:
-            raise ServiceError(400, "the job must be a JSON object") from None
-        if not isinstance(spec, dict) or spec.get("kind") not in ("train", "predict"):
-            raise ServiceError(400, "a job is {\"kind\": \"train\" | \"predict\", ...}")
-        if spec["kind"] == "train":
-            names = spec.get("releases")
-            if not isinstance(names, list) or not names or not all(isinstance(n, str)
-                                                                 for n in names):
-                raise ServiceError(400, "a train job names its releases: a non-empty list")
-            rows = [db.get("releases", n) for n in names]
-            for name, row in zip(names, rows, strict=True):
+            raw = json.loads(body)
+        except (ValueError, RecursionError):
+            raise ServiceError(400, "the job must be a JSON object {\"kind\": \"train\" | "
+                                    "\"predict\", ...}") from None
+        spec = check_job_spec(raw)  # a ConfigError: 400, naming the field and its bound
+        if spec.kind == "train":
+            rows = [db.get("releases", n) for n in spec.releases]
+            for name, row in zip(spec.releases, rows, strict=True):
                 if row is None or (row["centre"] != who and not row["pooling"]):
                     raise ServiceError(404, f"release {name} does not exist, or is not yours "
                                             "and its centre did not allow pooling")
@@ -185,17 +229,13 @@ def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT
             if len(rows) > 1 and not all(row["pooling"] for row in rows):
                 raise ServiceError(409, "every release of a pooled model must allow pooling "
                                         "(push with --pooling)")
-            if spec.get("budget", "full") not in ("full", "quick", "smoke"):
-                raise ServiceError(400, "budget must be full, quick or smoke")
         else:
-            own("releases", str(spec.get("release")), who, what="release")
-            if spec.get("model") is not None:
-                own("models", str(spec["model"]), who, what="model")
-            if not isinstance(spec.get("split", "test"), str):
-                raise ServiceError(400, "split must be a name")
+            own("releases", spec.release, who, what="release")
+            if spec.model is not None:
+                own("models", spec.model, who, what="model")
         job_id = new_id("job")
-        db.insert("jobs", id=job_id, centre=who, kind=spec["kind"], spec=spec, status="queued",
-                  created=now())
+        db.insert("jobs", id=job_id, centre=who, kind=spec.kind, spec=spec.to_json(),
+                  status="queued", created=now())
         return {"id": job_id, "status": "queued"}
 
     @app.get("/jobs/{job_id}")
@@ -206,6 +246,17 @@ def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT
                 "error": row["error"], "output": row["output"], "queued_ahead": len(ahead),
                 "created": row["created"], "started": row["started"],
                 "finished": row["finished"]}
+
+    @app.delete("/jobs/{job_id}")
+    def cancel(job_id: str, who: str = Depends(centre)) -> dict[str, Any]:
+        """A queued job is removed; a running one is marked cancelled and its worker kills
+        it (what it wrote is removed). A job that has ended is left as it ended."""
+        own("jobs", job_id, who, what="job")
+        status = db.cancel_job(job_id)
+        if status not in ("removed", "cancelled"):
+            raise ServiceError(409, f"job {job_id} has already ended ({status}); there is "
+                                    "nothing to cancel")
+        return {"id": job_id, "status": status}
 
     @app.get("/models/{model_id}")
     def model_info(model_id: str, who: str = Depends(centre)) -> dict[str, Any]:
@@ -224,9 +275,10 @@ def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT
 
 
 def run_server(data_dir: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000,
-               max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, workers: int = 1) -> None:
+               max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, workers: int = 1,
+               max_job_s: float = MAX_JOB_WALL_S) -> None:
     """Serve until stopped (Ctrl-C or SIGTERM)."""
     import uvicorn
 
-    uvicorn.run(create_app(data_dir, max_upload_mb=max_upload_mb, workers=workers), host=host,
-                port=port, log_level="warning")
+    uvicorn.run(create_app(data_dir, max_upload_mb=max_upload_mb, workers=workers,
+                           max_job_s=max_job_s), host=host, port=port, log_level="warning")

@@ -16,8 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from medveil.atomic import atomic_directory, check_output
-from medveil.errors import ConfigError, MedveilError, MissingDependencyError
-from medveil.service.transfer import extract_bundle, tar_size, tar_stream
+from medveil.errors import ConfigError, IntegrityError, MedveilError, MissingDependencyError
+from medveil.limits import ID_PATTERN
+from medveil.service.transfer import (
+    DEFAULT_MAX_BYTES,
+    BundleTooLargeError,
+    archive_bound,
+    extract_bundle,
+    tar_size,
+    tar_stream,
+)
 
 
 class RemoteError(MedveilError):
@@ -64,11 +72,8 @@ class Remote:
             raise RemoteError(f"cannot reach {self.server} ({type(exc).__name__}); check "
                               "--server and that `medveil serve` runs there") from None
         if response.status_code >= 400:
-            try:
-                message = response.json().get("error") or response.json().get("detail")
-            except ValueError:
-                message = response.text[:200]
-            raise RemoteError(f"{self.server} answered {response.status_code}: {message}")
+            raise RemoteError(f"{self.server} answered {response.status_code}: "
+                              f"{_error_of(response)}")
         return response
 
     def push(self, release: str | os.PathLike[str], *, pooling: bool = False) -> dict[str, Any]:
@@ -85,6 +90,10 @@ class Remote:
     def submit(self, spec: dict[str, Any]) -> str:
         return str(self._call("POST", "/jobs", json=spec).json()["id"])
 
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Remove a queued job, or stop a running one (its outputs are not kept)."""
+        return self._call("DELETE", f"/jobs/{job_id}").json()
+
     def status(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}").json()
 
@@ -99,17 +108,29 @@ class Remote:
                 on_status(status)
             if status["status"] == "done":
                 return status
-            if status["status"] == "failed":
-                raise RemoteError(f"job {job_id} failed on the server: {status['error']}")
+            if status["status"] in ("failed", "cancelled"):
+                raise RemoteError(f"job {job_id} {status['status']} on the server: "
+                                  f"{status['error']}")
             if time.monotonic() > deadline:
                 raise RemoteError(f"job {job_id} did not finish within {timeout_s:.0f} s")
             time.sleep(poll_s)
 
-    def pull(self, result_id: str, out: str | os.PathLike[str], *, force: bool = False) -> Path:
-        """Download a results set into ``out``, verified before it appears there."""
+    def pull(self, result_id: str, out: str | os.PathLike[str], *, force: bool = False,
+             max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
+        """Download a results set into ``out``, verified before it appears there.
+
+        The processor is an adversary here: the download stops past what ``max_bytes``
+        of files take on the wire, and the tar's files are bounded by ``max_bytes`` in
+        sum (declared and written), so a small hostile tar cannot fill the disk."""
         from medveil.store import RESULTS_FORMAT, open_store
 
         check_output(out, force=force)
+        if not isinstance(result_id, str) or not ID_PATTERN.fullmatch(result_id) \
+                or not result_id.startswith("results-"):
+            raise IntegrityError(f"{self.server} named results {str(result_id)[:40]!r}, not an "
+                                 "id it gives; check --server")
+        what = f"results {result_id} from {self.server}"
+        wire = archive_bound(max_bytes)
         with tempfile.TemporaryDirectory(prefix="medveil-pull-") as scratch:
             archive = Path(scratch) / "results.tar"
             fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -118,13 +139,33 @@ class Remote:
                 if response.status_code >= 400:
                     response.read()
                     raise RemoteError(f"{self.server} answered {response.status_code}: "
-                                      f"{response.json().get('error')}")
+                                      f"{_error_of(response)}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > wire:
+                    raise _too_large(what, max_bytes)
+                received = 0
                 for chunk in response.iter_bytes():
+                    received += len(chunk)
+                    if received > wire:
+                        raise _too_large(what, max_bytes)
                     handle.write(chunk)
             with atomic_directory(out, force=force) as tmp:
-                extract_bundle(archive, tmp, what=f"results {result_id} from {self.server}")
+                extract_bundle(archive, tmp, what=what, max_bytes=max_bytes)
                 open_store(tmp, fmt=RESULTS_FORMAT)
         return Path(out)
+
+
+def _error_of(response) -> str:
+    try:
+        answer = response.json()
+        return str(answer.get("error") or answer.get("detail"))[:200]
+    except (ValueError, AttributeError):
+        return response.text[:200]
+
+
+def _too_large(what: str, max_bytes: int) -> BundleTooLargeError:
+    return BundleTooLargeError(f"{what} is over {max_bytes // 2**20} MiB "
+                               "(--max-download-mb); nothing was kept")
 
 
 def wait_with_progress(remote: Remote, job_id: str, *, show: bool = True) -> dict[str, Any]:

@@ -4,6 +4,12 @@ Centres (a token's SHA-256, never the token), releases, models, jobs and results
 the bundles themselves are folders under the data folder. A row is written only
 once its files are complete and verified, so what the database lists is always
 whole: a restart loses nothing and shows nothing half-made.
+
+The data folder is medveil's only if medveil made it: a marker file
+(:data:`MARKER`) is written when the folder is created or found empty, and a
+folder that holds anything without it is refused untouched (its files, its
+mode). ``--data-dir ~/Documents`` must never have its files deleted or its mode
+changed by a start-up cleanup.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from medveil.errors import ConfigError
+from medveil.limits import ID_PATTERN
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS centres (
@@ -39,6 +46,10 @@ CREATE TABLE IF NOT EXISTS results (
     id TEXT PRIMARY KEY, centre TEXT NOT NULL, job TEXT NOT NULL, release TEXT NOT NULL,
     model TEXT, split TEXT NOT NULL, created TEXT NOT NULL);
 """
+#: The file that says medveil made this folder (mode 0600, one JSON line).
+MARKER = ".medveil-service"
+MARKER_FORMAT = "medveil.service/1"
+SUBFOLDERS = ("releases", "models", "results", "incoming")
 CENTRE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -50,6 +61,59 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(8)}"
 
 
+def is_service_id(name: str, *kinds: str) -> bool:
+    """Whether ``name`` is an id :func:`new_id` gave, of one of ``kinds``."""
+    match = ID_PATTERN.fullmatch(name)
+    return match is not None and match.group(1) in kinds
+
+
+def _is_marker(path: Path) -> bool:
+    """A regular file (not a link) holding the marker's JSON, or empty: one that another
+    process (a concurrent `serve token add`) has made and is writing."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if not head:
+        return True
+    try:
+        return json.loads(head).get("format") == MARKER_FORMAT
+    except (ValueError, AttributeError):
+        return False
+
+
+def claim_data_dir(data_dir: str | os.PathLike[str]) -> Path:
+    """``data_dir`` as a medveil service folder: made (0700, marked) where it is missing,
+    marked where it is empty, reused where marked; anything else is refused untouched."""
+    folder = Path(data_dir)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise ConfigError(f"--data-dir {folder} is not a folder; give a new or empty folder")
+    if not folder.exists():
+        try:
+            folder.mkdir(mode=0o700, parents=True)
+        except FileExistsError:  # made meanwhile (another `serve token add`): judged below
+            pass
+    marker = folder / MARKER
+    if not _is_marker(marker):
+        if any(entry.name != MARKER for entry in folder.iterdir()) or marker.exists() \
+                or marker.is_symlink():
+            raise ConfigError(f"{folder} is not a medveil service folder (it holds files "
+                              "medveil did not make, and no marker); give a new or empty "
+                              "folder as --data-dir")
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:  # marked meanwhile by another process
+            if not _is_marker(marker):
+                raise ConfigError(f"{folder} is not a medveil service folder; give a new or "
+                                  "empty folder as --data-dir") from None
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps({"format": MARKER_FORMAT, "created": now()}) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+    return folder
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -58,11 +122,9 @@ class ServiceDB:
     """A thin, typed wrapper over the SQLite file ``DIR/medveil.sqlite3`` (0600)."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
-        self.dir = Path(data_dir)
-        if not self.dir.is_dir():
-            self.dir.mkdir(mode=0o700, parents=True)
-        os.chmod(self.dir, 0o700)
-        for sub in ("releases", "models", "results", "incoming"):
+        self.dir = claim_data_dir(data_dir)
+        os.chmod(self.dir, 0o700)  # medveil's own folder (marked), never a user's
+        for sub in SUBFOLDERS:
             (self.dir / sub).mkdir(mode=0o700, exist_ok=True)
             os.chmod(self.dir / sub, 0o700)
         self.path = self.dir / "medveil.sqlite3"
@@ -140,6 +202,49 @@ class ServiceDB:
                        (pid, now(), row["id"]))
             db.execute("COMMIT")
         return {**dict(row), "status": "running", "worker_pid": pid}
+
+    def complete_job(self, job_id: str, *, output: str, table: str,
+                     row: dict[str, Any]) -> bool:
+        """Record what a job made and mark it done, in one transaction, only while it is
+        still running (a job cancelled or timed out meanwhile lists nothing)."""
+        values = {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()}
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            cursor = db.execute("UPDATE jobs SET status='done', output=?, finished=? "
+                                "WHERE id=? AND status='running'", (output, now(), job_id))
+            if cursor.rowcount != 1:
+                db.execute("ROLLBACK")
+                return False
+            db.execute(f"INSERT INTO {table} ({', '.join(values)}) "  # noqa: S608
+                       f"VALUES ({', '.join('?' for _ in values)})", tuple(values.values()))
+            db.execute("COMMIT")
+        return True
+
+    def end_job(self, job_id: str, *, status: str, error: str) -> bool:
+        """Mark a running job ``status`` (failed, cancelled) with the reason; False where it
+        had already ended."""
+        with self.connect() as db:
+            cursor = db.execute("UPDATE jobs SET status=?, finished=?, error=? "
+                                "WHERE id=? AND status='running'", (status, now(), error,
+                                                                    job_id))
+        return cursor.rowcount == 1
+
+    def cancel_job(self, job_id: str) -> str:
+        """A queued job removed ("removed"), a running one marked cancelled ("cancelled",
+        its worker kills it); otherwise the status it already ended with."""
+        with self.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+            status = None if row is None else str(row["status"])
+            if status == "queued":
+                db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+                status = "removed"
+            elif status == "running":
+                db.execute("UPDATE jobs SET status='cancelled', finished=?, error=? WHERE id=?",
+                           (now(), "cancelled by its centre", job_id))
+                status = "cancelled"
+            db.execute("COMMIT")
+        return str(status)
 
     def fail_interrupted_jobs(self) -> int:
         """At start-up: jobs a killed server left running are failed, with the reason."""

@@ -28,9 +28,10 @@ class LocalServer:
 
     def __init__(self, data_dir: str | os.PathLike[str], *, cwd: str | os.PathLike[str] | None
                  = None, max_upload_mb: int | None = None, env: dict[str, str] | None = None,
-                 quiet: bool = True) -> None:
+                 quiet: bool = True, max_job_s: int | None = None) -> None:
         self.data_dir, self.cwd = Path(data_dir).resolve(), cwd  # not relative to cwd
         self.max_upload_mb, self.env, self.quiet = max_upload_mb, env, quiet
+        self.max_job_s = max_job_s
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -42,6 +43,8 @@ class LocalServer:
                    str(self.data_dir), "--port", str(self.port)]
         if self.max_upload_mb is not None:
             command += ["--max-upload-mb", str(self.max_upload_mb)]
+        if self.max_job_s is not None:
+            command += ["--max-job-s", str(self.max_job_s)]
         quiet = subprocess.DEVNULL if self.quiet else None  # an unread pipe could fill
         self.process = subprocess.Popen(command, cwd=self.cwd, env=self.env,
                                         start_new_session=True, stdout=quiet, stderr=quiet)

@@ -498,13 +498,14 @@ def serve(
     """Serve the processor's side of every protocol (no key, no owner state)."""
     if ctx.invoked_subcommand is not None:
         return
-    from medveil.service.app import run_server
+    from medveil.service.app import listen_socket, run_server
     from medveil.service.db import ServiceDB
 
     ServiceDB(data_dir)  # a folder medveil did not make is refused before anything is said
+    sock = listen_socket(host, port)  # a port in use: one line, exit 2, nothing started
     out.print(f"medveil service on http://{host}:{port} (OpenAPI at /docs), data in {data_dir}")
     run_server(data_dir, host=host, port=port, max_upload_mb=max_upload_mb, workers=workers,
-               max_job_s=max_job_s)
+               max_job_s=max_job_s, sock=sock)
 
 
 token_app = typer.Typer(help="Centres' bearer tokens.", no_args_is_help=True)

@@ -112,8 +112,12 @@ def _train_fields(spec: dict[str, Any]) -> dict[str, Any]:
     budget = spec.get("budget", "full")
     known = budget_names()
     if budget not in known:
+        import difflib
+
+        near = difflib.get_close_matches(budget, known, n=1, cutoff=0.5) \
+            if isinstance(budget, str) else []
         raise ConfigError(f"{_field('budget')} must be one of {', '.join(known)}, got "
-                          f"{_show(budget)}")
+                          f"{_show(budget)}" + (f". Did you mean '{near[0]}'?" if near else ""))
     return {"budget": budget,
             "seed": _integer(spec, "seed", MIN_SEED, MAX_SEED, default=0),
             "epochs": _integer(spec, "epochs", 1, MAX_EPOCHS, default=None),

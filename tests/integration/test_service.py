@@ -507,3 +507,124 @@ def test_a_centre_cancels_its_jobs_and_a_job_past_the_wall_time_is_stopped(site,
         assert [p.name for p in (data_dir / "models").iterdir()] == [f"{done['output']}.pt"]
     finally:
         server.stop()
+
+
+# -- hardening, second round: run time (a supervised worker, a busy port, fair turns)
+
+
+def _wait_for(get, until, *, within_s: float = 60, every_s: float = 0.1):
+    """``get()`` until ``until(answer)``, at most ``within_s`` seconds; every answer seen."""
+    seen = []
+    deadline = time.monotonic() + within_s
+    while True:
+        seen.append(get())
+        if until(seen[-1]):
+            return seen
+        assert time.monotonic() < deadline, seen[-3:]
+        time.sleep(every_s)
+
+
+def test_a_killed_worker_fails_its_job_and_is_replaced(site, tmp_path):
+    """SIGKILL the worker mid-job: the job fails with the reason, /health says degraded
+    (503) until a new worker is ready, then ok, and the next job runs to the end."""
+    import signal
+
+    root = site["root"]
+    if not (root / "plain-rel-2").exists():
+        _protect(site, "plain", "plain-rel-2")
+    data_dir = tmp_path / "srv"
+    run("serve", "token", "add", "a", "--data-dir", str(data_dir), "--out",
+        str(tmp_path / "a.token"), cwd=root)
+    server = server_at(data_dir).start()
+    headers = {"authorization": f"Bearer {(tmp_path / 'a.token').read_text().strip()}"}
+
+    def job_status(job: str) -> dict:
+        return httpx.get(f"{server.url}/jobs/{job}", headers=headers).json()
+
+    def health() -> httpx.Response:
+        return httpx.get(f"{server.url}/health")
+
+    try:
+        release = run("remote", "push", "--server", server.url, "--token-file",
+                      str(tmp_path / "a.token"), "--data", "plain-rel-2",
+                      cwd=root).stdout.strip()
+        before = health()
+        assert before.status_code == 200 and before.json()["status"] == "ok", before.text
+        [worker] = before.json()["workers"]
+        assert worker["state"] == "ready" and worker["restarts"] == 0
+        job = httpx.post(f"{server.url}/jobs", headers=headers, json={
+            "kind": "train", "releases": [release], "epochs": 1000}).json()["id"]
+        _wait_for(lambda: job_status(job), lambda s: s["status"] == "running")
+        os.kill(worker["pid"], signal.SIGKILL)
+        answers = _wait_for(health, lambda r: r.status_code == 200, every_s=0.05)
+        degraded = [r for r in answers if r.status_code == 503]
+        assert degraded, "health never said degraded"
+        assert all(r.json()["status"] == "degraded" for r in degraded)
+        assert f"worker {worker['pid']} died (signal 9)" in degraded[0].json()["error"]
+        after = answers[-1].json()
+        assert after["status"] == "ok" and after["workers"][0]["pid"] != worker["pid"]
+        assert after["workers"][0]["restarts"] == 1
+        failed = job_status(job)
+        assert failed["status"] == "failed", failed
+        assert failed["error"] == "the worker died (signal 9); submit the job again"
+        assert list((data_dir / "models").iterdir()) == []
+        # the new worker runs the next job to the end
+        quick = httpx.post(f"{server.url}/jobs", headers=headers, json={
+            "kind": "train", "releases": [release], "budget": "smoke", "epochs": 1}
+                           ).json()["id"]
+        done = _wait_for(lambda: job_status(quick), lambda s: s["status"] in ("done", "failed"),
+                         every_s=0.2)[-1]
+        assert done["status"] == "done", done
+        assert [p.name for p in (data_dir / "models").iterdir()] == [f"{done['output']}.pt"]
+    finally:
+        server.stop()
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = run("serve", "--data-dir", str(tmp_path / "srv"), "--port", str(port),
+                      cwd=tmp_path, ok=False)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"medveil: error: port {port} on 127.0.0.1 is in use (another server?); pick another "
+        "--port"]
+    assert "Errno" not in refused.stdout + refused.stderr
+
+
+def test_centres_take_turns_at_the_worker(site, pushed):
+    """Centre a queues several jobs behind its running one, then b one: b's runs next
+    (and its status says nothing is ahead of it), not after all of a's."""
+    a_headers = {"authorization": f"Bearer {(site['root'] / 'a.token').read_text().strip()}"}
+    b_headers = {"authorization": f"Bearer {(site['root'] / 'b.token').read_text().strip()}"}
+    b_release = remote(site, "b", "push", "--data", "plain-rel-2").stdout.strip()
+    url = site["url"]
+
+    def submit(headers, release: str, **extra) -> str:
+        answer = httpx.post(f"{url}/jobs", headers=headers, json={
+            "kind": "train", "releases": [release], "budget": "smoke", "epochs": 1, **extra})
+        assert answer.status_code == 202, answer.text
+        return answer.json()["id"]
+
+    def status(headers, job: str) -> dict:
+        return httpx.get(f"{url}/jobs/{job}", headers=headers).json()
+
+    first = submit(a_headers, pushed, epochs=1000)  # holds the worker until cancelled
+    _wait_for(lambda: status(a_headers, first), lambda s: s["status"] == "running")
+    a_jobs = [submit(a_headers, pushed) for _ in range(3)]
+    b_job = submit(b_headers, b_release)
+    assert status(b_headers, b_job)["queued_ahead"] == 0
+    assert [status(a_headers, j)["queued_ahead"] for j in a_jobs] == [1, 2, 3]
+    assert httpx.delete(f"{url}/jobs/{first}", headers=a_headers).json()["status"] == \
+        "cancelled"
+    ended = {}
+    for headers, job in [(b_headers, b_job)] + [(a_headers, j) for j in a_jobs]:
+        ended[job] = _wait_for(lambda h=headers, j=job: status(h, j),
+                               lambda s: s["status"] in ("done", "failed"), within_s=120,
+                               every_s=0.3)[-1]
+        assert ended[job]["status"] == "done", ended[job]
+    by_start = sorted(ended, key=lambda j: ended[j]["started"])
+    assert by_start == [b_job, *a_jobs]
+    assert status(a_headers, first)["started"] < ended[b_job]["started"]

@@ -8,8 +8,11 @@ disk under a size limit, extracted as flat bundle files only (the expanded bytes
 bounded by the same limit), verified against their manifest and only then listed.
 Training and prediction are jobs, checked against ``medveil.limits`` (the command
 line's bounds) before they are stored, run by a worker process
-(``medveil.service.worker``), never in a request handler; a centre may cancel its
-own job, and a job past the wall-time limit is stopped.
+(``medveil.service.worker``), never in a request handler, taken round-robin by
+centre (one centre's queue cannot hold the workers); a centre may cancel its own
+job, and a job past the wall-time limit is stopped. The server supervises its
+workers (``medveil.service.pool``): one that dies fails the job it ran, with the
+reason, and is replaced; ``/health`` answers 503 ``degraded`` until it is back.
 
 This module imports FastAPI at once: only `medveil serve` imports it (install with
 ``pip install 'medveil[service]'``).
@@ -17,11 +20,14 @@ This module imports FastAPI at once: only `medveil serve` imports it (install wi
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
 import os
 import shutil
-import subprocess
+import socket
 import sys
+import traceback
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -29,15 +35,18 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from medveil.errors import IntegrityError, MedveilError
+from medveil.errors import ConfigError, IntegrityError, MedveilError
 from medveil.limits import MAX_JOB_BODY_BYTES, MAX_JOB_WALL_S, budget_names, check_job_spec
 from medveil.service.db import ServiceDB, is_service_id, new_id, now
+from medveil.service.pool import WorkerPool
 from medveil.service.transfer import BundleTooLargeError, extract_bundle, tar_size, tar_stream
 
 DEFAULT_MAX_UPLOAD_MB = 2048
 #: After the limit, this much more of a body is read and discarded (not stored), so that a
 #: client that sent no length still reads the 413 instead of a broken connection.
 DRAIN_BYTES = 64 * 2**20
+#: How often the server looks at its workers (a dead one is seen within this).
+SUPERVISE_S = 0.25
 
 
 class ServiceError(Exception):
@@ -49,7 +58,8 @@ class ServiceError(Exception):
 
 
 def _clean_start(db: ServiceDB) -> None:
-    """What a killed server left: partial uploads and unlisted folders go, running jobs fail.
+    """What a killed server left: partial uploads and unlisted folders go, running jobs fail
+    (what they had written goes with them).
 
     Only what this service names (its ids, under its own marked folder) is removed: an
     entry it cannot prove it wrote is left where it is."""
@@ -60,7 +70,10 @@ def _clean_start(db: ServiceDB) -> None:
     for entry in (db.dir / "releases").iterdir():
         if is_service_id(entry.name, "release") and entry.name not in listed:
             _remove(entry)
-    db.fail_interrupted_jobs()
+    from medveil.service.worker import remove_output
+
+    for output in db.fail_interrupted_jobs():
+        remove_output(db, output)
 
 
 def _printable(message: str) -> str:
@@ -103,25 +116,38 @@ def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT
     db = ServiceDB(data_dir)
     limit = int(max_upload_mb) * 1024 * 1024
 
+    pool = WorkerPool(db, workers=workers, max_job_s=max_job_s)
+
+    async def supervise() -> None:
+        """Every SUPERVISE_S: a dead worker's job failed, a new worker started (from this,
+        the event loop's thread, so that PR_SET_PDEATHSIG ties it to the server)."""
+        while True:
+            try:
+                for _slot, pid, reason in pool.reap():
+                    failed = await run_in_threadpool(pool.fail_jobs_of, pid, reason)
+                    print(f"medveil serve: job worker {pid} died ({reason}); {failed} running "
+                          "job(s) marked failed; starting a new worker", file=sys.stderr,
+                          flush=True)
+                pool.restart_due()
+            except Exception:  # noqa: BLE001 - the supervisor must outlive one bad turn
+                traceback.print_exc(file=sys.stderr)
+            await asyncio.sleep(SUPERVISE_S)
+
     @asynccontextmanager
     async def lifespan(app):
         _clean_start(db)
         await run_in_threadpool(budget_names)  # loads torch once, not in a job's request
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        procs = [subprocess.Popen([sys.executable, "-m", "medveil.service.worker",
-                                   "--data-dir", str(db.dir), "--max-job-s",
-                                   str(float(max_job_s))], env=env)
-                 for _ in range(max(1, int(workers)))]
+        pool.start()
+        watcher = asyncio.create_task(supervise())
         try:
             yield
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            watcher.cancel()
+            try:
+                await watcher
+            except asyncio.CancelledError:
+                pass
+            pool.stop()
 
     app = FastAPI(title="medveil processor service", lifespan=lifespan,
                   description="The processor's side of every medveil protocol: no key, no "
@@ -157,8 +183,12 @@ def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT
         return row
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
-        return {"status": "ok"}
+    async def health():
+        """``ok`` (200) while every job worker runs and is ready; ``degraded`` (503, with
+        the reason) while one is down or starting. Each worker's pid is shown for the
+        operator. Answered on the event loop, as the supervisor runs."""
+        answer = pool.health()
+        return JSONResponse(answer, status_code=200 if answer["status"] == "ok" else 503)
 
     @app.post("/releases", status_code=201)
     async def upload_release(request: Request, pooling: bool = False,
@@ -181,8 +211,9 @@ def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT
                             break
                         continue
                     handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
+                if received <= limit:  # an upload over the limit is removed, never synced
+                    handle.flush()
+                    os.fsync(handle.fileno())
             if received > limit:
                 raise ServiceError(413, f"the release is over this service's limit of "
                                         f"{limit // 2**20} MiB; nothing was kept")
@@ -241,9 +272,11 @@ def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT
     @app.get("/jobs/{job_id}")
     def job_status(job_id: str, who: str = Depends(centre)) -> dict[str, Any]:
         row = own("jobs", job_id, who, what="job")
-        ahead = [j for j in db.rows("jobs", status="queued") if j["created"] < row["created"]]
+        ahead = db.queued_ahead(job_id) if row["status"] == "queued" else None
         return {"id": row["id"], "kind": row["kind"], "status": row["status"],
-                "error": row["error"], "output": row["output"], "queued_ahead": len(ahead),
+                "error": row["error"],
+                "output": row["output"] if row["status"] == "done" else None,
+                "queued_ahead": ahead or 0,
                 "created": row["created"], "started": row["started"],
                 "finished": row["finished"]}
 
@@ -274,11 +307,52 @@ def create_app(data_dir: str | os.PathLike[str], *, max_upload_mb: int = DEFAULT
     return app
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (``SO_REUSEADDR``, as uvicorn binds), for the server
+    to listen on: an address in use or not this machine's is a one-line ConfigError, said
+    before anything starts, and no other process can take the port meanwhile."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"--host {host[:60]!r} is not an address of this machine "
+                          f"({getattr(exc, 'strerror', None) or exc}); give one such as "
+                          "127.0.0.1") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is in use (another server?); pick "
+                              "another --port") from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(f"port {port} on {host} needs privileges this user lacks; pick "
+                              "a --port above 1023") from None
+        raise ConfigError(f"cannot listen on {host} port {port} ({exc.strerror}); pick "
+                          "another --host or --port") from None
+    return sock
+
+
 def run_server(data_dir: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8000,
                max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, workers: int = 1,
-               max_job_s: float = MAX_JOB_WALL_S) -> None:
-    """Serve until stopped (Ctrl-C or SIGTERM)."""
+               max_job_s: float = MAX_JOB_WALL_S, sock: socket.socket | None = None) -> None:
+    """Serve until stopped (Ctrl-C or SIGTERM), on ``sock`` where given (see
+    :func:`listen_socket`, which binds one on ``host:port`` otherwise)."""
     import uvicorn
 
-    uvicorn.run(create_app(data_dir, max_upload_mb=max_upload_mb, workers=workers,
-                           max_job_s=max_job_s), host=host, port=port, log_level="warning")
+    if sock is None:
+        sock = listen_socket(host, port)
+    config = uvicorn.Config(create_app(data_dir, max_upload_mb=max_upload_mb, workers=workers,
+                                       max_job_s=max_job_s), host=host, port=port,
+                            log_level="warning")
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, after a graceful stop (as uvicorn.run)
+        pass
+    finally:
+        sock.close()
+    if not server.started:  # the start-up failed and uvicorn logged why (as uvicorn.run)
+        sys.exit(3)

@@ -45,7 +45,23 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE TABLE IF NOT EXISTS results (
     id TEXT PRIMARY KEY, centre TEXT NOT NULL, job TEXT NOT NULL, release TEXT NOT NULL,
     model TEXT, split TEXT NOT NULL, created TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created);
+CREATE INDEX IF NOT EXISTS jobs_by_centre ON jobs (centre, started);
 """
+#: The queued jobs in the order the workers take them: round-robin by centre. Each
+#: centre's jobs oldest first (``turn`` 1, 2, ...); within a turn, the centre whose last
+#: job started least recently first (a centre with none yet before any), then the
+#: centre waiting longest. A centre that queues a hundred jobs takes every other start
+#: while another centre waits, never the next hundred.
+QUEUE = """
+WITH queued AS (
+    SELECT j.*, ROW_NUMBER() OVER (PARTITION BY j.centre ORDER BY j.created, j.id) AS turn,
+           MIN(j.created) OVER (PARTITION BY j.centre) AS waiting,
+           (SELECT MAX(s.started) FROM jobs s WHERE s.centre = j.centre) AS ran
+    FROM jobs j WHERE j.status = 'queued')
+SELECT *, ROW_NUMBER() OVER (ORDER BY turn, ran IS NOT NULL, ran, waiting, centre) - 1
+       AS ahead
+FROM queued"""
 #: The file that says medveil made this folder (mode 0600, one JSON line).
 MARKER = ".medveil-service"
 MARKER_FORMAT = "medveil.service/1"
@@ -190,18 +206,28 @@ class ServiceDB:
             db.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*fields.values(), job_id))  # noqa: S608
 
     def claim_job(self, pid: int) -> dict[str, Any] | None:
-        """The oldest queued job, marked running by ``pid`` (one claimer wins)."""
+        """The next queued job in :data:`QUEUE`'s order (round-robin by centre), marked
+        running by worker ``pid`` with a fresh id for what it makes (``output``, shown
+        only once the job is done); one claimer wins."""
         with self.connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            row = db.execute("SELECT * FROM jobs WHERE status='queued' ORDER BY created LIMIT 1"
-                             ).fetchone()
+            row = db.execute(f"{QUEUE} ORDER BY ahead LIMIT 1").fetchone()  # noqa: S608
             if row is None:
                 db.execute("COMMIT")
                 return None
-            db.execute("UPDATE jobs SET status='running', worker_pid=?, started=? WHERE id=?",
-                       (pid, now(), row["id"]))
+            output = new_id("model" if row["kind"] == "train" else "results")
+            db.execute("UPDATE jobs SET status='running', worker_pid=?, started=?, output=? "
+                       "WHERE id=?", (pid, now(), output, row["id"]))
             db.execute("COMMIT")
-        return {**dict(row), "status": "running", "worker_pid": pid}
+        job = {k: row[k] for k in row.keys() if k not in ("turn", "waiting", "ran", "ahead")}
+        return {**job, "status": "running", "worker_pid": pid, "output": output}
+
+    def queued_ahead(self, job_id: str) -> int | None:
+        """How many queued jobs run before ``job_id`` (None: it is not queued)."""
+        with self.connect() as db:
+            row = db.execute(f"SELECT ahead FROM ({QUEUE}) WHERE id=?",  # noqa: S608
+                             (job_id,)).fetchone()
+        return None if row is None else int(row["ahead"])
 
     def complete_job(self, job_id: str, *, output: str, table: str,
                      row: dict[str, Any]) -> bool:
@@ -246,10 +272,22 @@ class ServiceDB:
             db.execute("COMMIT")
         return str(status)
 
-    def fail_interrupted_jobs(self) -> int:
-        """At start-up: jobs a killed server left running are failed, with the reason."""
+    def fail_running_jobs(self, error: str, *, worker_pid: int | None = None) -> list[str]:
+        """Jobs left running (by a killed server, or by the worker ``worker_pid`` that
+        died) marked failed with ``error``; returns the output ids they had been given, for
+        the caller to remove what they wrote."""
+        where = "status='running'" + ("" if worker_pid is None else " AND worker_pid=?")
+        args = () if worker_pid is None else (worker_pid,)
         with self.connect() as db:
-            cursor = db.execute(
-                "UPDATE jobs SET status='failed', finished=?, error=? WHERE status='running'",
-                (now(), "interrupted: the server stopped while this job ran; submit it again"))
-        return int(cursor.rowcount)
+            db.execute("BEGIN IMMEDIATE")
+            outputs = [r["output"] for r in db.execute(
+                f"SELECT output FROM jobs WHERE {where}", args)]  # noqa: S608
+            db.execute(f"UPDATE jobs SET status='failed', finished=?, error=? WHERE {where}",  # noqa: S608
+                       (now(), error, *args))
+            db.execute("COMMIT")
+        return [o for o in outputs if o]
+
+    def fail_interrupted_jobs(self) -> list[str]:
+        """At start-up: jobs a killed server left running are failed, with the reason."""
+        return self.fail_running_jobs("interrupted: the server stopped while this job ran; "
+                                      "submit it again")

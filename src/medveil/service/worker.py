@@ -79,10 +79,12 @@ def run_job(db: ServiceDB, job: dict[str, Any], *, output_id: str) -> tuple[str,
 
 
 def _output_id(job: dict[str, Any]) -> str:
-    return new_id("model" if job["kind"] == "train" else "results")
+    """The id the claim gave what the job makes (a fresh one for a row claimed before
+    claims gave one)."""
+    return job.get("output") or new_id("model" if job["kind"] == "train" else "results")
 
 
-def _remove_output(db: ServiceDB, output_id: str) -> None:
+def remove_output(db: ServiceDB, output_id: str) -> None:
     """What a killed job wrote: its output and the temporary siblings it was writing
     (``.NAME.tmp-PID-RANDOM``); the id is fresh, so nothing else bears it."""
     own = re.compile(rf"\.?{re.escape(output_id)}(\.pt)?(\.(tmp|old)-\d+-[0-9a-f]{{8}})?")
@@ -100,14 +102,14 @@ def _child(db: ServiceDB, job: dict[str, Any], output_id: str) -> None:
     try:
         table, row = run_job(db, job, output_id=output_id)
         if not db.complete_job(job["id"], output=output_id, table=table, row=row):
-            _remove_output(db, output_id)  # cancelled or timed out meanwhile
+            remove_output(db, output_id)  # cancelled or timed out meanwhile
     except MedveilError as exc:
         db.end_job(job["id"], status="failed", error=" ".join(str(exc).split()))
-        _remove_output(db, output_id)
+        remove_output(db, output_id)
     except Exception as exc:  # noqa: BLE001 - a failed job, not a dead worker
         db.end_job(job["id"], status="failed",
                    error=f"internal error: {type(exc).__name__}: {exc}")
-        _remove_output(db, output_id)
+        remove_output(db, output_id)
         traceback.print_exc(file=sys.stderr)
 
 
@@ -143,7 +145,7 @@ def supervise(db: ServiceDB, job: dict[str, Any], *, wall_s: float,
         row = db.get("jobs", job["id"])
         if row is None or row["status"] != "running":  # its centre cancelled it
             _kill(pid)
-            _remove_output(db, output_id)
+            remove_output(db, output_id)
             return
         if time.monotonic() - started > wall_s:
             _kill(pid)
@@ -151,22 +153,27 @@ def supervise(db: ServiceDB, job: dict[str, Any], *, wall_s: float,
                     f"the job ran past this service's limit of {wall_s:.0f} s and was "
                     "stopped; ask for a smaller budget (--epochs, --steps) or ask the "
                     "operator to raise --max-job-s")):
-                _remove_output(db, output_id)
+                remove_output(db, output_id)
             return
         time.sleep(poll_s)
     if os.waitstatus_to_exitcode(status) != 0 and db.end_job(
             job["id"], status="failed", error=f"the job's process ended unexpectedly (exit "
                                               f"status {os.waitstatus_to_exitcode(status)}, "
                                               "out of memory?); submit it again"):
-        _remove_output(db, output_id)
+        remove_output(db, output_id)
 
 
 def serve_jobs(data_dir: str | os.PathLike[str], *, poll_s: float = 0.2,
-               wall_s: float = MAX_JOB_WALL_S, once: bool = False) -> None:
-    """Claim and run jobs until the parent (the server) goes away."""
+               wall_s: float = MAX_JOB_WALL_S, once: bool = False,
+               ready_fd: int | None = None) -> None:
+    """Claim and run jobs until the parent (the server) goes away. Once ready to run one
+    (the workflow imported), says so on ``ready_fd`` (the server's supervisor reads it)."""
     import medveil.workflow  # noqa: F401 - imported once, before the forks that run jobs
 
     db = ServiceDB(data_dir)
+    if ready_fd is not None:
+        os.write(ready_fd, b"ready\n")
+        os.close(ready_fd)
     parent = os.getppid()
     while os.getppid() == parent:
         job = db.claim_job(os.getpid())
@@ -182,10 +189,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="medveil service worker")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--max-job-s", type=float, default=MAX_JOB_WALL_S)
+    parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args()
     _die_with_parent()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    serve_jobs(args.data_dir, wall_s=args.max_job_s)
+    serve_jobs(args.data_dir, wall_s=args.max_job_s, ready_fd=args.ready_fd)
 
 
 if __name__ == "__main__":

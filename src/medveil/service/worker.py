@@ -4,7 +4,10 @@ It calls the same workflow functions as the command line (``workflow.train``,
 ``workflow.predict``) on the releases under the data folder, so a job gives what
 `medveil train` / `medveil predict` give on the same files, seed and budget. It
 dies with the server (``PR_SET_PDEATHSIG``): an orphan never finishes a job a
-restarted server has already reported failed.
+restarted server has already reported failed. The server supervises it
+(``medveil.service.pool``): it says "ready" on ``--ready-fd`` once it can run a
+job, and if it dies, the server fails the job it ran and starts another worker.
+Jobs are claimed round-robin by centre (``db.QUEUE``).
 
 Each job runs in a child forked for it (the workflow is imported once, before any
 fork), which the worker watches: a job its centre cancels (``DELETE /jobs/ID``)
@@ -143,6 +146,10 @@ def supervise(db: ServiceDB, job: dict[str, Any], *, wall_s: float,
         if ended:
             break
         row = db.get("jobs", job["id"])
+        if row is not None and row["status"] in ("done", "failed"):
+            # the child recorded the job's end and is exiting: what it made stays
+            os.waitpid(pid, 0)
+            return
         if row is None or row["status"] != "running":  # its centre cancelled it
             _kill(pid)
             remove_output(db, output_id)

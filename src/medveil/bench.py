@@ -10,6 +10,7 @@ becomes a row with ``status: error`` and the others go on.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -26,6 +27,7 @@ from medveil.atomic import atomic_write_bytes
 from medveil.bench_row import SchemeSpec, run_header, run_scheme  # noqa: F401  (API)
 from medveil.budgets import BenchBudget, get_budget
 from medveil.cache import BenchCache
+from medveil.comparison import add_paired_comparisons
 from medveil.data import ImageSet, load_dataset
 from medveil.data.bundled import DEFAULT_CLASSIFICATION
 from medveil.errors import ConfigError
@@ -33,7 +35,7 @@ from medveil.progress import progress_bar
 from medveil.schemes import available_schemes, get_scheme_class
 from medveil.schemes.base import check_params
 
-SCORECARD_SCHEMA = "medveil.scorecard/8"
+SCORECARD_SCHEMA = "medveil.scorecard/9"
 SCHEMA_FILE = Path(__file__).parent / "scorecard.schema.json"
 
 
@@ -134,10 +136,34 @@ def _resumable_rows(path: Path, header: dict[str, Any]) -> dict[str, dict[str, A
         if partial.get(field) != expected:
             raise ConfigError(f"{path} is from a different run (its {field} differs from "
                               "this one's); use another --out or drop --resume")
-    return {row["scheme"]: row for row in partial["results"] if row.get("status") == "ok"}
+    rows = {row["scheme"]: row for row in partial["results"] if row.get("status") == "ok"}
+    per_image = _read_per_image(path.parent / PER_IMAGE_FILE)
+    for label, row in rows.items():
+        if label in per_image:
+            row["_per_image"] = per_image[label]
+    return rows
 
 
-BENCH_FILES = ("scorecard.json", "scorecard.partial.json", "report.md", "sweep.json")
+#: each finished row's per-image outcomes (the paired comparisons need them on resume)
+PER_IMAGE_FILE = "per_image.npz"
+BENCH_FILES = ("scorecard.json", "scorecard.partial.json", "report.md", "sweep.json",
+               "summary.json", PER_IMAGE_FILE)
+
+
+def _read_per_image(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """``{row label: {name: array}}`` from the bench's per-image file (none: empty)."""
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            found: dict[str, dict[str, np.ndarray]] = {}
+            for name in archive.files:
+                label, _, field = name.rpartition("/")
+                found.setdefault(label, {})[field] = archive[name]
+            return found
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path} to resume ({exc}); delete it or drop "
+                          "--resume") from exc
 
 
 def _bench_folder(out: str | os.PathLike[str]) -> Path:
@@ -179,6 +205,10 @@ class _Run:
         atomic_write_bytes(self.out / "scorecard.partial.json",
                            (json.dumps(partial, indent=2, default=float) + "\n").encode(),
                            check=False)
+        buffer = io.BytesIO()
+        np.savez(buffer, **{f"{label}/{name}": array for label, row in self.rows.items()
+                            for name, array in (row.get("_per_image") or {}).items()})
+        atomic_write_bytes(self.out / PER_IMAGE_FILE, buffer.getvalue(), check=False)
 
     def ordered(self) -> list[dict[str, Any]]:
         return [self.rows[s.label] for s in self.specs if s.label in self.rows]
@@ -291,7 +321,12 @@ def run_sweep(*, data: list[str | os.PathLike[str] | None] | None = None,
     wall_s = time.perf_counter() - started
     executor_figures = {"name": runner.name, "workers": runner.workers,
                         "threads_per_worker": runner.threads}
-    return [_finish(run, budget, wall_s, executor_figures, pictures=pictures) for run in runs]
+    cards = [_finish(run, budget, wall_s, executor_figures, pictures=pictures) for run in runs]
+    if len(runs) > 1:
+        from medveil.sweep_summary import write_summary
+
+        write_summary(out, cards)
+    return cards
 
 
 def _finish(run: _Run, budget: BenchBudget, wall_s: float, executor: dict[str, Any], *,
@@ -304,6 +339,9 @@ def _finish(run: _Run, budget: BenchBudget, wall_s: float, executor: dict[str, A
     if not pictures:  # a report that holds no patient image
         grids = {name: None for name in grids}
     tracebacks = {row["scheme"]: row.pop("_traceback", None) for row in rows}
+    per_image = {row["scheme"]: row.pop("_per_image", None) for row in rows}
+    add_paired_comparisons(rows, per_image, labels=dataset.split("test").labels,
+                           seed=run.seed)
     scorecard = {
         "schema": SCORECARD_SCHEMA,
         "medveil_version": __version__,

@@ -18,12 +18,14 @@ from medveil.attacks.pipeline import GRID_IMAGES, attack_row, public_images
 from medveil.attacks.suite import seeded_key
 from medveil.budgets import BenchBudget
 from medveil.cache import BenchCache, fit_scheme
+from medveil.comparison import per_image_outcome, utility_intervals
 from medveil.data import ImageSet
 from medveil.metrics import image_similarity
 from medveil.protocols import get_protocol, run_task
 from medveil.rows import Row
 from medveil.schemes import create, get_scheme_class
 from medveil.timing import StageClock
+from medveil.verdicts import membership_verdict
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int,
     test = data.split("test")
     row.params = dict(scheme.params)
     row.utility = outcome.decoded.metrics(test)
+    row.per_image = per_image_outcome(outcome.decoded, test)
+    row.utility_intervals = utility_intervals(row.per_image, test.labels, seed=seed)
     row.protocol_section = outcome.section
     row.rounds = outcome.rounds
     row.messages = [{"sender": m.sender, "kind": m.kind, "round": m.round,
@@ -101,6 +105,9 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int,
                           data=data, budget=budget, seed=seed, clock=clock, cache=cache)
     row.attacks, row.verdicts = findings.attacks, findings.verdicts
     row.cached += findings.cached
+    with clock.stage("membership"):
+        row.membership = membership_row(protocol, outcome, data, budget=budget, seed=seed)
+    row.verdicts = {**row.verdicts, "membership": membership_verdict(row.membership)}
     pictures.update(findings.pictures)
     figures = outcome.figures
     row.cost = {"fit_s": clock.seconds["fit"],
@@ -112,10 +119,30 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int,
                 "plain_bytes_per_image": float(np.prod(test.image_shape))}  # uint8 pixels
     row.pictures = pictures
     row.timing = clock.figures()
+    row.threads = _threads()
     result = row.to_dict()
     if whole_row is not None:
         cache.save_row(whole_row, result)
     return result
+
+
+def _threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def membership_row(protocol, outcome, data: ImageSet, *, budget: BenchBudget, seed: int
+                   ) -> dict[str, Any]:
+    """The membership attacks on the run's task model, in its own input domain (the
+    protocol's ``membership_target``), or why they were not measured."""
+    from medveil.attacks.membership import membership_attacks
+
+    target = protocol.membership_target(outcome, data, budget=budget, seed=seed)
+    if isinstance(target, str):
+        return {"not_measured": target}
+    return membership_attacks(target, references=budget.attacks.membership_references,
+                              seed=seed)
 
 
 def _recovery(row: Row, scheme, outcome, test: ImageSet, limit: int | None, *, key,

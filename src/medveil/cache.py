@@ -37,6 +37,8 @@ from medveil.errors import ConfigError, IntegrityError, MedveilError
 
 PACKAGE = Path(__file__).parent
 ROW_FILE, PICTURES_FILE = "row.json", "pictures.npz"
+#: each test image's outcome (probabilities, or Dice and IoU): the paired comparisons'
+PER_IMAGE_FILE = "per_image.npz"
 
 
 @functools.lru_cache(maxsize=1)
@@ -135,6 +137,9 @@ class BenchCache:
             row = json.loads((where / ROW_FILE).read_text(encoding="utf-8"))
             with np.load(where / PICTURES_FILE, allow_pickle=False) as archive:
                 row["_pictures"] = {name: archive[name] for name in archive.files}
+            if (where / PER_IMAGE_FILE).is_file():
+                with np.load(where / PER_IMAGE_FILE, allow_pickle=False) as archive:
+                    row["_per_image"] = {name: archive[name] for name in archive.files}
             return row
         except (OSError, ValueError, KeyError) as exc:
             raise IntegrityError(f"cache entry {where} is damaged ({type(exc).__name__}); "
@@ -144,13 +149,15 @@ class BenchCache:
         from medveil.atomic import atomic_directory, write_private_file
 
         record = {k: v for k, v in row.items() if not k.startswith("_")}
-        buffer = io.BytesIO()
+        buffer, per_image = io.BytesIO(), io.BytesIO()
         np.savez(buffer, **(row.get("_pictures") or {}))
+        np.savez(per_image, **(row.get("_per_image") or {}))
         where.parent.mkdir(mode=0o700, exist_ok=True)
         try:
             with atomic_directory(where, marker="bench-cache") as tmp:
                 write_private_file(tmp / ROW_FILE,
                                    (json.dumps(record, default=float) + "\n").encode())
                 write_private_file(tmp / PICTURES_FILE, buffer.getvalue())
+                write_private_file(tmp / PER_IMAGE_FILE, per_image.getvalue())
         except MedveilError:  # another worker wrote it first
             pass

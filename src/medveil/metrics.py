@@ -69,6 +69,19 @@ def segmentation_metrics(predicted: np.ndarray, masks: np.ndarray) -> dict[str, 
     return {"dice": float(dice(pred, true).mean()), "iou": float(iou(pred, true).mean())}
 
 
+def per_image_segmentation(predicted: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
+    """Dice and IoU of each image (MONAI, as :func:`segmentation_metrics`, whose figures
+    are these arrays' means): what a bootstrap over test images resamples."""
+    from monai.metrics import DiceMetric, MeanIoU
+
+    pred = _tensor(predicted).float()
+    true = _tensor(masks).float()
+    dice = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
+    iou = MeanIoU(include_background=True, reduction="none", ignore_empty=False)
+    return {"dice": dice(pred, true).numpy().reshape(len(pred), -1).mean(axis=1),
+            "iou": iou(pred, true).numpy().reshape(len(pred), -1).mean(axis=1)}
+
+
 def image_similarity(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float]:
     """Mean SSIM (11x11 Gaussian window, data range 1) and PSNR over images in [0, 1]."""
     import torch

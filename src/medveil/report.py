@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from medveil.atomic import atomic_write_bytes
+from medveil.comparison import utility_statement
 from medveil.pictures import save_image_grid
-from medveil.verdicts import ANATOMY_BLURRED, STRUCTURE_SHOWN
+from medveil.verdicts import ANATOMY_BLURRED, MEMBERSHIP_WHO, STRUCTURE_SHOWN
 
 HEADLINE = {"classification": "auc", "segmentation": "dice"}
 
@@ -53,7 +54,9 @@ def _table_rows(scorecard: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     task = scorecard["dataset"]["task"]
     utility_keys = ["auc", "accuracy", "f1", "mcc"] if task == "classification" else \
         ["dice", "iou"]
-    header = ["scheme", "status", *utility_keys, "strongest attack (SSIM / PSNR, advantage)",
+    header = ["scheme", "status", *utility_keys, f"{utility_keys[0]} vs plain (paired, 95 %)",
+              "membership AUC / TPR at 1 % FPR (stronger attack)",
+              "strongest attack (SSIM / PSNR, advantage)",
               "known-plaintext SSIM", "shadow-key SSIM", "re-id top-1 (chance)",
               "recovery SSIM", "wrong-key SSIM", "protect ms/img", "view bytes/img"]
     body = []
@@ -64,7 +67,10 @@ def _table_rows(scorecard: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         reid = attacks.get("reidentify")
         body.append([
             row["scheme"], row["status"] if row["status"] == "ok" else f"error: {row['error']}",
-            *[_fmt(utility.get(k)) for k in utility_keys],
+            *[_with_interval(utility.get(k), (row.get("utility_intervals") or {}).get(k))
+              for k in utility_keys],
+            _difference_cell((row.get("vs_plain") or {}).get(utility_keys[0])),
+            _membership_cell(row.get("membership")),
             (f"{name}: {best['ssim']:.3f} / {best['psnr']:.1f} dB"
              + (f", {best['advantage']:.2f}" if "advantage" in best else "")) if best else "-",
             _fmt((attacks.get("known_plaintext") or {}).get("ssim")),
@@ -76,6 +82,39 @@ def _table_rows(scorecard: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             _fmt((row.get("cost") or {}).get("view_bytes_per_image"), 0),
         ])
     return header, body
+
+
+def _with_interval(value: Any, interval: dict[str, Any] | None) -> str:
+    if interval is None or value is None:
+        return _fmt(value)
+    return f"{value:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+
+
+def _difference_cell(difference: dict[str, Any] | None) -> str:
+    if not difference:
+        return "-"
+    return (f"{difference['estimate']:+.3f} [{difference['low']:+.3f}, "
+            f"{difference['high']:+.3f}], p {difference['p_value']:.2g}")
+
+
+def strongest_membership(figures: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+    """The membership attack with the higher AUC, or None where none was measured."""
+    attacks = [(name, figures[name]) for name in ("loss", "rmia")
+               if figures and isinstance(figures.get(name), dict)]
+    return max(attacks, key=lambda item: item[1]["auc"]) if attacks else None
+
+
+def _membership_cell(figures: dict[str, Any] | None) -> str:
+    best = strongest_membership(figures)
+    if best is None:
+        return "not measured" if figures else "-"
+    name, attack = best
+    rate = attack.get("tpr_at_1pct_fpr")
+    rate_text = "too few non-members" if rate is None else (
+        f"{rate:.1%} [{attack['tpr_at_1pct_fpr_ci95'][0]:.1%}, "
+        f"{attack['tpr_at_1pct_fpr_ci95'][1]:.1%}]")
+    return (f"{name}: {attack['auc']:.3f} [{attack['auc_ci95'][0]:.3f}, "
+            f"{attack['auc_ci95'][1]:.3f}] / {rate_text}")
 
 
 def _verdict_cell(verdict: dict[str, Any] | None) -> str:
@@ -97,9 +136,11 @@ def verdict_table(scorecard: dict[str, Any]) -> tuple[list[str], list[list[str]]
     """One line per row, one column per threat actor (medveil.verdicts)."""
     from medveil.verdicts import ACTORS
 
-    header = ["scheme", *[f"{number}: {who}" for _, number, who in ACTORS]]
+    header = ["scheme", *[f"{number}: {who}" for _, number, who in ACTORS],
+              f"the model: {MEMBERSHIP_WHO}"]
     body = [[row["scheme"], *[_verdict_cell((row.get("verdicts") or {}).get(name))
-                              for name, _, _ in ACTORS]]
+                              for name, _, _ in ACTORS],
+             _verdict_cell((row.get("verdicts") or {}).get("membership"))]
             for row in scorecard["results"] if row["status"] == "ok"]
     return header, body
 
@@ -213,10 +254,20 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
     _, best = strongest_attack(row)
     parts = [f"the task ran under the `{row['protocol']}` protocol"
              + (f" ({row['rounds']} rounds)" if (row.get("rounds") or 1) > 1 else "")]
-    if plain and plain.get("utility") and row.get("utility"):
-        drop = plain["utility"][metric] - row["utility"][metric]
-        parts.append(f"{metric.upper()} {row['utility'][metric]:.3f} "
-                     f"({'-' if drop >= 0 else '+'}{abs(drop):.3f} against plain)")
+    if row.get("utility"):
+        interval = (row.get("utility_intervals") or {}).get(metric)
+        parts.append(f"{metric.upper()} {_with_interval(row['utility'][metric], interval)}"
+                     + (f" ({interval['method']} 95 % interval)" if interval else ""))
+    difference = (row.get("vs_plain") or {}).get(metric)
+    if difference:
+        parts.append(utility_statement(difference, metric=metric.upper())
+                     + " (paired on the same test images against plain)")
+    membership = (row.get("verdicts") or {}).get("membership")
+    if membership:
+        domain = (row.get("membership") or {}).get("domain")
+        parts.append("membership inference on the task model"
+                     + (f" (in its domain: {domain})" if domain else "")
+                     + f": {membership['verdict']}")
     if best:
         level = "images are largely recovered" if best["ssim"] >= 0.8 else \
             "much of the structure is recovered" if best["ssim"] >= 0.5 else \
@@ -282,18 +333,38 @@ def _summary(scorecard: dict[str, Any], metric: str) -> str:
         figure = privacy_figure(row)
         return figure[0] if figure else 0.0
 
-    useful = [r for r in ok if base - r["utility"][metric] <= 0.05]
+    def measurable_cost(row: dict[str, Any]) -> bool:
+        difference = (row.get("vs_plain") or {}).get(metric)
+        return bool(difference) and difference["high"] < 0
+
+    useful = [r for r in ok if (r.get("vs_plain") or {}).get(metric) and not measurable_cost(r)]
+    costly = [r for r in ok if measurable_cost(r)]
     broken = [r["scheme"] for r in ok
               if ((r.get("verdicts") or {}).get("leaked_pairs") or {}).get("level") == "broken"]
     lines = []
     if useful:
         pick = min(useful, key=ssim)
-        lines.append(f"Among schemes within 0.05 {metric.upper()} of plain ({base:.3f}), "
-                     f"'{pick['scheme']}' resists reconstruction best (strongest attack "
-                     f"{privacy_figure(pick)[1] if privacy_figure(pick) else 'SSIM'} "
-                     f"{ssim(pick):.3f}).")
+        figure = privacy_figure(pick)
+        lines.append(f"With no measurable {metric.upper()} cost against plain ({base:.3f}; "
+                     "the paired 95 % interval of the difference holds zero or lies above "
+                     "it): " + ", ".join(f"'{r['scheme']}' "
+                                         f"({_difference_cell(r['vs_plain'][metric])})"
+                                         for r in useful)
+                     + f". Of these, '{pick['scheme']}' resists reconstruction best "
+                     f"(strongest attack {figure[1] if figure else 'SSIM'} {ssim(pick):.3f}).")
     else:
-        lines.append(f"No scheme stays within 0.05 {metric.upper()} of plain ({base:.3f}).")
+        lines.append(f"Every scheme measurably costs {metric.upper()} against plain "
+                     f"({base:.3f}), or was not compared.")
+    if costly:
+        lines.append(f"A measurable {metric.upper()} cost: " + ", ".join(
+            f"'{r['scheme']}' ({_difference_cell(r['vs_plain'][metric])})" for r in costly)
+            + ".")
+    leaking = [r["scheme"] for r in [plain, *ok]
+               if ((r.get("verdicts") or {}).get("membership") or {}).get("level")
+               == "leaks membership"]
+    if leaking:
+        lines.append("The trained model leaks membership (the interval of TPR at 1 % FPR "
+                     "lies above 1 %): " + ", ".join(leaking) + ".")
     if broken:
         lines.append("Broken in this run for an attacker with leaked pairs (images, "
                      "identities or other patients recovered; docs/threat-model.md has the "

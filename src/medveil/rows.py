@@ -16,7 +16,7 @@ import numpy as np
 
 #: Keys of the row's dict that never reach the scorecard (the report's pictures, an
 #: error's traceback): the executors and the bench pass them along, ``_finish`` pops them.
-PRIVATE_KEYS = ("_pictures", "_traceback")
+PRIVATE_KEYS = ("_pictures", "_traceback", "_per_image")
 
 
 @dataclass
@@ -29,6 +29,14 @@ class Row:
     status: str = "ok"
     error: str | None = None
     utility: dict[str, float] | None = None
+    #: each utility figure with its 95 % interval over the test images
+    utility_intervals: dict[str, dict[str, Any]] | None = None
+    #: this row minus plain on the same test images (paired), per figure
+    vs_plain: dict[str, dict[str, Any]] | None = None
+    #: the membership attacks on the row's task model (medveil.attacks.membership)
+    membership: dict[str, Any] | None = None
+    #: torch's intra-op threads while the row ran (its figures can depend on them)
+    threads: int | None = None
     recovery: dict[str, float] | None = None  #: the key holder's, invertible schemes
     wrong_key: dict[str, float] | None = None  #: a decode with another key
     attacks: dict[str, Any] = field(default_factory=dict)
@@ -41,6 +49,8 @@ class Row:
     timing: dict[str, float] | None = None
     pictures: dict[str, np.ndarray] | None = None
     traceback: str | None = None
+    #: each test image's outcome, for the paired comparisons (never in the scorecard)
+    per_image: dict[str, np.ndarray] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The row as the scorecard holds it (optional sections only where set), with the
@@ -50,7 +60,8 @@ class Row:
             "status": self.status, "error": self.error, "utility": self.utility,
             "recovery": self.recovery, "wrong_key": self.wrong_key, "attacks": self.attacks,
             "cost": self.cost, "cached": list(self.cached)}
-        for name in ("verdicts", "protocol_section", "rounds", "messages", "timing"):
+        for name in ("utility_intervals", "vs_plain", "membership", "threads", "verdicts",
+                     "protocol_section", "rounds", "messages", "timing"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -58,6 +69,8 @@ class Row:
             out["_pictures"] = self.pictures
         if self.traceback is not None:
             out["_traceback"] = self.traceback
+        if self.per_image is not None:
+            out["_per_image"] = self.per_image
         return out
 
     @classmethod

@@ -287,8 +287,9 @@ def evaluate_classifier(model: TrainedModel, test: ImageSet) -> dict[str, float]
 
 
 # ----------------------------------------------------------------------------- segmenter
-def predict_masks(model: TrainedModel, images: np.ndarray) -> np.ndarray:
-    """Binary masks by sliding-window inference over whole images."""
+def mask_probabilities(model: TrainedModel, images: np.ndarray) -> np.ndarray:
+    """Per-pixel foreground probabilities (N, 1, H, W) by sliding-window inference over
+    whole images (the membership attacks score a mask by them)."""
     import torch
     from monai.inferers import sliding_window_inference
 
@@ -304,8 +305,13 @@ def predict_masks(model: TrainedModel, images: np.ndarray) -> np.ndarray:
                                               sw_batch_size=16, predictor=model.net,
                                               overlap=0.25, mode="gaussian")
             _check_finite(logits.numpy(), "mask logits")
-            out.append((torch.sigmoid(logits) > 0.5).to(torch.uint8).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 1, h, w), np.uint8)
+            out.append(torch.sigmoid(logits).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 1, h, w), np.float32)
+
+
+def predict_masks(model: TrainedModel, images: np.ndarray) -> np.ndarray:
+    """Binary masks: foreground where :func:`mask_probabilities` is above one half."""
+    return (mask_probabilities(model, images) > 0.5).astype(np.uint8)
 
 
 def sample_patches(images, masks, patch: int, batch: int, gen):

@@ -143,3 +143,39 @@ def _reid_figures(attacks: dict[str, Any]) -> list[tuple[int, dict[str, Any], st
         if isinstance(figures, dict) and "top1_ci95" in figures:
             found.append((actor, figures, "/".join(path)))
     return found
+
+
+#: The model's own actor: whoever can query the row's task model in its input domain
+#: (medveil.attacks.membership says who that is per protocol).
+MEMBERSHIP_WHO = "queries the trained model about candidate images"
+
+
+def membership_verdict(figures: dict[str, Any] | None) -> dict[str, Any]:
+    """``{who, level, verdict, tpr_at_1pct_fpr_low}``: the model leaks membership when the
+    lower end of the stronger attack's interval of TPR at 1 % FPR is above 1 %
+    (``medveil.attacks.membership.LEAK_FPR``; docs/threat-model.md)."""
+    from medveil.attacks.membership import LEAK_FPR
+
+    if not figures or figures.get("not_measured"):
+        reason = (figures or {}).get("not_measured", "no membership figures")
+        return {"who": MEMBERSHIP_WHO, "level": "not measured",
+                "verdict": f"not measured: {reason}"}
+    name = f"tpr_at_{LEAK_FPR * 100:g}pct_fpr"
+    measured = [(figures[a][f"{name}_ci95"][0], a, figures[a]) for a in ("loss", "rmia")
+                if isinstance(figures.get(a), dict) and figures[a].get(name) is not None]
+    if not measured:
+        note = next((figures[a].get(f"{name}_note") for a in ("loss", "rmia")
+                     if isinstance(figures.get(a), dict)), "no rate measured")
+        return {"who": MEMBERSHIP_WHO, "level": "not measured",
+                "verdict": f"not measured: {note}"}
+    low, attack, best = max(measured, key=lambda item: item[0])
+    ci = best[f"{name}_ci95"]
+    said = (f"{attack}: TPR at {LEAK_FPR:.0%} FPR {best[name]:.1%} [{ci[0]:.1%}, {ci[1]:.1%}], "
+            f"AUC {best['auc']:.3f}")
+    if low > LEAK_FPR:
+        return {"who": MEMBERSHIP_WHO, "level": "leaks membership",
+                "verdict": f"the model leaks membership ({said})",
+                "tpr_at_1pct_fpr_low": float(low)}
+    return {"who": MEMBERSHIP_WHO, "level": "no measurable leak",
+            "verdict": f"no measurable membership leak ({said})",
+            "tpr_at_1pct_fpr_low": float(low)}

@@ -178,6 +178,34 @@ def test_its_row_validates_against_the_schema_and_renders(protocol):
         assert sentence in said
 
 
+@pytest.mark.parametrize("protocol", PROTOCOL_NAMES)
+def test_its_model_is_asked_about_membership_in_its_own_domain(protocol):
+    """Every protocol offers its task model to the membership attacks (or says why not):
+    the target scores members and non-members of its own domain with confidences in
+    (0, 1], and a reference model trained the same way scores them too."""
+    from medveil.attacks.membership import Samples, membership_attacks
+
+    scheme, data, key, outcome = run_once(protocol)
+    target = get_protocol(protocol).membership_target(outcome, data, budget=TINY, seed=0)
+    assert not isinstance(target, str), target
+    assert target.domain and target.threat
+    train, val = target.splits["train"], target.splits["val"]
+    assert len(train) == len(data.split("train")) and len(val) == len(data.split("val"))
+    probe = Samples(np.concatenate([train.inputs[:3], val.inputs[:3]]),
+                    np.concatenate([train.truth[:3], val.truth[:3]]))
+    scores = target.score(probe)
+    assert scores.shape == (len(probe),) and np.all((scores > 0) & (scores <= 1))
+    reference = target.fit_reference(train.take(np.arange(4, len(train))), val.take(
+        np.arange(min(2, len(val)))), 7)
+    assert np.all(np.isfinite(reference(probe)))
+    found = membership_attacks(target, references=1, seed=0)
+    if len(val) < 2:  # CHASE cut to the contract's size: one validation image
+        assert "validation images" in found["not_measured"]
+        return
+    assert found["domain"] == target.domain
+    assert 0 <= found["loss"]["auc"] <= 1 and 0 <= found["rmia"]["auc"] <= 1
+
+
 def _scorecard(row: dict, data) -> dict:
     from medveil import __version__
     from medveil.bench import SCORECARD_SCHEMA

@@ -47,6 +47,53 @@ def test_scorecard_validates_against_the_schema(bench_out):
     assert all(r["status"] == "ok" for r in card["results"])
 
 
+def test_every_row_carries_intervals_membership_and_its_difference_to_plain(bench_out):
+    """Scorecard /9: utility with its intervals, the paired difference to plain, the
+    membership attacks on the row's model, and the thread count it ran with."""
+    out, _ = bench_out
+    for name, row in rows(out).items():
+        for metric in ("auc", "accuracy", "f1", "mcc"):
+            interval = row["utility_intervals"][metric]
+            assert interval["low"] - 1e-6 <= row["utility"][metric] <= interval["high"] + 1e-6, \
+                (name, metric)
+            assert abs(interval["estimate"] - row["utility"][metric]) < 1e-6
+        assert row["utility_intervals"]["auc"]["method"] == "delong"
+        assert row["threads"] >= 1
+        membership = row["membership"]
+        assert membership["domain"] == "views" and membership["references"] == 2
+        for attack in ("loss", "rmia"):
+            assert 0 <= membership[attack]["auc"] <= 1
+        assert row["verdicts"]["membership"]["level"] in (
+            "leaks membership", "no measurable leak", "not measured")
+        if name == "plain":
+            assert "vs_plain" not in row
+        else:
+            difference = row["vs_plain"]["auc"]
+            assert difference["method"] == "delong-paired" and 0 <= difference["p_value"] <= 1
+
+
+def test_the_report_quotes_intervals_never_a_bare_difference(bench_out):
+    """'Which scheme' and the per-scheme text say whether a cost is measurable from the
+    paired interval, and quote it."""
+    out, _ = bench_out
+    md = (out / "report.md").read_text()
+    which = md.split("## Which scheme", 1)[1].split("## Per scheme", 1)[0]
+    card = {r["scheme"]: r for r in json.loads((out / "scorecard.json").read_text())["results"]}
+    for name in ("block_scramble", "intensity_lut"):
+        difference = card[name]["vs_plain"]["auc"]
+        quoted = f"{difference['estimate']:+.3f} [{difference['low']:+.3f}, " \
+                 f"{difference['high']:+.3f}]"
+        assert quoted in which, (name, which)
+        section = md.split(f"### {name}", 1)[1].split("###", 1)[0]
+        assert quoted in section and ("no measurable AUC cost" in section
+                                      or "costs AUC" in section
+                                      or "better than plain on AUC" in section)
+        assert "against plain)" not in section.replace("(paired on the same test images "
+                                                       "against plain)", "")
+    assert "within 0.05" not in which
+    assert "the model: queries the trained model" in md
+
+
 def test_every_row_times_its_stages(bench_out):
     """Scorecard /6: where a row's time goes, stage by stage, adding up to most of it."""
     out, _ = bench_out
@@ -157,3 +204,12 @@ def test_a_sweep_on_local_workers_with_a_cache_from_the_command_line(tmp_path):
     assert [c["results"][0]["utility"] for c in warm] == [c["results"][0]["utility"]
                                                          for c in cold]
     assert "one folder per data set and seed" in again.stdout
+    summary = json.loads((tmp_path / "cold" / "summary.json").read_text())
+    (block,) = summary["datasets"]
+    (plain,) = block["rows"]
+    assert block["seeds"] == [0, 1] and plain["seeds"] == [0, 1]
+    auc = plain["figures"]["utility.auc"]
+    assert auc["per_seed"] == [c["results"][0]["utility"]["auc"] for c in cold]
+    assert auc["min"] <= auc["mean"] <= auc["max"] and auc["n"] == 2
+    assert "membership.loss.auc" in plain["figures"]
+    assert "| plain |" in (tmp_path / "cold" / "summary.md").read_text()

@@ -186,8 +186,14 @@ def test_privacy_sf_row_segments_encoded_data_and_is_attacked(tmp_path):
         attacks)
     assert "tokens" in attacks["known_plaintext"]["by_method"]
     assert [point["pairs"] for point in attacks["leak_curve"]] == [4, 5]  # capped by train
-    assert set(row["verdicts"]) == {"views_only", "shadow_key", "leaked_pairs"}
+    assert set(row["verdicts"]) == {"views_only", "shadow_key", "leaked_pairs", "membership"}
     assert row["cost"]["view_bytes_per_image"] == 64 * 32 * 4
+    # this cut of CHASE leaves too few validation images to serve as non-members: the
+    # row and the verdict say so (the mapping network's target: test_membership_targets)
+    assert "validation images" in row["membership"]["not_measured"]
+    assert row["verdicts"]["membership"]["level"] == "not measured"
+    assert set(row["utility_intervals"]) == {"dice", "iou"}
+    assert row["vs_plain"]["dice"]["method"] == "paired-bootstrap"
 
 
 def test_report_says_a_view_shows_the_fine_structure_that_identifies_its_patient():

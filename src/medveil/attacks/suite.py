@@ -41,12 +41,15 @@ class AttackBudget:
     shadow_images: int = 1000
     #: victims whose views are matched against every image the owner holds
     third_party_victims: int = 200
+    #: reference models of the membership attack RMIA (the same training as the row's
+    #: model on other images; medveil.attacks.membership)
+    membership_references: int = 4
 
     @classmethod
     def quick(cls) -> AttackBudget:
         return cls(inversion=InversionBudget(steps=200, batch_size=16, channels=(16, 32, 64)),
                    reid=ReidBudget(steps=100, batch_size=32), leak_sizes=(10, 100),
-                   distractors=300)
+                   distractors=300, membership_references=2)
 
 
 @dataclass

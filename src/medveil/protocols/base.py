@@ -37,6 +37,7 @@ from medveil.protocols.messages import OWNER, PROCESSOR, Arrays, Message, to_bun
 from medveil.timing import StageClock
 
 if TYPE_CHECKING:
+    from medveil.attacks.membership import MembershipTarget
     from medveil.budgets import BenchBudget
     from medveil.keys import Key
     from medveil.store import ProtectedStore
@@ -272,6 +273,12 @@ class Protocol(ABC):
     def describe(self, section: dict[str, Any], row: dict[str, Any]) -> list[str]:
         """The report's sentences for this protocol's ``protocol_section`` of ``row``."""
         return []
+
+    def membership_target(self, outcome: TaskOutcome, data: ImageSet, *,
+                          budget: BenchBudget, seed: int) -> MembershipTarget | str:
+        """The run's task model in its own input domain, for the membership attacks
+        (:mod:`medveil.attacks.membership`), or the reason none applies."""
+        return f"the '{self.name}' protocol offers no model to ask about membership"
 
     # -- owner ----------------------------------------------------------------------
     @abstractmethod

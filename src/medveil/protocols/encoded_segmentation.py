@@ -161,6 +161,39 @@ class EncodedSegmentationProtocol(Protocol):
         return AttackSurface(views=views, pictures={
             "decoded mask": outcome.decoded.masks[:4].astype(np.float32)})
 
+    def membership_target(self, outcome, data, *, budget, seed: int):
+        """The server's mapping network on encoded pairs: the server (or anyone it lets
+        query the network) asks whether an encoded image was trained on, scoring the
+        encoded mask it maps it to against the candidate's encoded mask. The owner's
+        side of the bench encodes the candidates with the owner's key (an upper bound:
+        an outsider has no key to encode with)."""
+        from medveil.attacks.membership import MembershipTarget, Samples, candidate_splits
+
+        owner, model = outcome.owner, outcome.model
+        scheme, key = owner.scheme, owner.key
+
+        def scorer(net, server):
+            def score(samples: Samples) -> np.ndarray:
+                tokens = scheme.protect(samples.inputs, key=key)
+                truth = scheme.protect_masks(np.asarray(samples.truth, np.float32), key=key)
+                mapped = server.map_tokens(net, tokens)
+                error = ((mapped - truth) ** 2).reshape(len(mapped), -1).mean(axis=1)
+                return np.exp(-error.astype(np.float64))
+            return score
+
+        def fit_reference(train: Samples, val: Samples, ref_seed: int):
+            server = model.server()
+            pairs = scheme.training_pairs(train.inputs, np.asarray(train.truth, np.float32),
+                                          key=key)
+            return scorer(server.train([pairs], seed=ref_seed), server)
+
+        return MembershipTarget(
+            domain="encoded (image, mask) pairs",
+            threat="the server, or anyone it lets query the mapping network, holding encoded "
+                   "images and encoded masks of the images asked about",
+            splits=candidate_splits(data, truth="masks"),
+            score=scorer(model.net, model.server()), fit_reference=fit_reference)
+
     def describe(self, section: dict[str, Any], row: dict[str, Any]) -> list[str]:
         wrong = section.get("wrong_key_masks")
         if not (wrong and row.get("utility")):

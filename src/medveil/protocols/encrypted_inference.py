@@ -72,7 +72,8 @@ class EncryptedInferenceProtocol(Protocol):
     name = "encrypted_inference"
     summary = ("the owner trains the model; the processor evaluates it on ciphertexts with the "
                "release's public context (`medveil predict --data RELEASE`, no --model)")
-    scheme_needs = ("processor_extras", "decrypt_logits", "not_applicable_reason")
+    scheme_needs = ("processor_extras", "decrypt_logits", "not_applicable_reason",
+                    "train_plaintext_model")
     trains = False
     #: decrypting is the owner's cost: the bench checks recovery on this many images
     recovery_images = 32
@@ -119,6 +120,36 @@ class EncryptedInferenceProtocol(Protocol):
         parameters and the security level."""
         return AttackSurface(views=None,
                              not_applicable=outcome.owner.scheme.not_applicable_reason())
+
+    def membership_target(self, outcome, data, *, budget, seed: int):
+        """The owner's model in plaintext (its twin: the encrypted model computes the same
+        logits): whoever holds the model's weights or the owner's decrypted answers,
+        asking about plain images."""
+        from medveil.attacks.membership import (
+            MembershipTarget,
+            Samples,
+            candidate_splits,
+            classification_scorer,
+            reference_imageset,
+        )
+        from medveil.metrics import probabilities_from_logits
+
+        scheme = outcome.owner.scheme
+
+        def scorer(model):
+            return classification_scorer(lambda x: probabilities_from_logits(
+                model.net.forward(model.check_images(x))))
+
+        def fit_reference(train: Samples, val: Samples, ref_seed: int):
+            reference = reference_imageset(train, val, like=data, truth="labels")
+            return scorer(scheme.train_plaintext_model(reference, seed=ref_seed))
+
+        return MembershipTarget(
+            domain="plain images (the plaintext twin of the encrypted model)",
+            threat="the owner's side: whoever holds the model's weights (decrypted, or shipped "
+                   "in clear when encrypted_model is off) or queries it through the owner",
+            splits=candidate_splits(data, truth="labels"), score=scorer(scheme.model),
+            fit_reference=fit_reference)
 
     def describe(self, section: dict[str, Any], row: dict[str, Any]) -> list[str]:
         return [f"decrypted predictions agree with the plaintext model on "

@@ -33,6 +33,8 @@ class KeyHolderOwner(ExchangeOwner):
         with self.clock.stage("recover"):
             recovered = self.protocol.recover(self.scheme, to_bundle(self.release, key=self.key),
                                               key=self.key)
+        #: the key holder's recovered data set: the model's input domain
+        self.recovered = recovered
         with self.clock.stage("task_training"):
             self.model = train_standard(recovered, budget=self.budget, seed=self.seed)
         started = time.perf_counter()
@@ -68,6 +70,16 @@ class KeyHolderProtocol(Protocol):
     def owner_half(self, scheme, data, *, key, budget, seed, clock=None):
         return KeyHolderOwner(self, scheme, data, key=key, budget=budget, seed=seed,
                               clock=clock)
+
+    def membership_target(self, outcome, data, *, budget, seed: int):
+        """The key holders' model on recovered images."""
+        from medveil.protocols.view import standard_membership_target
+
+        return standard_membership_target(
+            outcome.model, outcome.owner.recovered, budget=budget,
+            domain_name="recovered images",
+            threat="the key holders, or anyone they let query the model, holding plain or "
+                   "recovered images")
 
     def describe(self, section: dict[str, Any], row: dict[str, Any]) -> list[str]:
         recovery, texture = row.get("recovery"), section.get("texture")

@@ -55,6 +55,38 @@ def train_standard(data: ImageSet, *, budget, seed: int, progress: bool = False)
                        segmenter=budget.fresh_segmenter(), progress=progress)
 
 
+def standard_membership_target(model, domain: ImageSet, *, budget, domain_name: str,
+                               threat: str):
+    """The membership target of a standard classifier or U-Net trained on ``domain``'s
+    train split: its reference models are the same training (``train_standard``) on
+    other images of the same domain."""
+    from medveil.attacks.membership import (
+        MembershipTarget,
+        Samples,
+        candidate_splits,
+        classification_scorer,
+        mask_scorer,
+        reference_imageset,
+    )
+    from medveil.tasks import mask_probabilities, predict_proba
+
+    classify = model.task == "classification"
+    truth = "labels" if classify else "masks"
+
+    def scorer(net):
+        if classify:
+            return classification_scorer(lambda x: predict_proba(net, x))
+        return mask_scorer(lambda x: mask_probabilities(net, x))
+
+    def fit_reference(train: Samples, val: Samples, seed: int):
+        reference = reference_imageset(train, val, like=domain, truth=truth)
+        return scorer(train_standard(reference, budget=budget, seed=seed))
+
+    return MembershipTarget(domain=domain_name, threat=threat,
+                            splits=candidate_splits(domain, truth=truth),
+                            score=scorer(model), fit_reference=fit_reference)
+
+
 def predict_standard(model, images: np.ndarray) -> dict[str, np.ndarray]:
     """Probabilities (classification) or binary masks (segmentation) for ``images``."""
     from medveil.tasks import predict_masks, predict_proba
@@ -93,6 +125,20 @@ class ViewProtocol(Protocol):
     def predict(self, model, release, *, split: str):
         data = views_as_imageset(release).split(split)
         return predict_standard(model, data.images), {"task": model.task}
+
+    def membership_target(self, outcome, data, *, budget, seed: int):
+        """The processor's model on views (the owner's truth of each candidate): the
+        strongest outsider, who can query the model with views of the images it asks
+        about (which needs the owner's key or the processor's help)."""
+        from medveil.protocols.messages import to_bundle
+
+        # train and val views carry their labels or masks in the release
+        domain = views_as_imageset(to_bundle(outcome.release))
+        return standard_membership_target(
+            outcome.model, domain, budget=budget,
+            domain_name="views",
+            threat="the processor, or anyone it lets query the model, holding views of the "
+                   "images asked about")
 
     def save_model(self, model, path, *, force: bool = False) -> None:
         model.save(path, force=force, protocol=self.name)

@@ -110,16 +110,23 @@ class CKKSScheme(Scheme):
                               "leave the CKKS parameters to auto")
 
     def _fit(self, train: ImageSet, *, key: Key, seed: int) -> None:
+        self.model = self.train_plaintext_model(train, seed=seed)
+        self._check_depth()
+
+    def train_plaintext_model(self, data: ImageSet, *, seed: int):
+        """The HE network trained in plaintext on ``data``'s train split (val picks the
+        checkpoint) with this scheme's parameters: the owner's model, and the same
+        training for the membership attack's reference models."""
         from medveil.he.model import train_he_model
 
-        self.model, _ = train_he_model(train, architecture=self.params["architecture"],
-                                       epochs=self.params["epochs"], seed=seed,
-                                       channels_per_segment=self.params["channels_per_segment"],
-                                       slots=self.he_params_slots(),
-                                       distill=self.params["distill"],
-                                       distill_weight=self.params["distill_weight"],
-                                       teacher_epochs=self.params["teacher_epochs"])
-        self._check_depth()
+        model, _ = train_he_model(data, architecture=self.params["architecture"],
+                                  epochs=self.params["epochs"], seed=seed,
+                                  channels_per_segment=self.params["channels_per_segment"],
+                                  slots=self.he_params_slots(),
+                                  distill=self.params["distill"],
+                                  distill_weight=self.params["distill_weight"],
+                                  teacher_epochs=self.params["teacher_epochs"])
+        return model
 
     def he_params_slots(self) -> int | None:
         """The slot count of named parameters (None: auto, the model's own)."""

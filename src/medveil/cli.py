@@ -459,7 +459,7 @@ def _print_scorecard(scorecard: dict) -> list[str]:
         table.add_row(row["scheme"], row["status"],
                       f"{row['utility'][metric]:.3f}" if row.get("utility") else "-",
                       f"{best['ssim']:.3f} ({name})" if best else
-                      ("n/a (ciphertext)" if row.get("attacks", {}).get("not_applicable") else "-"),
+                      ("n/a" if row.get("attacks", {}).get("not_applicable") else "-"),
                       f"{reid['top1']:.2f}" if reid else "-",
                       f"{row['recovery']['ssim']:.3f}" if row.get("recovery") else "-",
                       f"{row.get('wall_s', 0):.0f}")

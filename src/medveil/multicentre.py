@@ -22,6 +22,13 @@ from medveil.seeds import derive_seed
 
 def split_into_centres(data: ImageSet, centres: int, *, seed: int) -> list[ImageSet]:
     """Each split's images dealt to ``centres`` centres in a seeded random order."""
+    owner = deal_rows(data, centres, seed=seed)
+    return [data.subset(np.nonzero(owner == c)[0]) for c in range(centres)]
+
+
+def deal_rows(data: ImageSet, centres: int, *, seed: int) -> np.ndarray:
+    """The centre of each row of ``data``: every split in a seeded random order, dealt
+    round-robin (each centre gets an equal share of every split, to one image)."""
     if centres < 1:
         raise ConfigError(f"centres must be at least 1, got {centres}")
     rng = np.random.default_rng(derive_seed(seed, "multicentre/deal"))
@@ -32,4 +39,4 @@ def split_into_centres(data: ImageSet, centres: int, *, seed: int) -> list[Image
             raise ConfigError(f"{data.name} has {len(rows)} {split} images, fewer than "
                               f"{centres} centres; use fewer --centres")
         owner[rows] = np.arange(len(rows)) % centres
-    return [data.subset(np.nonzero(owner == c)[0]) for c in range(centres)]
+    return owner

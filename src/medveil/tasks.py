@@ -124,7 +124,7 @@ class TrainedModel:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _random_shift(batch, pad: int, gen):
+def random_shift(batch, pad: int, gen):
     """Reflect-pad and randomly crop back: small translations, drawn from ``gen``."""
     import torch
     import torch.nn.functional as F  # noqa: N812
@@ -238,7 +238,7 @@ def train_classifier(train: ImageSet, *, val: ImageSet | None = None,
                     idx = order[i * config.batch_size:(i + 1) * config.batch_size]
                     batch = x[idx]
                     if config.augment:
-                        batch = _random_shift(batch, pad, gen)
+                        batch = random_shift(batch, pad, gen)
                     logits = net(batch)
                     loss = loss_fn(logits, y[idx])
                     if teacher is not None:

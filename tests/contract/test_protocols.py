@@ -99,7 +99,7 @@ def test_messages_round_trip_through_disk_http_and_memory(protocol, tmp_path):
     from medveil.service.transfer import extract_bundle, tar_stream
 
     scheme, data, key, outcome = run_once(protocol)
-    assert outcome.transcript[0].sender == OWNER and outcome.transcript[0].kind == "release"
+    assert outcome.transcript[0].sender == OWNER and outcome.transcript[0].round == 0
     for index, message in enumerate(outcome.transcript):
         sealing = key if message.sender == OWNER else None
         # memory: the bundle the bench hands the other half
@@ -297,7 +297,7 @@ class ToyTwoRounds(Protocol):
     def owner_half(self, scheme, data, *, key, budget, seed, clock=None):
         return ToyOwner(self, scheme, data, key=key, budget=budget, seed=seed, clock=clock)
 
-    def processor_half(self, *, budget, seed, clock=None, progress=False):
+    def processor_half(self, *, budget, seed, clock=None, progress=False, params=None):
         return ToyProcessor(self, budget=budget, seed=seed, clock=clock, progress=progress)
 
     def attack_surface(self, outcome) -> AttackSurface:

@@ -108,6 +108,9 @@ class TaskOutcome:
     owner: OwnerHalf
     figures: dict[str, float] = field(default_factory=dict)
     section: dict[str, Any] | None = None
+    #: every owner of the run (one; several centres in a multi-centre protocol)
+    owners: list[OwnerHalf] = field(default_factory=list)
+    processor: ProcessorHalf | None = None
 
     @property
     def release(self) -> Message:
@@ -257,11 +260,30 @@ class Protocol(ABC):
         return ExchangeOwner(self, scheme, data, key=key, budget=budget, seed=seed,
                              clock=clock)
 
+    def owner_halves(self, scheme: Any, data: ImageSet, *, key: Key, budget: BenchBudget,
+                     seed: int, clock: StageClock | None = None) -> list[OwnerHalf]:
+        """Every owner of a run on ``data`` (one; a multi-centre protocol deals the data
+        to several)."""
+        return [self.owner_half(scheme, data, key=key, budget=budget, seed=seed,
+                                clock=clock)]
+
+    def combine(self, owners: list[OwnerHalf], data: ImageSet) -> Decoded:
+        """The owners' decoded outcomes as one, in ``data``'s test order."""
+        return owners[0].decoded
+
     def processor_half(self, *, budget: BenchBudget, seed: int,
-                       clock: StageClock | None = None, progress: bool = False
-                       ) -> ProcessorHalf:
+                       clock: StageClock | None = None, progress: bool = False,
+                       params: dict[str, Any] | None = None) -> ProcessorHalf:
+        """The processor's half; ``params``: the scheme's parameters (public: the run's
+        configuration, as a release's header carries them)."""
         return ExchangeProcessor(self, budget=budget, seed=seed, clock=clock,
                                  progress=progress)
+
+    def run_section(self, owners: list[OwnerHalf], processor: ProcessorHalf
+                    ) -> dict[str, Any] | None:
+        """Figures of the whole run the halves measured together (a multi-centre
+        protocol's), merged into the row's ``protocol_section``."""
+        return None
 
     def attack_surface(self, outcome: TaskOutcome) -> AttackSurface:
         """What an attacker sees of ``outcome`` (default: the release's ``view`` arrays of

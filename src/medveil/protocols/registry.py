@@ -13,6 +13,7 @@ def _builtin() -> None:
     from medveil.protocols import (  # noqa: F401  (registration)
         encoded_segmentation,
         encrypted_inference,
+        federated,
         key_holder,
         view,
     )

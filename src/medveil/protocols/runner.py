@@ -75,16 +75,25 @@ def run_rounds(owners: list[OwnerHalf], processor: ProcessorHalf, *,
 def run_task(protocol: Protocol, scheme: Any, data: ImageSet, *, key: Key,
              budget: BenchBudget, seed: int, clock: StageClock | None = None,
              wrong_key: Key | None = None, progress: bool = False) -> TaskOutcome:
-    """One owner with ``scheme`` (fitted) and ``data`` and one processor: the whole task in
-    memory. Returns the decoded outcome, the model that made it, the transcript, the
-    halves' cost figures and, given the bench's ``wrong_key``, the protocol's own
+    """The owners of ``data`` (one; a multi-centre protocol's several) with ``scheme``
+    (fitted) and one processor: the whole task in memory. Returns the decoded outcome,
+    the model that made it, the transcript (every owner's, by round), the halves' cost
+    figures and, given the bench's ``wrong_key``, the protocol's own
     section (wrong-key checks, texture, encrypted-inference figures)."""
     clock = clock or StageClock()
-    owner = protocol.owner_half(scheme, data, key=key, budget=budget, seed=seed, clock=clock)
+    owners = protocol.owner_halves(scheme, data, key=key, budget=budget, seed=seed,
+                                   clock=clock)
     processor = protocol.processor_half(budget=budget, seed=seed, clock=clock,
-                                        progress=progress)
-    transcript = run_rounds([owner], processor)[0]
+                                        progress=progress, params=dict(scheme.params))
+    transcripts = run_rounds(owners, processor)
+    transcript = sorted((m for t in transcripts for m in t), key=lambda m: m.round)
+    owner = owners[0]
     figures = {**processor.figures, **owner.figures}
     section = owner.section(wrong_key=wrong_key) if wrong_key is not None else None
-    return TaskOutcome(decoded=owner.decoded, model=owner.model or processor.model,
-                       transcript=transcript, owner=owner, figures=figures, section=section)
+    run_section = protocol.run_section(owners, processor)
+    if run_section is not None:
+        section = {**(section or {}), **run_section}
+    decoded = protocol.combine(owners, data) if len(owners) > 1 else owner.decoded
+    return TaskOutcome(decoded=decoded, model=owner.model or processor.model,
+                       transcript=transcript, owner=owner, figures=figures, section=section,
+                       owners=owners, processor=processor)

@@ -80,6 +80,9 @@ class Scheme(ABC):
     cut_params: ClassVar[dict[str, dict[str, Any]]] = {}
     #: The tasks a scheme serves; `--schemes all` skips the others for a data set.
     tasks: ClassVar[tuple[str, ...]] = ("classification", "segmentation")
+    #: Whether ``protect`` makes a view that leaves the owner (False: the scheme's
+    #: protocol keeps the images home, as federated training does).
+    releases_view: ClassVar[bool] = True
     #: Schemes whose fit takes ``public`` images (same modality, not the owner's
     #: patients: a public or consented set), e.g. fesf's hosts.
     uses_public_images: ClassVar[bool] = False

@@ -12,6 +12,7 @@ from medveil.errors import ConfigError, unknown_name
 from medveil.schemes import (  # noqa: F401  (registration)
     block_scramble,
     ckks,
+    federated,
     fesf,
     intensity_lut,
     obfuscation,

@@ -345,6 +345,28 @@ def multicentre(
     out.print(f"written to {out_dir / 'multicentre.md'} and {out_dir / 'multicentre.json'}")
 
 
+@app.command("federated-app")
+def federated_app(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the Flower App.")],
+    centres: Annotated[int, typer.Option(min=1, max=64,
+                                         help="SuperNodes the aggregator waits for.")] = 3,
+    param: Annotated[list[str] | None, typer.Option(
+        help="A `federated` scheme parameter NAME=VALUE (rounds, noise, epsilon, ...).")
+    ] = None,
+    model_out: Annotated[str, typer.Option(
+        help="Folder, on the SuperLink's machine, for the checkpoint and the global "
+             "model (a run with the same folder resumes).")] = "federated-run",
+    seed: Seed = 0,
+    force: Annotated[bool, typer.Option(help="Replace an App folder medveil wrote.")] = False,
+) -> None:
+    """Aggregator: write the Flower App folder for `flwr run` (docs/federated.md)."""
+    from medveil.federated.app_folder import write_flower_app
+
+    config = {**_params(param), "centres": centres, "seed": seed, "out": model_out}
+    folder = write_flower_app(out_dir, run_config=config, force=force)
+    out.print(f"Flower App written to {folder}; run it with `flwr run {folder} <superlink>`")
+
+
 @app.command()
 def evaluate(
     model: Annotated[Path, typer.Option(help="Model file from `medveil train`.")],

@@ -299,3 +299,51 @@ def test_a_centre_that_inflates_its_weight_is_refused(small):
                      header={**updates[1].header, "examples": 10**6})
     with pytest.raises(IntegrityError, match="weighted its update"):
         aggregator.receive([updates[0], forged])
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(small, tmp_path, monkeypatch):
+    """A crash in round 3 of 4; the run resumes from the checkpoint of round 2 with new
+    halves and ends with the uninterrupted run's global model."""
+    import medveil.federated.centre as centre_module
+    from medveil.protocols.runner import run_rounds
+
+    protocol = get_protocol("federated")
+    scheme = create("federated", centres=2, rounds=4, batch_size=16)
+
+    def run(checkpoint=None, resume=False):
+        owners = protocol.owner_halves(scheme, small, key=None, budget=TINY, seed=0)
+        aggregator = protocol.processor_half(budget=TINY, seed=0, params=scheme.params)
+        aggregator.checkpoint = checkpoint
+        if resume:
+            aggregator.load_checkpoint(checkpoint)
+        run_rounds(owners, aggregator)
+        return aggregator
+
+    whole = run()
+    real = centre_module.train_locally
+
+    def crash_in_round_3(*args, plan, **kwargs):
+        if plan.round == 3:
+            raise RuntimeError("the machine went down")
+        return real(*args, plan=plan, **kwargs)
+
+    path = tmp_path / "run.ckpt"
+    monkeypatch.setattr(centre_module, "train_locally", crash_in_round_3)
+    with pytest.raises(RuntimeError, match="went down"):
+        run(path)
+    monkeypatch.setattr(centre_module, "train_locally", real)
+    assert path.stat().st_mode & 0o777 == 0o600
+    resumed = run(path, resume=True)
+    assert resumed.rounds_run == 4
+    for name, value in whole.weights.items():
+        assert np.allclose(resumed.weights[name], value, atol=1e-6), name
+
+
+def test_a_forged_checkpoint_is_refused(small, tmp_path):
+    protocol = get_protocol("federated")
+    aggregator = protocol.processor_half(budget=TINY, seed=0,
+                                         params=create("federated").params)
+    path = tmp_path / "forged.ckpt"
+    path.write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(IntegrityError):
+        aggregator.load_checkpoint(path)

@@ -22,6 +22,7 @@ membership like every row's model.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 #: (the aggregator is an adversary: a width of 10^6 would take the centre's memory).
 MAX_WIDTH = 256
 MAX_GROUPS = 256
+CHECKPOINT_FORMAT = "medveil.federated-checkpoint/1"
 
 
 def settings_of(params: dict[str, Any], budget: BenchBudget) -> FederatedSettings:
@@ -243,10 +245,12 @@ class AggregatorHalf(ProcessorHalf):
         self.epsilons: list[list[float | None]] = []
         self.stopped: str | None = None
         self.image_shape: tuple[int, ...] = ()
+        #: where the run is saved after every round (None: nowhere)
+        self.checkpoint: str | os.PathLike[str] | None = None
         self._started = time.perf_counter()
 
     def receive(self, messages: list[Message]) -> list[Message | None]:
-        if self.round == 0:
+        if all(m.kind == "join" for m in messages):
             self._join(messages)
         else:
             self._aggregate(messages)
@@ -265,9 +269,64 @@ class AggregatorHalf(ProcessorHalf):
         (``train``: a round; ``test``: the final model the centres predict with)."""
         return {"protocol": {"name": self.protocol.name}, "split": split, **fields}
 
+    # -- checkpoint and resume ---------------------------------------------------------
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """The run after the last finished round: global weights, round, the centres'
+        example counts and epsilons (each centre keeps its own ledger), atomically."""
+        import io
+        import json
+
+        from medveil.atomic import atomic_write_bytes
+
+        extras, names = pack_weights(self.weights)
+        record = {"format": CHECKPOINT_FORMAT, "round": self.round, "parameters": names,
+                  "net_config": self.net_config, "image_shape": list(self.image_shape),
+                  "examples": self.examples, "epsilons": self.epsilons,
+                  "stopped": self.stopped}
+        buffer = io.BytesIO()
+        np.savez(buffer, record=np.frombuffer(json.dumps(record).encode(), np.uint8),
+                 **extras)
+        atomic_write_bytes(path, buffer.getvalue(), force=True, check=False)
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Resume from :meth:`save_checkpoint`'s file: the next round is the one after
+        it (the centres must join with the same example counts)."""
+        import json
+        from pathlib import Path
+
+        from medveil.federated.aggregator import check_update
+        from medveil.npy import read_npz
+
+        arrays = read_npz(Path(path), where=f"checkpoint {path}")
+        try:
+            record = json.loads(arrays.pop("record").tobytes())
+            if record["format"] != CHECKPOINT_FORMAT:
+                raise ValueError("format")
+            weights = unpack_weights(Message(kind="checkpoint", sender=PROCESSOR,
+                                             round=int(record["round"]), extras=arrays,
+                                             header={"parameters": record["parameters"]}))
+            self.round = int(record["round"])
+            self.net_config = dict(record["net_config"])
+            self.image_shape = tuple(int(v) for v in record["image_shape"])
+            self.examples = [int(n) for n in record["examples"]]
+            self.epsilons = [list(r) for r in record["epsilons"]]
+            self.stopped = record["stopped"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"{path} is not a federated checkpoint medveil wrote "
+                                 f"({exc}); start the run again") from None
+        global_model(self.net_config, weights, image_shape=self.image_shape,
+                     name="checkpoint")  # refuses weights that are not the network's
+        check_update(weights, weights, where=f"checkpoint {path}")  # finite
+        self.weights = weights
+
     def _join(self, messages: list[Message]) -> None:
         from medveil.federated.aggregator import initial_state
 
+        if self.round > 0:  # resumed: the same centres join again
+            if [m.header.get("examples") for m in messages] != self.examples:
+                raise ConfigError("the centres that joined are not the checkpoint's (their "
+                                  "example counts differ); resume with the same centres")
+            return
         if any(m.kind != "join" for m in messages):
             raise IntegrityError("a centre sent an update before it joined")
         shapes = {tuple(m.header.get("image_shape", ())) for m in messages}
@@ -305,6 +364,8 @@ class AggregatorHalf(ProcessorHalf):
         self.epsilons.append([m.header.get("epsilon") for m in messages])
         with self.clock.stage("aggregation"):
             self.weights = self.aggregator.aggregate(self.weights, updates)
+        if self.checkpoint is not None:
+            self.save_checkpoint(self.checkpoint)
 
     def _final(self, message: Message) -> Message:
         self.figures["train_s"] = time.perf_counter() - self._started

@@ -35,7 +35,7 @@ from medveil.progress import progress_bar
 from medveil.schemes import available_schemes, get_scheme_class
 from medveil.schemes.base import check_params
 
-SCORECARD_SCHEMA = "medveil.scorecard/9"
+SCORECARD_SCHEMA = "medveil.scorecard/10"
 SCHEMA_FILE = Path(__file__).parent / "scorecard.schema.json"
 
 

@@ -105,6 +105,9 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int,
                           data=data, budget=budget, seed=seed, clock=clock, cache=cache)
     row.attacks, row.verdicts = findings.attacks, findings.verdicts
     row.cached += findings.cached
+    if surface.updates is not None:
+        with clock.stage("aggregator"):
+            row.attacks, row.verdicts = _aggregator(row, surface.updates, data, budget, seed)
     with clock.stage("membership"):
         row.membership = membership_row(protocol, outcome, data, budget=budget, seed=seed)
     row.verdicts = {**row.verdicts, "membership": membership_verdict(row.membership)}
@@ -124,6 +127,18 @@ def run_scheme(spec: SchemeSpec, data: ImageSet, budget: BenchBudget, seed: int,
     if whole_row is not None:
         cache.save_row(whole_row, result)
     return result
+
+
+def _aggregator(row: Row, updates, data: ImageSet, budget: BenchBudget, seed: int):
+    """The aggregator's update inversion and its verdict, added to the row's."""
+    from medveil.attacks.aggregator import aggregator_attacks, aggregator_verdict
+    from medveil.attacks.pipeline import public_images
+
+    public = public_images(data) or data.split("test")
+    figures = aggregator_attacks(updates, budget=budget.attacks.updates, seed=seed,
+                                 public=public.images)
+    return ({**row.attacks, "update_inversion": figures},
+            {**row.verdicts, "aggregator": aggregator_verdict(figures)})
 
 
 def _threads() -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from medveil.attacks.aggregator import UpdateAttackBudget
 from medveil.attacks.suite import AttackBudget, InversionBudget, ReidBudget
 from medveil.errors import unknown_name
 from medveil.tasks import ClassifierConfig, SegmenterConfig
@@ -72,7 +73,10 @@ def _demo() -> BenchBudget:
                                                               channels=(16, 32, 64)),
                                     reid=ReidBudget(steps=12, batch_size=32), leak_sizes=(100,),
                                     gallery=64, distractors=200, shadow_images=120,
-                                    third_party_victims=64, membership_references=2),
+                                    third_party_victims=64, membership_references=2,
+                                    updates=UpdateAttackBudget(iterations=100, restarts=1,
+                                                               update_images=2,
+                                                               probe_victims=1)),
                        max_train=600, max_test=64, scheme_cut="demo",
                        note="a first look at the workflow, cut to run in minutes (64 test "
                             "images, half the quick budget's epochs, a fifth of its inversion "
@@ -90,7 +94,10 @@ def _smoke() -> BenchBudget:
                                                               channels=(8, 16, 32)),
                                     reid=ReidBudget(steps=10, batch_size=16), shadow_images=64,
                                     leak_sizes=(8, 32), gallery=16, distractors=32,
-                                    third_party_victims=32, membership_references=2),
+                                    third_party_victims=32, membership_references=2,
+                                    updates=UpdateAttackBudget(iterations=20, restarts=1,
+                                                               update_images=1,
+                                                               probe_victims=1)),
                        max_train=None, max_test=None, scheme_cut="quick",
                        note="seconds per row, for tests of the plumbing: the figures mean "
                             "nothing.")

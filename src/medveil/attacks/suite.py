@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from medveil.attacks.aggregator import UpdateAttackBudget
 from medveil.attacks.correspondence import fit_correspondence
 from medveil.attacks.inversion import InversionBudget, invert, is_image_view, train_inverter
 from medveil.attacks.reidentify import ReidBudget, reidentify
@@ -44,12 +45,15 @@ class AttackBudget:
     #: reference models of the membership attack RMIA (the same training as the row's
     #: model on other images; medveil.attacks.membership)
     membership_references: int = 4
+    #: the aggregator's update inversion (federated rows; medveil.attacks.aggregator)
+    updates: UpdateAttackBudget = field(default_factory=UpdateAttackBudget)
 
     @classmethod
     def quick(cls) -> AttackBudget:
         return cls(inversion=InversionBudget(steps=200, batch_size=16, channels=(16, 32, 64)),
                    reid=ReidBudget(steps=100, batch_size=32), leak_sizes=(10, 100),
-                   distractors=300, membership_references=2)
+                   distractors=300, membership_references=2,
+                   updates=UpdateAttackBudget(iterations=400, restarts=1, probe_victims=2))
 
 
 @dataclass

@@ -94,6 +94,9 @@ class AttackSurface:
     views: dict[str, np.ndarray] | None
     not_applicable: str | None = None
     pictures: dict[str, np.ndarray] = field(default_factory=dict)
+    #: what an aggregator saw of model updates (``medveil.attacks.aggregator``
+    #: ``UpdateSurface``), where the processor aggregates them; None elsewhere
+    updates: Any = None
 
 
 @dataclass

@@ -127,6 +127,7 @@ class CentreHalf(OwnerHalf):
         self.epsilons: list[float] = []  #: after each round it trained
         self.noise = 0.0
         self.declined: str | None = None
+        self.steps_first_round: int | None = None
         self.figures = {"bytes_sent": 0.0, "rounds": 0.0}
 
     @property
@@ -176,6 +177,8 @@ class CentreHalf(OwnerHalf):
             return Message(kind="declined", sender=OWNER, round=message.round,
                            header=self._header(reason=result.declined))
         self.ledger = result.ledger
+        if self.steps_first_round is None:
+            self.steps_first_round = result.steps
         epsilon = self.ledger.epsilon(plan.delta) if plan.private else None
         if epsilon is not None:
             self.epsilons.append(epsilon)
@@ -475,9 +478,12 @@ class FederatedProtocol(Protocol):
         return sentences
 
     def attack_surface(self, outcome: TaskOutcome) -> AttackSurface:
+        """No view; the aggregator's: centre 0's first-round update with that centre's
+        training images (the victims), and a probe of the row's mechanism."""
+        seen = update_surface(outcome) if outcome.processor.observed else None
         return AttackSurface(views=None, not_applicable=(
             "no image leaves a centre: the aggregator sees model updates (its own attacker, "
-            "update inversion)"))
+            "update inversion)"), updates=seen)
 
     def membership_target(self, outcome: TaskOutcome, data: ImageSet, *,
                           budget: BenchBudget, seed: int) -> MembershipTarget | str:
@@ -513,6 +519,45 @@ class FederatedProtocol(Protocol):
         raise ConfigError("the federated protocol releases no images: each centre keeps "
                           "its own and sends model updates; run it with `medveil bench "
                           "--schemes federated` (or Flower's deployment, docs/federated.md)")
+
+
+def update_surface(outcome: TaskOutcome):
+    """What the aggregator of ``outcome`` saw, for :mod:`medveil.attacks.aggregator`."""
+    from medveil.attacks.aggregator import UpdateSurface
+    from medveil.attacks.update_inversion import ObservedUpdate
+
+    aggregator, centre = outcome.processor, outcome.owners[0]
+    first = aggregator.observed[0]
+    shape = tuple(aggregator.image_shape)
+    settings = aggregator.settings
+    observed = ObservedUpdate(net_config=aggregator.net_config, before=first["before"],
+                              after=first["after"][0], image_shape=shape, n_images=1)
+
+    def probe(images: np.ndarray, labels: np.ndarray, seed: int) -> ObservedUpdate:
+        """One plain-SGD step on ``images`` alone with the row's clipping and noise."""
+        from dataclasses import replace
+
+        from medveil.data.imageset import from_splits
+        from medveil.federated.centre import train_locally
+        from medveil.federated.ledger import PrivacyLedger
+
+        batch = from_splits([("train", images, labels, None)], meta={"name": "probe"})
+        plan = replace(settings.plan(1), epochs=1, batch_size=len(images), lr=0.01,
+                       lr_end=0.01, optimizer="sgd", momentum=0.0, mu=0.0, augment=False,
+                       noise=centre.noise, target_epsilon=0.0, max_epsilon=0.0)
+        result = train_locally(aggregator.net_config, first["before"], batch, plan=plan,
+                               ledger=PrivacyLedger(), seed=seed, centre=0)
+        return ObservedUpdate(net_config=aggregator.net_config, before=first["before"],
+                              after=result.state, image_shape=shape, n_images=len(images))
+
+    return UpdateSurface(observed=observed, victims=centre.train.images, probe=probe,
+                         labels=centre.train.labels, setting={
+                             "round": first["round"], "centre": 0,
+                             "batch_size": settings.batch_size,
+                             "local_steps": centre.steps_first_round,
+                             "optimizer": settings.optimizer,
+                             "noise_multiplier": centre.noise if settings.private else 0.0,
+                             "clip": settings.clip if settings.private else None})
 
 
 def train_federated(protocol: FederatedProtocol, scheme: Any, data: ImageSet, *,

@@ -133,16 +133,33 @@ def _verdict_cell(verdict: dict[str, Any] | None) -> str:
 
 
 def verdict_table(scorecard: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """One line per row, one column per threat actor (medveil.verdicts)."""
+    """One line per row, one column per threat actor (medveil.verdicts); the
+    aggregator's column where a row has one (federated training)."""
+    from medveil.attacks.aggregator import AGGREGATOR_WHO
     from medveil.verdicts import ACTORS
 
+    rows = [row for row in scorecard["results"] if row["status"] == "ok"]
+    aggregated = any("aggregator" in (row.get("verdicts") or {}) for row in rows)
     header = ["scheme", *[f"{number}: {who}" for _, number, who in ACTORS],
-              f"the model: {MEMBERSHIP_WHO}"]
+              *([AGGREGATOR_WHO] if aggregated else []), f"the model: {MEMBERSHIP_WHO}"]
     body = [[row["scheme"], *[_verdict_cell((row.get("verdicts") or {}).get(name))
                               for name, _, _ in ACTORS],
+             *([_aggregator_cell(row)] if aggregated else []),
              _verdict_cell((row.get("verdicts") or {}).get("membership"))]
-            for row in scorecard["results"] if row["status"] == "ok"]
+            for row in rows]
     return header, body
+
+
+def _aggregator_cell(row: dict[str, Any]) -> str:
+    """The aggregator's verdict with its figures; "not applicable" for a row whose
+    processor sees no update (every view scheme)."""
+    verdict = (row.get("verdicts") or {}).get("aggregator")
+    if verdict is None:
+        return "not applicable (no model update reaches the processor)"
+    figures = (row.get("attacks") or {}).get("update_inversion") or {}
+    probe = figures.get("probe", {})
+    return (f"{verdict['verdict']} (advantage {verdict['advantage']:.2f} on a real round's "
+            f"update; {probe.get('advantage', float('nan')):.2f} on one image, one step)")
 
 
 def _leak_plot(path: Path, scorecard: dict[str, Any]) -> Path | None:
@@ -262,6 +279,9 @@ def _verdict(row: dict[str, Any], plain: dict[str, Any] | None, metric: str) -> 
     if difference:
         parts.append(utility_statement(difference, metric=metric.upper())
                      + " (paired on the same test images against plain)")
+    aggregator = (row.get("verdicts") or {}).get("aggregator")
+    if aggregator:
+        parts.append(f"the aggregator's update inversion: {_aggregator_cell(row)}")
     membership = (row.get("verdicts") or {}).get("membership")
     if membership:
         domain = (row.get("membership") or {}).get("domain")

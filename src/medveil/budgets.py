@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from medveil.attacks.aggregator import UpdateAttackBudget
-from medveil.attacks.suite import AttackBudget, InversionBudget, ReidBudget
+from medveil.attacks.suite import AttackBudget, InversionBudget, ReidBudget, UpdateAttackBudget
 from medveil.errors import unknown_name
 from medveil.tasks import ClassifierConfig, SegmenterConfig
 

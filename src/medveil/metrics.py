@@ -139,6 +139,13 @@ def affine_fitted(reference: np.ndarray, picture: np.ndarray) -> np.ndarray:
     return np.clip(slope * centred + ref_mean, 0.0, 1.0).astype(np.float32)
 
 
+def attacker_floor(public: np.ndarray, victims: np.ndarray) -> float:
+    """The SSIM of the attacker's best guess without any view (the mean of its public
+    images) against the victims: what every reconstruction must beat to show a leak."""
+    mean = np.repeat(public.mean(axis=0, keepdims=True), len(victims), axis=0)
+    return image_similarity(victims, mean)["ssim"]
+
+
 def advantage(figure: float, floor: float) -> float:
     """How far an attack's SSIM gets above the attacker's best guess without the view,
     towards a perfect copy: ``(figure - floor) / (1 - floor)`` (0: nothing learned)."""

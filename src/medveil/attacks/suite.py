@@ -12,18 +12,27 @@ from typing import Any
 
 import numpy as np
 
-from medveil.attacks.aggregator import UpdateAttackBudget
 from medveil.attacks.correspondence import fit_correspondence
 from medveil.attacks.inversion import InversionBudget, invert, is_image_view, train_inverter
 from medveil.attacks.reidentify import ReidBudget, reidentify
 from medveil.keys import Key
-from medveil.metrics import image_similarity
+from medveil.metrics import attacker_floor, image_similarity  # noqa: F401  (API)
 from medveil.seeds import derive_seed
 
 
 def seeded_key(role: str, seed: int) -> Key:
     """A reproducible key for benchmark roles. Not a secret: never use it to protect data."""
     return Key(hashlib.sha256(f"medveil/bench/{role}/{seed}".encode()).digest())
+
+
+@dataclass(frozen=True)
+class UpdateAttackBudget:
+    """How hard the aggregator tries (federated rows; medveil.attacks.aggregator)."""
+
+    iterations: int = 1000
+    restarts: int = 2
+    update_images: int = 4  #: images it reconstructs from a real round's update
+    probe_victims: int = 4
 
 
 @dataclass
@@ -138,13 +147,6 @@ def structure_figure(pictures: np.ndarray, images: np.ndarray, masks: np.ndarray
         return None  # the detector sees no more in the plaintext than in the guess
     return {"auc": auc, "floor_auc": floor, "plaintext_auc": plaintext,
             "advantage": float((auc - floor) / max(1e-9, plaintext - floor))}
-
-
-def attacker_floor(public: np.ndarray, victims: np.ndarray) -> float:
-    """The SSIM of the attacker's best guess without any view (the mean of its public
-    images) against the victims: what every reconstruction must beat to show a leak."""
-    mean = np.repeat(public.mean(axis=0, keepdims=True), len(victims), axis=0)
-    return image_similarity(victims, mean)["ssim"]
 
 
 def with_advantages(attacks: dict[str, Any], floor: float) -> None:

@@ -84,6 +84,7 @@ def base_args(command: str, root: Path) -> list[str]:
         "multicentre": ["multicentre", "--data", "chase-demo", "--budget", "smoke",
                         "--centres", "2"],
         "evaluate": ["evaluate", "--model", str(root / "m.pt"), "--data", rel, "--key", key],
+        "federated-app": ["federated-app", "--centres", "2"],
         "data show": ["data", "show", "cxr-demo"],
         "serve token add": ["serve", "token", "add", "centre-a", "--data-dir",
                             str(root / "service")],

@@ -153,12 +153,12 @@ def train(message: Message, context: Context) -> Message:
 def final(message: Message, context: Context) -> Message:
     """The final global model predicts the centre's test images; the predictions stay
     on the node (``state/predictions.npz``); the reply carries only their count."""
+    import io
+
     from medveil.atomic import atomic_write_bytes
 
     centre, state = _centre(context)
     centre.receive(from_record(message.content, sender="processor"))
-    import io
-
     buffer = io.BytesIO()
     np.savez(buffer, probabilities=centre.decoded.probabilities)
     atomic_write_bytes(state / "predictions.npz", buffer.getvalue(), force=True, check=False)

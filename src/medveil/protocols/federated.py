@@ -253,6 +253,8 @@ class AggregatorHalf(ProcessorHalf):
         self._started = time.perf_counter()
 
     def receive(self, messages: list[Message]) -> list[Message | None]:
+        from medveil.federated.aggregator import plan_to_config
+
         if all(m.kind == "join" for m in messages):
             self._join(messages)
         else:
@@ -260,7 +262,7 @@ class AggregatorHalf(ProcessorHalf):
         if self.stopped is not None or self.round >= self.settings.rounds:
             return [self._final(m) for m in messages]
         self.round += 1
-        plan = plan_to_config_for(self.settings, self.round)
+        plan = plan_to_config(self.settings.plan(self.round))
         extras, names = pack_weights(self.weights)
         return [Message(kind="train", sender=PROCESSOR, round=m.round + 1, extras=extras,
                         header=self._header("train", plan=plan, net_config=self.net_config,
@@ -391,12 +393,6 @@ def _count(value: Any, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise IntegrityError(f"a centre {what} {value!r} images; refuse it")
     return value
-
-
-def plan_to_config_for(settings: FederatedSettings, round_: int) -> dict[str, Any]:
-    from medveil.federated.aggregator import plan_to_config
-
-    return plan_to_config(settings.plan(round_))
 
 
 @register_protocol

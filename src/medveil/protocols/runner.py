@@ -93,7 +93,6 @@ def run_task(protocol: Protocol, scheme: Any, data: ImageSet, *, key: Key,
     run_section = protocol.run_section(owners, processor)
     if run_section is not None:
         section = {**(section or {}), **run_section}
-    decoded = protocol.combine(owners, data) if len(owners) > 1 else owner.decoded
-    return TaskOutcome(decoded=decoded, model=owner.model or processor.model,
+    return TaskOutcome(decoded=protocol.combine(owners, data), model=owner.model or processor.model,
                        transcript=transcript, owner=owner, figures=figures, section=section,
                        owners=owners, processor=processor)
